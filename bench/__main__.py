@@ -1,0 +1,176 @@
+"""Run the benchmarks: `python -m bench [--quick] [--json PATH] [--only NAME ...]`.
+
+The registry below names every figure module. A figure module exposes
+`run(quick: bool) -> list[dict]`, one dict per figure with the keys of
+`bench.harness.ROW_KEYS` (target and holds may be left out: the registry's
+targets, from the benchmark issue, are applied here). Adding a module is one
+`Entry(...)` line. A module that cannot be imported yields a "not available"
+row; one whose run() raises yields a "failed" row; neither stops the others.
+
+A target applies to the rows of its module whose figure names contain all of
+its `match` words, so a figure module names its rows after the issue's
+wording ("... median", "... p99", "history ...", "... to menu", ...). A target
+that matches no row is reported as a row of its own, so a renamed figure never
+silently drops its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import (
+    RESULTS_DIR,
+    Row,
+    Target,
+    apply_targets,
+    as_number,
+    at_least,
+    at_most,
+    complete_row,
+    failed_row,
+    figure_row,
+    format_table,
+    machine_info,
+    ratio_at_most,
+    unavailable_row,
+    under,
+    within_baseline_plus,
+    write_json,
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # what --only selects
+    module: str  # import path of the figure module
+    targets: tuple[Target, ...] = ()
+
+
+# The targets of the benchmark issue. A missed target is reported as missed, never loosened.
+LATENCY = (
+    Target("median at most 8x the echo", ratio_at_most(8.0), match=("median",)),
+    Target("p99 under 2 ms", under(2.0, "ms"), match=("p99",)),
+)
+THROUGHPUT = (Target("at least 10,000/s", at_least(10_000.0, "msg/s")),)
+HANDSHAKE = (Target("median under 5 ms", under(5.0, "ms"), match=("median",)),)
+DISCOVERY = (Target("under 2 s", under(2.0, "s"), match=("list each other",)),)
+KILL_TO_REMOVAL = (
+    Target("within timeout + 1 s", within_baseline_plus(1.0, "s"), match=("removed",)),
+)
+SESSIONS = (
+    Target("1,000 sessions, at most 64 KiB each", at_most(64.0, "KiB"), match=("per session",)),
+)
+HISTORY = (Target("under 10 ms", under(10.0, "ms"), match=("history", "last 50")),)
+START_TO_MENU = (Target("under 0.6 s", under(0.6, "s"), match=("menu",)),)
+
+REGISTRY: tuple[Entry, ...] = (
+    Entry("baselines", "bench.baselines"),
+    Entry("crypto", "bench.bench_crypto"),
+    Entry("discovery", "bench.bench_discovery", DISCOVERY),
+    Entry("history", "bench.bench_history", HISTORY),
+    Entry("latency", "bench.bench_latency", LATENCY),
+    Entry("throughput", "bench.bench_throughput", THROUGHPUT),
+    Entry("handshake", "bench.bench_handshake", HANDSHAKE),
+    Entry("sessions", "bench.bench_sessions", SESSIONS),
+    Entry("kill", "bench.bench_kill", KILL_TO_REMOVAL),
+    Entry("startup", "bench.bench_startup", START_TO_MENU),
+)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def collect(entry: Entry, quick: bool) -> list[Row]:
+    """The rows of one figure module, with targets applied; never raises for the module's sake."""
+    try:
+        module = importlib.import_module(entry.module)
+        run = module.run
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == entry.module:
+            reason = f"{entry.module} is not written yet"
+        else:
+            reason = _reason(exc)
+        return [unavailable_row(entry.name, reason)]
+    try:
+        produced = run(quick)
+        if not isinstance(produced, list) or not produced:
+            raise TypeError(f"run() returned {type(produced).__name__}, not a list of rows")
+        rows = [complete_row(row) for row in produced]
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return [failed_row(entry.name, _reason(exc))]
+    rows = [apply_targets(row, entry.targets) for row in rows]
+    for target in entry.targets:
+        if not any(
+            row["target"] == target.text and as_number(row["value"]) is not None for row in rows
+        ):
+            rows.append(figure_row(f"{entry.name}: no figure for target {target.text!r}", None, ""))
+    return rows
+
+
+def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="peer_chat benchmarks (loopback only)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer runs and smaller sizes (a smoke check)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="where to write the results (default: bench/results/latest.json, "
+        "or bench/results/quick.json with --quick)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=names, metavar="NAME", help=f"run only: {', '.join(names)}"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, registry: Sequence[Entry] = REGISTRY) -> int:
+    args = _parser([entry.name for entry in registry]).parse_args(argv)
+    selected = [entry for entry in registry if not args.only or entry.name in args.only]
+    machine = machine_info()
+    started = time.monotonic()
+    rows: list[Row] = []
+    for entry in selected:
+        print(f"bench: {entry.name} ...", file=sys.stderr, flush=True)
+        module_start = time.monotonic()
+        rows.extend(collect(entry, args.quick))
+        print(
+            f"bench: {entry.name} done in {time.monotonic() - module_start:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    duration = time.monotonic() - started
+
+    print(
+        f"{machine['cpu_model']} ({machine['cpu_count']} cores), Python {machine['python']}, "
+        f"{machine['platform']}, {machine['date']}" + (", --quick" if args.quick else "")
+    )
+    print(format_table(rows))
+    path = args.json or RESULTS_DIR / ("quick.json" if args.quick else "latest.json")
+    write_json(
+        path,
+        rows,
+        machine=machine,
+        quick=args.quick,
+        modules=[entry.name for entry in selected],
+        duration_s=round(duration, 1),
+    )
+    print(f"results written to {path}")
+    return 1 if any(row.get("status") == "failed" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Application messages carried one per transport frame, in a compact binary form.
+
+Every message starts with a 1-byte kind; the layout after it is fixed per kind
+(all integers big-endian, text UTF-8, nothing may trail):
+
+    Chat  0x01  msg_id (16 raw bytes) | sent_at (float64) | text (rest)
+    Ack   0x02  count (u16) | count x msg_id (16 raw bytes)
+    Ping  0x03  nonce (u64)
+    Pong  0x04  nonce (u64)
+    Bye   0x05  reason (rest)
+
+`decode_message` raises only `ProtocolError`; `encode_message` raises
+`ValueError` for a message that could never be decoded (a local mistake).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from errors import ProtocolError
+from limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+
+KIND_CHAT: Final = 0x01
+KIND_ACK: Final = 0x02
+KIND_PING: Final = 0x03
+KIND_PONG: Final = 0x04
+KIND_BYE: Final = 0x05
+
+MSG_ID_BYTES: Final = 16
+MAX_ACK_IDS: Final = MAX_IN_FLIGHT * 4
+_MAX_U64: Final = 2**64 - 1
+_MSG_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+
+_CHAT_HEAD: Final = struct.Struct(">B16sd")
+_ACK_HEAD: Final = struct.Struct(">BH")
+_NONCE: Final = struct.Struct(">BQ")
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    msg_id: str  # 32 lowercase hex chars (16 random bytes)
+    sent_at: float  # sender's unix time
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    msg_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: int  # u64
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    reason: str
+
+
+Message = Chat | Ack | Ping | Pong | Bye
+
+
+def new_msg_id() -> str:
+    return secrets.token_hex(MSG_ID_BYTES)
+
+
+def _id_bytes(msg_id: str) -> bytes:
+    if not _MSG_ID_RE.fullmatch(msg_id):
+        raise ValueError(f"msg_id must be 32 lowercase hex characters, got {msg_id!r}")
+    return bytes.fromhex(msg_id)
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not encodable as UTF-8") from exc
+
+
+def encode_message(message: Message) -> bytes:
+    """The wire form of `message`; ValueError if it breaks a limit."""
+    if type(message) is Chat:
+        text = _utf8(message.text, "text")
+        if len(text) > MAX_MESSAGE_BYTES:
+            raise ValueError(f"message text over {MAX_MESSAGE_BYTES} bytes")
+        if not (math.isfinite(message.sent_at) and message.sent_at >= 0):
+            raise ValueError("sent_at must be a finite, non-negative time")
+        return _CHAT_HEAD.pack(KIND_CHAT, _id_bytes(message.msg_id), message.sent_at) + text
+    if type(message) is Ack:
+        if not 0 < len(message.msg_ids) <= MAX_ACK_IDS:
+            raise ValueError(f"an Ack carries 1..{MAX_ACK_IDS} ids")
+        ids = b"".join(_id_bytes(i) for i in message.msg_ids)
+        return _ACK_HEAD.pack(KIND_ACK, len(message.msg_ids)) + ids
+    if type(message) is Ping or type(message) is Pong:
+        if not 0 <= message.nonce <= _MAX_U64:
+            raise ValueError("nonce must fit in 64 bits")
+        return _NONCE.pack(KIND_PING if type(message) is Ping else KIND_PONG, message.nonce)
+    if type(message) is Bye:
+        if len(message.reason) > MAX_REASON_CHARS:
+            raise ValueError(f"reason over {MAX_REASON_CHARS} characters")
+        return bytes((KIND_BYE,)) + _utf8(message.reason, "reason")
+    raise ValueError(f"not a message: {type(message).__name__}")
+
+
+def _text(data: bytes, start: int, what: str) -> str:
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not valid UTF-8") from None
+
+
+def decode_message(data: bytes) -> Message:
+    """Parse one message strictly; ProtocolError (only) if it is malformed."""
+    if not data:
+        raise ProtocolError("empty message")
+    kind = data[0]
+    size = len(data)
+    if kind == KIND_CHAT:
+        if size < _CHAT_HEAD.size:
+            raise ProtocolError("chat message too short")
+        if size - _CHAT_HEAD.size > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"chat text over {MAX_MESSAGE_BYTES} bytes")
+        _, raw_id, sent_at = _CHAT_HEAD.unpack_from(data)
+        if not (math.isfinite(sent_at) and sent_at >= 0):
+            raise ProtocolError("chat timestamp is not a valid time")
+        return Chat(raw_id.hex(), sent_at, _text(data, _CHAT_HEAD.size, "chat text"))
+    if kind == KIND_ACK:
+        if size < _ACK_HEAD.size:
+            raise ProtocolError("ack too short")
+        _, count = _ACK_HEAD.unpack_from(data)
+        if not 0 < count <= MAX_ACK_IDS:
+            raise ProtocolError(f"ack with {count} ids is outside 1..{MAX_ACK_IDS}")
+        if size != _ACK_HEAD.size + count * MSG_ID_BYTES:
+            raise ProtocolError("ack length does not match its id count")
+        start = _ACK_HEAD.size
+        return Ack(
+            tuple(
+                data[i : i + MSG_ID_BYTES].hex()
+                for i in range(start, start + count * MSG_ID_BYTES, MSG_ID_BYTES)
+            )
+        )
+    if kind in (KIND_PING, KIND_PONG):
+        if size != _NONCE.size:
+            raise ProtocolError("ping/pong has the wrong length")
+        _, nonce = _NONCE.unpack(data)
+        return Ping(nonce) if kind == KIND_PING else Pong(nonce)
+    if kind == KIND_BYE:
+        if size - 1 > MAX_REASON_CHARS * 4:  # bound the work before decoding
+            raise ProtocolError("bye reason too long")
+        reason = _text(data, 1, "bye reason")
+        if len(reason) > MAX_REASON_CHARS:
+            raise ProtocolError(f"bye reason over {MAX_REASON_CHARS} characters")
+        return Bye(reason)
+    raise ProtocolError(f"unknown message kind {kind:#04x}")

@@ -1,0 +1,1086 @@
+"""The network node: sessions, discovery, liveness and delivery, in one event loop.
+
+Ownership, which is what keeps the threads free of data races:
+
+- One background thread runs an asyncio loop. Everything mutable here (the
+  sessions, the active list, the outbox, the pins cache) belongs to that
+  thread and is touched only from it.
+- The menu thread calls the public methods below; each one hands a coroutine
+  to the loop and waits for its result, so it never touches loop state.
+- The history store is the single writer of the database and carries its own
+  lock, so the menu thread may read history directly.
+
+Delivery: a chat message is stored as pending before it is put on the wire,
+the receiver stores it (a committed transaction) before acknowledging it, and
+the acknowledgement marks it delivered. Unacknowledged messages go back to the
+head of the outbox when a session is lost and are sent again, in order, on the
+next session; the receiver drops the duplicates by id and acknowledges them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import errno
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import limits
+import trust
+from channel import Credentials, Event, HandshakeComplete, MessageReceived, PeerHello, Role
+from crypto_utils import Identity
+from discovery import BeaconAccepted, DiscoveryService, broadcast_targets
+from errors import BindError, StorageError
+from liveness import Liveness
+from messages import Ack, Bye, Chat, Message, Ping, Pong, new_msg_id
+from outbox import Outbox, OutgoingItem, QueueFull
+from peer_cache import write_peer_cache
+from session import Session
+from storage import DeliveryState, Direction, HistoryStore, StoredMessage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Reasons carried by a goodbye. Only QUIT means "I am leaving".
+BYE_QUIT = "quit"
+BYE_DUPLICATE = "duplicate session"
+BYE_UNTRUSTED = "key not trusted"
+BYE_IDLE = "idle"
+BYE_SELF = "connected to itself"
+BYE_STORAGE = "cannot store messages"
+
+TICK = 0.25  # seconds between housekeeping passes (liveness, pings, retries)
+RETRY_MIN, RETRY_MAX = 1.0, 10.0  # reconnect backoff for peers with queued messages
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    port: int
+    data_dir: Path
+    bind: str = "0.0.0.0"
+    broadcast: str = "255.255.255.255"
+    discovery_port: int = 54545
+    beacon_interval: float = 5.0
+    peer_timeout: float = 15.0
+    discovery: bool = True
+    handshake_timeout: float = limits.HANDSHAKE_TIMEOUT
+    idle_timeout: float = limits.IDLE_SESSION_TIMEOUT
+    ping_interval: float = limits.PING_INTERVAL
+    connect_timeout: float = 3.0
+    send_wait: float = limits.SEND_WAIT
+    max_connections: int = limits.MAX_CONNECTIONS
+    max_connections_per_address: int = limits.MAX_CONNECTIONS_PER_ADDRESS
+    max_pending_handshakes: int = limits.MAX_PENDING_HANDSHAKES
+    max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER
+    max_queued_age: float = limits.MAX_QUEUED_AGE
+
+
+# -- what the node tells the user interface ----------------------------------
+
+
+@dataclass(frozen=True)
+class MessageArrived:
+    name: str
+    host: str
+    port: int
+    fingerprint: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PeerDiscovered:
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class PeerOffline:
+    name: str
+    host: str
+    port: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeyChanged:
+    name: str
+    host: str
+    port: int
+    pinned_fingerprint: str
+    presented_fingerprint: str
+
+
+@dataclass(frozen=True)
+class QueuedDelivered:
+    name: str
+    host: str
+    port: int
+    count: int
+
+
+@dataclass(frozen=True)
+class QueuedExpired:
+    name: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    text: str
+
+
+UiEvent = (
+    MessageArrived
+    | PeerDiscovered
+    | PeerConnected
+    | PeerOffline
+    | KeyChanged
+    | QueuedDelivered
+    | QueuedExpired
+    | Problem
+)
+
+
+@dataclass
+class ActivePeer:
+    fingerprint: str
+    name: str
+    host: str
+    port: int
+    verified: bool
+    last_seen: float  # wall clock, for display
+
+
+@dataclass(frozen=True)
+class KeyConflict:
+    name: str
+    host: str
+    port: int
+    pinned_fingerprint: str
+    presented_fingerprint: str
+    public_der: bytes
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    QUEUED = "queued"
+    PENDING = "pending"
+    FAILED = "failed"
+    KEY_CHANGED = "key changed"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    host: str
+    port: int
+    name: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    ok: bool
+    host: str
+    port: int
+    name: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class _Retry:
+    next_at: float = 0.0
+    delay: float = RETRY_MIN
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class _Refused(Exception):
+    """The remote peer closed the session on purpose (its goodbye reason is the message)."""
+
+
+class _KeyChangedError(Exception):
+    def __init__(self, conflict: KeyConflict) -> None:
+        super().__init__(conflict.name)
+        self.conflict = conflict
+
+
+class Node:
+    """A running peer. Create, `start()`, use from any thread, `close()`."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: Identity,
+        store: HistoryStore,
+        on_event: Callable[[UiEvent], None],
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.store = store
+        self._emit_to_ui = on_event
+        self.credentials = Credentials.create(identity, config.name, config.port)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="peer-net", daemon=True)
+        self._server: asyncio.Server | None = None
+        self._discovery: DiscoveryService | None = None
+        self._tick_handle: asyncio.Handle | None = None
+        # Loop-owned state.
+        self._connections: set[Session] = set()
+        self._per_address: dict[str, int] = {}
+        self._sessions: dict[str, Session] = {}  # fingerprint -> the one live session
+        self._active: dict[str, ActivePeer] = {}
+        self._liveness = Liveness(config.peer_timeout)
+        self._outbox = Outbox(
+            max_per_peer=config.max_queued_per_peer,
+            max_age=config.max_queued_age,
+            max_in_flight=limits.MAX_IN_FLIGHT,
+        )
+        self._outgoing_meta: dict[str, StoredMessage] = {}  # msg_id -> stored row, until acked
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._pins: dict[str, str] = {}
+        self._conflicts: dict[str, KeyConflict] = {}  # presented fingerprint -> conflict
+        self._announced: dict[str, bytes] = {}  # fingerprint -> beacon instance announced
+        self._departed: dict[str, bytes | None] = {}  # said goodbye/exit: beacon instance
+        self._retries: dict[str, _Retry] = {}
+        self._submitted: set[str] = set()
+        self._peer_cache_dirty = False
+        self._closing = False
+
+    # -- lifecycle (menu thread) ---------------------------------------------
+
+    def start(self) -> None:
+        """Bind the TCP port and the discovery port; nothing is processed until `run()`."""
+        self._pins = self.store.pins()
+        try:
+            self.loop.run_until_complete(self._bind())
+        except BaseException:
+            self._close_loop_now()
+            raise
+        self._load_outbox()
+
+    def run(self) -> None:
+        """Start processing in the background thread (after the banner is on screen)."""
+        self._thread.start()
+
+    def close(self, timeout: float = 1.5) -> None:
+        """Say goodbye to every peer, stop the loop and wait for it (bounded)."""
+        if not self._thread.is_alive():
+            self._close_loop_now()
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        with contextlib.suppress(Exception):
+            fut.result(timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(_log_loop_exception)
+        self._tick_handle = self.loop.call_soon(self._tick)
+        for fp in self._outbox.peers_with_pending():
+            self._schedule_retry(fp, at_once=True)
+        try:
+            self.loop.run_forever()
+        finally:
+            self._close_loop_now()
+
+    def _close_loop_now(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self.loop.is_closed() and not self.loop.is_running():
+                for task in asyncio.all_tasks(self.loop):
+                    task.cancel()
+                self.loop.run_until_complete(asyncio.sleep(0))
+                self.loop.close()
+
+    async def _bind(self) -> None:
+        cfg = self.config
+        try:
+            self._server = await self.loop.create_server(
+                lambda: Session(self, Role.RESPONDER),
+                host=cfg.bind or None,
+                port=cfg.port,
+                reuse_address=True,
+                backlog=1024,
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BindError(f"Port {cfg.port} is already in use.") from None
+            raise BindError(
+                f"Cannot listen on {cfg.bind}:{cfg.port}: {exc.strerror or exc}"
+            ) from None
+        if cfg.discovery:
+            self._discovery = DiscoveryService(
+                identity=self.identity,
+                name=cfg.name,
+                tcp_port=cfg.port,
+                targets=broadcast_targets(cfg.broadcast),
+                discovery_port=cfg.discovery_port,
+                interval=cfg.beacon_interval,
+                on_beacon=self._on_beacon,
+            )
+            try:
+                await self._discovery.start()
+            except BaseException:
+                self._server.close()
+                raise
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._discovery is not None:
+            self._discovery.close()
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._connections):
+            session.close(BYE_QUIT)
+        # Give the goodbyes a moment to reach the wire.
+        await asyncio.sleep(0.05)
+        for retry in self._retries.values():
+            if retry.task is not None:
+                retry.task.cancel()
+        self._write_peer_cache()
+
+    # -- public API (menu thread) -----------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def active_peers(self) -> list[ActivePeer]:
+        return self._call(self._active_peers(), 5.0)
+
+    def send_to_address(self, host: str, port: int, text: str) -> SendResult:
+        return self._call(self._send_to_address(host, port, text))
+
+    def send_to_peer(self, fingerprint: str, text: str) -> SendResult:
+        return self._call(self._send_to_peer(fingerprint, text))
+
+    def submit(self, fingerprint: str, texts: Sequence[str]) -> list[str]:
+        """Queue messages to a known peer without waiting; returns their ids."""
+        return self._call(self._submit(fingerprint, texts), 30.0)
+
+    def wait_delivered(self, msg_ids: Sequence[str], timeout: float) -> bool:
+        return self._call(self._wait_delivered(msg_ids, timeout))
+
+    def connect(self, host: str, port: int) -> ConnectResult:
+        return self._call(self._connect(host, port))
+
+    def connect_all(self) -> list[ConnectResult]:
+        return self._call(self._connect_all())
+
+    def key_conflicts(self) -> list[KeyConflict]:
+        return self._call(self._list_conflicts(), 5.0)
+
+    def retrust(self, presented_fingerprint: str) -> KeyConflict | None:
+        """Accept a changed key: pin it, then let held messages flow."""
+        return self._call(self._retrust(presented_fingerprint), 10.0)
+
+    def session_count(self) -> int:
+        return self._call(self._session_count(), 5.0)
+
+    # -- admission and session bookkeeping (loop) ---------------------------
+
+    def admit(self, session: Session) -> bool:
+        """Whether a new connection fits in the limits; counted if it does."""
+        cfg = self.config
+        if self._closing:
+            return False
+        ip = session.remote_ip
+        pending = sum(1 for s in self._connections if not s.established)
+        if session.role is Role.RESPONDER:
+            if len(self._connections) >= cfg.max_connections:
+                log.warning("refusing %s: %d connections open", ip, len(self._connections))
+                return False
+            if self._per_address.get(ip, 0) >= cfg.max_connections_per_address:
+                log.warning("refusing %s: too many connections from that address", ip)
+                return False
+            if pending >= cfg.max_pending_handshakes:
+                log.warning("refusing %s: %d handshakes pending", ip, pending)
+                return False
+        self._connections.add(session)
+        self._per_address[ip] = self._per_address.get(ip, 0) + 1
+        return True
+
+    def session_closed(self, session: Session) -> None:
+        self._connections.discard(session)
+        ip = session.remote_ip
+        left = self._per_address.get(ip, 1) - 1
+        if left > 0:
+            self._per_address[ip] = left
+        else:
+            self._per_address.pop(ip, None)
+        fp = session.fingerprint
+        if fp is not None and self._sessions.get(fp) is session:
+            del self._sessions[fp]
+            self._outbox.session_lost(fp)
+            if self._outbox.pending_count(fp) and not self._closing:
+                self._schedule_retry(fp)
+
+    def handle_events(self, session: Session, events: list[Event]) -> None:
+        chats: list[Chat] = []
+        for event in events:
+            if isinstance(event, HandshakeComplete):
+                self._on_handshake(session, event.peer)
+            elif isinstance(event, MessageReceived):
+                message = event.message
+                if isinstance(message, Chat):
+                    chats.append(message)
+                    continue
+                if chats:
+                    self._on_chats(session, chats)
+                    chats = []
+                self._on_control(session, message)
+            if session.closed:
+                return
+        if chats:
+            self._on_chats(session, chats)
+        fp = session.fingerprint
+        if fp is not None and self._sessions.get(fp) is session:
+            self._heard(fp)
+
+    # -- handshake and trust (loop) ----------------------------------------
+
+    def _on_handshake(self, session: Session, hello: PeerHello) -> None:
+        session.mark_established(hello)
+        fp = hello.fingerprint
+        addr = session.listen_address
+        assert addr is not None
+        host, port = addr
+        if fp == self.identity.fingerprint:
+            session.close(BYE_SELF)
+            self._fail_ready(session, _Refused("that address is this peer itself"))
+            return
+        decision = trust.decide(self._pins, hello.name, fp)
+        if decision.verdict is trust.Verdict.CHANGED:
+            assert decision.pinned_fingerprint is not None
+            conflict = KeyConflict(
+                hello.name, host, port, decision.pinned_fingerprint, fp, hello.identity_der
+            )
+            self._report_conflict(conflict)
+            session.close(BYE_UNTRUSTED)
+            self._fail_ready(session, _KeyChangedError(conflict))
+            return
+        try:
+            if decision.verdict is trust.Verdict.NEW:
+                self.store.pin(hello.name, fp)
+                self._pins[trust.pin_key(hello.name)] = fp
+            self.store.upsert_peer(fp, hello.name, hello.identity_der, host, port, time.time())
+        except StorageError as exc:
+            self._emit(Problem(f"Cannot record peer {hello.name}: {exc}"))
+        self._peer_cache_dirty = True
+        existing = self._sessions.get(fp)
+        if existing is not None and existing is not session and existing.established:
+            keep = self._preferred(existing, session, fp)
+            loser = session if keep is existing else existing
+            if loser is existing:
+                self._sessions[fp] = session
+                self._outbox.session_lost(fp)
+            loser.close(BYE_DUPLICATE)
+            if loser is session:
+                if not session.ready.done():
+                    session.ready.set_result(existing)
+                return
+        else:
+            self._sessions[fp] = session
+        self._departed.pop(fp, None)
+        self._retries.pop(fp, None)
+        newly = self._mark_active(fp, hello.name, host, port)
+        if newly and session.role is Role.RESPONDER:
+            self._emit(PeerConnected(hello.name, host, port))
+        if not session.ready.done():
+            session.ready.set_result(session)
+        self._pump(fp)
+
+    def _preferred(self, a: Session, b: Session, fp: str) -> Session:
+        """Of two sessions with one peer, the one both ends agree to keep.
+
+        Each end keeps the session initiated by the peer with the smaller
+        fingerprint, so both close the same one even when they race.
+        """
+
+        def initiator(s: Session) -> str:
+            return self.identity.fingerprint if s.role is Role.INITIATOR else fp
+
+        ia, ib = initiator(a), initiator(b)
+        if ia == ib:
+            return a  # same initiator twice: keep the older
+        return a if ia < ib else b
+
+    def _report_conflict(self, conflict: KeyConflict) -> None:
+        known = self._conflicts.get(conflict.presented_fingerprint)
+        self._conflicts[conflict.presented_fingerprint] = conflict
+        if known is None:
+            self._emit(
+                KeyChanged(
+                    conflict.name,
+                    conflict.host,
+                    conflict.port,
+                    conflict.pinned_fingerprint,
+                    conflict.presented_fingerprint,
+                )
+            )
+
+    @staticmethod
+    def _fail_ready(session: Session, exc: Exception) -> None:
+        if not session.ready.done():
+            session.ready.set_exception(exc)
+            session.ready.exception()
+
+    # -- messages in (loop) --------------------------------------------------
+
+    def _on_chats(self, session: Session, chats: list[Chat]) -> None:
+        hello = session.peer
+        addr = session.listen_address
+        if hello is None or addr is None or self._sessions.get(hello.fingerprint) is not session:
+            return  # a losing duplicate: the peer resends on the kept session
+        now = time.time()
+        rows = [
+            StoredMessage(
+                msg_id=chat.msg_id,
+                peer_fp=hello.fingerprint,
+                peer_name=hello.name,
+                peer_host=addr[0],
+                peer_port=addr[1],
+                direction=Direction.IN,
+                text=chat.text,
+                sent_at=chat.sent_at,
+                stored_at=now,
+                state=DeliveryState.RECEIVED,
+            )
+            for chat in chats
+        ]
+        try:
+            fresh = self.store.add_incoming(rows)
+        except StorageError as exc:
+            # Not stored means not acknowledged: the sender keeps it and retries.
+            self._emit(Problem(f"Cannot store messages from {hello.name}: {exc}"))
+            session.close(BYE_STORAGE)
+            return
+        session.last_chat = self.loop.time()
+        ids = [chat.msg_id for chat in chats]
+        step = limits.MAX_IN_FLIGHT
+        session.send([Ack(tuple(ids[i : i + step])) for i in range(0, len(ids), step)])
+        for chat, is_new in zip(chats, fresh, strict=True):
+            if not is_new:
+                continue
+            self._emit(MessageArrived(hello.name, addr[0], addr[1], hello.fingerprint, chat.text))
+            if chat.text.strip().lower() == "exit":
+                self._depart(hello.fingerprint, "said exit")
+
+    def _on_control(self, session: Session, message: Message) -> None:
+        fp = session.fingerprint
+        if fp is None:
+            return
+        if isinstance(message, Ack):
+            self._on_ack(fp, message.msg_ids)
+        elif isinstance(message, Ping):
+            session.send([Pong(message.nonce)])
+        elif isinstance(message, Pong):
+            pass
+        elif isinstance(message, Bye):
+            self._on_bye(session, fp, message.reason)
+
+    def _on_bye(self, session: Session, fp: str, reason: str) -> None:
+        self._fail_ready(session, _Refused(reason))
+        refused = reason == BYE_UNTRUSTED
+        if refused:
+            for msg_id in self._in_flight_ids(fp):
+                waiter = self._waiters.get(msg_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(_Refused(reason))
+                    waiter.exception()
+        session.closed = True
+        if session.transport is not None:
+            session.transport.close()
+        if reason == BYE_QUIT:
+            self._depart(fp, "left")
+
+    def _in_flight_ids(self, fp: str) -> list[str]:
+        return [m for m, meta in self._outgoing_meta.items() if meta.peer_fp == fp]
+
+    def _on_ack(self, fp: str, msg_ids: tuple[str, ...]) -> None:
+        done = self._outbox.acknowledge(fp, msg_ids)
+        if not done:
+            return
+        ids = [item.msg_id for item in done]
+        try:
+            self.store.mark_delivered(ids)
+        except StorageError as exc:
+            self._emit(Problem(f"Cannot record delivery: {exc}"))
+        unattended = 0  # queued earlier, with nobody waiting: tell the user here
+        for msg_id in ids:
+            self._outgoing_meta.pop(msg_id, None)
+            waiter = self._waiters.pop(msg_id, None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(None)
+            elif msg_id in self._submitted:
+                self._submitted.discard(msg_id)  # its caller follows it with wait_delivered()
+            else:
+                unattended += 1
+        peer = self._active.get(fp)
+        if unattended and peer is not None:
+            self._emit(QueuedDelivered(peer.name, peer.host, peer.port, unattended))
+        self._pump(fp)
+
+    # -- messages out (loop) -------------------------------------------------
+
+    def _pump(self, fp: str) -> None:
+        session = self._sessions.get(fp)
+        if session is None or not session.established:
+            return
+        items = self._outbox.take_sendable(fp)
+        if items:
+            session.send([Chat(item.msg_id, item.created_at, item.text) for item in items])
+            session.last_chat = self.loop.time()
+
+    def _load_outbox(self) -> None:
+        for row in self.store.pending_messages():
+            if row.peer_fp is None:
+                continue
+            try:
+                self._outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
+            except QueueFull:
+                self.store.mark_failed([row.msg_id], "queue full")
+                continue
+            self._outgoing_meta[row.msg_id] = row
+
+    def _new_outgoing(
+        self, fp: str | None, name: str, host: str, port: int, text: str, state: DeliveryState
+    ) -> StoredMessage:
+        now = time.time()
+        return StoredMessage(
+            msg_id=new_msg_id(),
+            peer_fp=fp,
+            peer_name=name,
+            peer_host=host,
+            peer_port=port,
+            direction=Direction.OUT,
+            text=text,
+            sent_at=now,
+            stored_at=now,
+            state=state,
+        )
+
+    def _enqueue(self, rows: list[StoredMessage]) -> None:
+        """Persist as pending, then queue: a crash after this still sends them."""
+        self.store.add_outgoing(rows)
+        for row in rows:
+            assert row.peer_fp is not None
+            try:
+                self._outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
+            except QueueFull:
+                self.store.mark_failed([row.msg_id], "queue full")
+                raise
+            self._outgoing_meta[row.msg_id] = row
+
+    def _record_failed(self, host: str, port: int, text: str, detail: str) -> None:
+        row = self._new_outgoing(None, "?", host, port, text, DeliveryState.FAILED)
+        row = dataclasses.replace(row, detail=detail)
+        try:
+            self.store.add_outgoing([row])
+        except StorageError as exc:
+            self._emit(Problem(f"Cannot record the failed message: {exc}"))
+
+    async def _send_to_address(self, host: str, port: int, text: str) -> SendResult:
+        if self._is_self(host, port):
+            return SendResult(Outcome.FAILED, host, port, detail="that is this peer's own address")
+        fp = self._fingerprint_at(host, port)
+        if fp is not None and fp in self._sessions:
+            return await self._send_to_peer(fp, text)
+        try:
+            session = await self._open_session(host, port)
+        except _KeyChangedError as exc:
+            c = exc.conflict
+            self._record_failed(host, port, text, "key changed")
+            return SendResult(Outcome.KEY_CHANGED, host, port, c.name, _key_changed_detail(c))
+        except _Refused as exc:
+            self._record_failed(host, port, text, f"refused: {exc}")
+            return SendResult(Outcome.REFUSED, host, port, detail=str(exc))
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            known = fp or self._known_fingerprint_at(host, port)
+            if known is None:
+                detail = f"{_describe(exc)}; never reached before, so it cannot be queued"
+                self._record_failed(host, port, text, detail)
+                return SendResult(Outcome.FAILED, host, port, detail=detail)
+            return await self._queue_for(known, text, _describe(exc))
+        assert session.fingerprint is not None
+        return await self._send_to_peer(session.fingerprint, text)
+
+    async def _send_to_peer(self, fp: str, text: str) -> SendResult:
+        conflict = next((c for c in self._conflicts.values() if c.pinned_fingerprint == fp), None)
+        peer = self._active.get(fp)
+        record = None if peer else self.store.get_peer(fp)
+        name = peer.name if peer else (record.name if record else "?")
+        host = peer.host if peer else (record.host if record and record.host else "?")
+        port = peer.port if peer else (record.port if record and record.port else 0)
+        if conflict is not None and fp not in self._sessions:
+            return SendResult(Outcome.KEY_CHANGED, host, port, name, _key_changed_detail(conflict))
+        if fp not in self._sessions and host != "?" and port:
+            try:
+                await self._open_session(host, port)
+            except _KeyChangedError as exc:
+                c = exc.conflict
+                return SendResult(Outcome.KEY_CHANGED, host, port, name, _key_changed_detail(c))
+            except (_Refused, OSError, ConnectionError, TimeoutError) as exc:
+                return await self._queue_for(fp, text, _describe(exc))
+        if fp not in self._sessions:
+            return await self._queue_for(fp, text, "not connected")
+        row = self._new_outgoing(fp, name, host, port, text, DeliveryState.PENDING)
+        try:
+            self._enqueue([row])
+        except StorageError as exc:
+            return SendResult(Outcome.FAILED, host, port, name, f"cannot store it: {exc}")
+        except QueueFull:
+            return SendResult(Outcome.FAILED, host, port, name, "the queue for this peer is full")
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._waiters[row.msg_id] = waiter
+        self._pump(fp)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.config.send_wait)
+        except TimeoutError:
+            self._waiters.pop(row.msg_id, None)
+            return SendResult(
+                Outcome.PENDING, host, port, name, "no acknowledgement yet; it stays queued"
+            )
+        except _Refused as exc:
+            self._waiters.pop(row.msg_id, None)
+            return SendResult(Outcome.REFUSED, host, port, name, f"{exc}; it stays queued")
+        return SendResult(Outcome.DELIVERED, host, port, name)
+
+    async def _queue_for(self, fp: str, text: str, why: str) -> SendResult:
+        record = self.store.get_peer(fp)
+        peer = self._active.get(fp)
+        name = peer.name if peer else (record.name if record else "?")
+        host = peer.host if peer else (record.host if record and record.host else "?")
+        port = peer.port if peer else (record.port if record and record.port else 0)
+        row = self._new_outgoing(fp, name, host, port, text, DeliveryState.PENDING)
+        try:
+            self._enqueue([row])
+        except StorageError as exc:
+            return SendResult(Outcome.FAILED, host, port, name, f"cannot store it: {exc}")
+        except QueueFull:
+            return SendResult(Outcome.FAILED, host, port, name, "the queue for this peer is full")
+        self._schedule_retry(fp)
+        return SendResult(Outcome.QUEUED, host, port, name, why)
+
+    async def _submit(self, fp: str, texts: Sequence[str]) -> list[str]:
+        record = self.store.get_peer(fp)
+        if record is None:
+            raise ValueError("unknown peer")
+        rows = [
+            self._new_outgoing(
+                fp, record.name, record.host or "?", record.port or 0, t, DeliveryState.PENDING
+            )
+            for t in texts
+        ]
+        self._enqueue(rows)
+        self._submitted.update(r.msg_id for r in rows)
+        if fp in self._sessions:
+            self._pump(fp)
+        else:
+            self._schedule_retry(fp, at_once=True)
+        return [r.msg_id for r in rows]
+
+    async def _wait_delivered(self, msg_ids: Sequence[str], timeout: float) -> bool:
+        deadline = self.loop.time() + timeout
+        while self.loop.time() < deadline:
+            if not any(m in self._outgoing_meta for m in msg_ids):
+                return True
+            await asyncio.sleep(0.005)
+        return not any(m in self._outgoing_meta for m in msg_ids)
+
+    # -- connecting (loop) -------------------------------------------------------
+
+    async def _open_session(self, host: str, port: int) -> Session:
+        """An established session to host:port: the existing one, or a new one."""
+        fp = self._fingerprint_at(host, port)
+        if fp is not None and fp in self._sessions:
+            return self._sessions[fp]
+        timeout = self.config.connect_timeout + self.config.handshake_timeout
+        async with asyncio.timeout(timeout):
+            _, session = await self.loop.create_connection(
+                lambda: Session(self, Role.INITIATOR), host, port
+            )
+            return await session.ready
+
+    async def _connect(self, host: str, port: int) -> ConnectResult:
+        if self._is_self(host, port):
+            return ConnectResult(False, host, port, detail="that is this peer's own address")
+        try:
+            session = await self._open_session(host, port)
+        except _KeyChangedError as exc:
+            return ConnectResult(False, host, port, exc.conflict.name, "key changed")
+        except (_Refused, OSError, ConnectionError, TimeoutError) as exc:
+            return ConnectResult(False, host, port, detail=_describe(exc))
+        name = session.peer.name if session.peer else None
+        return ConnectResult(True, host, port, name)
+
+    async def _connect_all(self) -> list[ConnectResult]:
+        peers = [(p.host, p.port) for p in self._active.values()]
+        return list(await asyncio.gather(*(self._connect(h, p) for h, p in peers)))
+
+    def _schedule_retry(self, fp: str, at_once: bool = False) -> None:
+        """Keep trying to reach a peer that has queued messages, with backoff."""
+        retry = self._retries.setdefault(fp, _Retry())
+        now = self.loop.time()
+        if at_once:
+            retry.next_at = now
+            retry.delay = RETRY_MIN
+        elif retry.next_at <= now:
+            retry.next_at = now + retry.delay
+
+    def _run_retries(self, now: float) -> None:
+        for fp, retry in list(self._retries.items()):
+            if fp in self._sessions or not self._outbox.pending_count(fp):
+                del self._retries[fp]
+                continue
+            if retry.next_at > now or (retry.task is not None and not retry.task.done()):
+                continue
+            address = self._address_of(fp)
+            if address is None:
+                retry.next_at = now + RETRY_MAX
+                continue
+            retry.task = self.loop.create_task(self._retry_connect(*address))
+            retry.next_at = now + retry.delay
+            retry.delay = min(retry.delay * 2, RETRY_MAX)
+
+    async def _retry_connect(self, host: str, port: int) -> None:
+        with contextlib.suppress(
+            _Refused, _KeyChangedError, OSError, ConnectionError, TimeoutError
+        ):
+            await self._open_session(host, port)
+
+    # -- discovery and liveness (loop) -----------------------------------------
+
+    def _on_beacon(self, accepted: BeaconAccepted) -> None:
+        beacon = accepted.beacon
+        fp = beacon.fingerprint
+        host, port = accepted.source_ip, beacon.tcp_port
+        decision = trust.decide(self._pins, beacon.name, fp)
+        if decision.verdict is trust.Verdict.CHANGED:
+            assert decision.pinned_fingerprint is not None
+            self._report_conflict(
+                KeyConflict(
+                    beacon.name, host, port, decision.pinned_fingerprint, fp, beacon.identity_der
+                )
+            )
+            return
+        if fp in self._departed:
+            if self._departed[fp] == beacon.instance:
+                return  # it said goodbye; the same run does not come back by beacon
+            del self._departed[fp]
+        self._mark_active(fp, beacon.name, host, port)
+        self._heard(fp)
+        if self._announced.get(fp) != beacon.instance:
+            self._announced[fp] = beacon.instance
+            self._emit(PeerDiscovered(beacon.name, host, port))
+            if self._discovery is not None:
+                self._discovery.announce_soon()
+        if self._outbox.pending_count(fp) and fp not in self._sessions:
+            self._schedule_retry(fp, at_once=True)
+
+    def _mark_active(self, fp: str, name: str, host: str, port: int) -> bool:
+        record = self._active.get(fp)
+        newly = record is None
+        verified = False
+        if record is None:
+            stored = self.store.get_peer(fp)
+            verified = bool(stored and stored.verified)
+            self._active[fp] = ActivePeer(fp, name, host, port, verified, time.time())
+        else:
+            record.name, record.host, record.port = name, host, port
+            record.last_seen = time.time()
+        self._liveness.heard(fp, self.loop.time())
+        return newly
+
+    def _heard(self, fp: str) -> None:
+        if fp in self._active:
+            self._active[fp].last_seen = time.time()
+            self._liveness.heard(fp, self.loop.time())
+
+    def _depart(self, fp: str, reason: str) -> None:
+        self._departed[fp] = self._announced.get(fp)
+        self._liveness.forget(fp)
+        peer = self._active.pop(fp, None)
+        if peer is not None:
+            self._emit(PeerOffline(peer.name, peer.host, peer.port, reason))
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        try:
+            self._housekeeping(now)
+        except Exception:
+            log.exception("housekeeping failed")
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
+
+    def _housekeeping(self, now: float) -> None:
+        for fp in self._liveness.expire(now):
+            peer = self._active.pop(fp, None)
+            session = self._sessions.get(fp)
+            if session is not None:
+                session.fail("peer timed out")
+            if peer is not None:
+                self._emit(PeerOffline(peer.name, peer.host, peer.port, "timed out"))
+        cfg = self.config
+        for fp, session in list(self._sessions.items()):
+            silent = now - session.last_received
+            if silent > cfg.peer_timeout:
+                session.fail("no traffic from the peer")
+            elif now - session.last_chat > cfg.idle_timeout:
+                session.close(BYE_IDLE)
+            elif silent > cfg.ping_interval and now - session.last_ping > cfg.ping_interval:
+                session.last_ping = now
+                session.send([Ping(int(now * 1000) & 0xFFFFFFFFFFFFFFFF)])
+            if fp not in self._active and session.established and session.peer is not None:
+                # Traffic on a live session keeps a peer listed even without beacons.
+                if session.last_received > now - cfg.peer_timeout and fp not in self._departed:
+                    addr = session.listen_address
+                    assert addr is not None
+                    self._mark_active(fp, session.peer.name, *addr)
+        expired = self._outbox.expire(time.time())
+        if expired:
+            self._expire(expired)
+        self._run_retries(now)
+        if self._peer_cache_dirty:
+            self._write_peer_cache()
+
+    def _expire(self, items: list[OutgoingItem]) -> None:
+        ids = [item.msg_id for item in items]
+        with contextlib.suppress(StorageError):
+            self.store.mark_failed(ids, "expired in the queue")
+        by_peer: dict[str, int] = {}
+        for item in items:
+            meta = self._outgoing_meta.pop(item.msg_id, None)
+            name = meta.peer_name if meta else "?"
+            by_peer[name] = by_peer.get(name, 0) + 1
+        for name, count in by_peer.items():
+            self._emit(QueuedExpired(name, count))
+
+    def _write_peer_cache(self) -> None:
+        self._peer_cache_dirty = False
+        try:
+            write_peer_cache(self.config.data_dir / "peers.json", self.store.known_peers())
+        except (OSError, StorageError) as exc:
+            log.warning("cannot write peers.json: %s", exc)
+
+    # -- queries (loop) ----------------------------------------------------------
+
+    async def _active_peers(self) -> list[ActivePeer]:
+        peers = [
+            ActivePeer(p.fingerprint, p.name, p.host, p.port, p.verified, p.last_seen)
+            for p in self._active.values()
+        ]
+        return sorted(peers, key=lambda p: (p.name.casefold(), p.host, p.port))
+
+    async def _list_conflicts(self) -> list[KeyConflict]:
+        return list(self._conflicts.values())
+
+    async def _retrust(self, presented: str) -> KeyConflict | None:
+        conflict = self._conflicts.pop(presented, None)
+        if conflict is None:
+            return None
+        self.store.pin(conflict.name, presented)
+        self.store.upsert_peer(
+            presented, conflict.name, conflict.public_der, conflict.host, conflict.port, time.time()
+        )
+        self._pins[trust.pin_key(conflict.name)] = presented
+        self._peer_cache_dirty = True
+        with contextlib.suppress(
+            _Refused, _KeyChangedError, OSError, ConnectionError, TimeoutError
+        ):
+            await self._open_session(conflict.host, conflict.port)
+        return conflict
+
+    async def _session_count(self) -> int:
+        return len(self._sessions)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _emit(self, event: UiEvent) -> None:
+        try:
+            self._emit_to_ui(event)
+        except Exception:
+            log.exception("user interface callback failed")
+
+    def _fingerprint_at(self, host: str, port: int) -> str | None:
+        for fp, session in self._sessions.items():
+            if session.listen_address == (host, port):
+                return fp
+        for fp, peer in self._active.items():
+            if (peer.host, peer.port) == (host, port):
+                return fp
+        return None
+
+    def _known_fingerprint_at(self, host: str, port: int) -> str | None:
+        with contextlib.suppress(StorageError):
+            record = self.store.peer_by_address(host, port)
+            if record is not None:
+                return record.fingerprint
+        return None
+
+    def _address_of(self, fp: str) -> tuple[str, int] | None:
+        peer = self._active.get(fp)
+        if peer is not None:
+            return (peer.host, peer.port)
+        with contextlib.suppress(StorageError):
+            record = self.store.get_peer(fp)
+            if record is not None and record.host and record.port:
+                return (record.host, record.port)
+        return None
+
+    def _is_self(self, host: str, port: int) -> bool:
+        if port != self.config.port:
+            return False
+        return host.startswith("127.") or host == "0.0.0.0" or host in _local_addresses()
+
+
+def _key_changed_detail(c: KeyConflict) -> str:
+    return f"pinned {c.pinned_fingerprint}, now presents {c.presented_fingerprint}"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, _Refused):
+        return f"refused by the peer ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+@functools.cache
+def _local_addresses() -> frozenset[str]:
+    """This host's IPv4 addresses, read from the interfaces (no name lookup)."""
+    import ifaddr  # imported here: only needed when an address might be our own
+
+    found: set[str] = set()
+    for adapter in ifaddr.get_adapters():
+        found.update(ip.ip for ip in adapter.ips if isinstance(ip.ip, str))
+    return frozenset(found)
+
+
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    log.error("event loop: %s", context.get("message"), exc_info=exc)

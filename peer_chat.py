@@ -1,0 +1,206 @@
+"""peer_chat: serverless, end-to-end encrypted chat for peers on the same network.
+
+    python peer_chat.py --name Alice --port 5000
+
+This module is the thin command line: it parses flags, opens the peer's
+profile (keys and history), starts the network node and hands over to the
+menu. Every failure a user can cause ends here as one clear line and a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from errors import PeerChatError, UsageError
+
+__version__ = "1.0.0"
+
+PROG = "peer_chat"
+PASSPHRASE_ENV = "PEER_CHAT_PASSPHRASE"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a wrong flag as one line, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid port {text!r}: expected a number from 1 to 65535"
+        ) from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value}: expected 1 to 65535")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected seconds") from None
+    if not 0.05 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"invalid duration {value}: expected 0.05 to 86400")
+    return value
+
+
+def _ipv4(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IPv4 address {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Serverless, end-to-end encrypted chat for peers on the same network.",
+        epilog=(
+            f"A passphrase for the key files is read from --passphrase-file or from "
+            f"${PASSPHRASE_ENV}, never from the command line."
+        ),
+    )
+    parser.add_argument("--name", required=True, help="your name as other peers see it")
+    parser.add_argument("--port", required=True, type=_port, help="TCP port to listen on")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="profile folder: keys, history, peers file (default: a per-user folder for NAME)",
+    )
+    parser.add_argument(
+        "--bind", type=_ipv4, default="0.0.0.0", help="TCP listen address (default: all)"
+    )
+    parser.add_argument(
+        "--broadcast",
+        type=_ipv4,
+        default="255.255.255.255",
+        help="discovery broadcast address (default: 255.255.255.255 and each interface's)",
+    )
+    parser.add_argument(
+        "--discovery-port", type=_port, default=54545, help="UDP discovery port (default: 54545)"
+    )
+    parser.add_argument(
+        "--beacon-interval",
+        type=_seconds,
+        default=5.0,
+        help="seconds between discovery beacons (default: 5)",
+    )
+    parser.add_argument(
+        "--peer-timeout",
+        type=_seconds,
+        default=15.0,
+        help="seconds of silence before a peer is offline (default: 15)",
+    )
+    parser.add_argument(
+        "--no-discovery", action="store_true", help="no beacons: peers reach us by address only"
+    )
+    parser.add_argument("--passphrase-file", type=Path, help="file holding the key passphrase")
+    parser.add_argument("--log-file", type=Path, help="log file (default: DATA_DIR/peer_chat.log)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def default_data_dir(name: str, environ: os._Environ[str] | dict[str, str]) -> Path:
+    """A per-user folder for this name, so two names never share a profile."""
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    folder = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    return Path(base) / "peer_chat" / folder
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Create the profile folder (private to the user) and prove it is writable."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise PeerChatError(f"Data folder {path} is not writable: {reason.lower()}.") from None
+    return path
+
+
+def _setup_logging(log_file: Path, verbose: bool) -> None:
+    try:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError as exc:
+        raise PeerChatError(f"Cannot open log file {log_file}: {exc.strerror or exc}.") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported after parsing so that --help and a wrong flag answer at once.
+    from crypto_utils import KeyManager, read_passphrase
+    from menu import Menu
+    from node import Node, NodeConfig
+    from sanitize import validate_name
+    from storage import HistoryStore
+
+    try:
+        name = validate_name(args.name)
+    except ValueError as exc:
+        raise UsageError(f"invalid name {args.name!r}: {exc}") from None
+    data_dir = prepare_data_dir(args.data_dir or default_data_dir(name, os.environ))
+    _setup_logging(args.log_file or data_dir / "peer_chat.log", args.verbose)
+    passphrase = read_passphrase(args.passphrase_file, os.environ)
+    keys = KeyManager(data_dir, passphrase)
+    identity = keys.load_or_create_identity()
+    sealer = keys.load_or_create_sealer()
+    store = HistoryStore.open(data_dir / "chat_history.db", sealer)
+    config = NodeConfig(
+        name=name,
+        port=args.port,
+        data_dir=data_dir,
+        bind=args.bind,
+        broadcast=args.broadcast,
+        discovery_port=args.discovery_port,
+        beacon_interval=args.beacon_interval,
+        peer_timeout=args.peer_timeout,
+        discovery=not args.no_discovery,
+    )
+    menu = Menu(store=store, identity=identity, data_dir=data_dir)
+    node = Node(config, identity, store, menu.show_event)
+    try:
+        node.start()
+    except BaseException:
+        store.close()
+        raise
+    logging.getLogger(__name__).info("%s listening on port %d", name, args.port)
+    try:
+        menu.run(node, port=args.port)
+    finally:
+        node.close()
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except PeerChatError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Make remote text safe to print, and check peer names (pure).
+
+Everything a peer sends (names, messages, reasons) is printed into the user's
+terminal. A control character there is an instruction to the terminal, not
+text: ESC/CSI sequences clear the screen, move the cursor, set the window
+title; CR and backspace overwrite what was printed; a newline lets a message
+forge a whole line of the program's own output; bidi controls reorder what is
+shown. `display_safe` turns each such character into a visible escape, so the
+hostile text stays readable and the output is always a single line.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from limits import MAX_NAME_CHARS
+
+# Line breaks and tabs get a space before their marker so the words around them stay apart.
+_SPACED_MARKERS = {
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    "\f": "\\f",
+    "\x85": "\\x85",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+# Format characters that only join glyphs (emoji sequences, Indic and Persian
+# scripts) and cannot move the cursor or reorder text.
+_ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
+
+# Cc: C0, DEL, C1. Cf: bidi embeddings, overrides, isolates and marks, invisible
+# formatting. Cs: lone surrogates (unprintable, would crash the encoder). Zl/Zp: line breaks.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+_NAME_PUNCTUATION = frozenset(" ._-")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _is_unsafe(char: str) -> bool:
+    return unicodedata.category(char) in _ESCAPED_CATEGORIES and char not in _ALLOWED_FORMAT
+
+
+def display_safe(text: str) -> str:
+    """`text` as one line with every control, format and line-break character escaped."""
+    # isprintable() is False for every category escaped here, so most text returns at once.
+    if text.isprintable():
+        return text
+    parts: list[str] = []
+    for char in text:
+        marker = _SPACED_MARKERS.get(char)
+        if marker is not None:
+            parts.append(" " + marker)
+        elif _is_unsafe(char):
+            parts.append(_escape(char))
+        else:
+            parts.append(char)
+    return "".join(parts)
+
+
+def _name_char_ok(char: str, previous: str | None) -> bool:
+    if char in _NAME_PUNCTUATION:
+        return True
+    category = unicodedata.category(char)
+    if category[0] == "L" or category == "Nd":
+        return True
+    # Combining marks (accents in decomposed form, vowel signs) only right after a letter.
+    return (
+        category in ("Mn", "Mc")
+        and previous is not None
+        and unicodedata.category(previous)[0] in ("L", "M")
+    )
+
+
+def validate_name(name: str) -> str:
+    """Return `name` unchanged if it is a valid peer name, else raise ValueError saying why.
+
+    A name has 1..MAX_NAME_CHARS characters, no leading or trailing space, and
+    only letters, digits (any script), spaces, '.', '_' and '-'.
+    """
+    if not name:
+        raise ValueError("name must not be empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"name is {len(name)} characters long; at most {MAX_NAME_CHARS} allowed")
+    if name[0] == " " or name[-1] == " ":
+        raise ValueError("name must not start or end with a space")
+    previous: str | None = None
+    for position, char in enumerate(name, start=1):
+        if not _name_char_ok(char, previous):
+            # A lone combining mark would fuse with the text around it: show its code.
+            visible = char.isprintable() and unicodedata.category(char)[0] != "M"
+            shown = char if visible else _escape(char)
+            raise ValueError(
+                f"name may contain only letters, digits, spaces, '.', '_' and '-' "
+                f"(character {position}, {shown}, is not allowed)"
+            )
+        previous = char
+    return name

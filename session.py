@@ -1,0 +1,165 @@
+"""One TCP connection to a peer: moves bytes between a socket and a SecureChannel.
+
+This is the only place where a connection's bytes meet the event loop. It holds
+no policy: every decision (admit, trust, store, acknowledge) is the node's.
+A protocol error closes this connection and no other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from channel import ChannelState, Event, Role, SecureChannel
+from errors import ProtocolError
+from messages import Bye, Message
+
+if TYPE_CHECKING:
+    from channel import PeerHello
+    from node import Node
+
+log = logging.getLogger(__name__)
+
+# A peer that stops reading must not make us buffer without bound.
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+
+
+class Session(asyncio.Protocol):
+    """A connection in either direction, from first byte to close."""
+
+    def __init__(self, node: Node, role: Role) -> None:
+        self.node = node
+        self.role = role
+        self.channel = SecureChannel(role, node.credentials)
+        self.transport: asyncio.Transport | None = None
+        self.remote_ip = "?"
+        self.remote_port = 0
+        self.peer: PeerHello | None = None
+        self.opened_at = 0.0
+        self.last_received = 0.0
+        self.last_chat = 0.0
+        self.last_ping = 0.0
+        self.admitted = False
+        self.closed = False
+        self.ready: asyncio.Future[Session] = node.loop.create_future()
+        self._deadline: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.remote_ip, self.remote_port = str(peername[0]), int(peername[1])
+        now = self.node.loop.time()
+        self.opened_at = self.last_received = self.last_chat = self.last_ping = now
+        if not self.node.admit(self):
+            transport.abort()
+            return
+        self.admitted = True
+        self._deadline = self.node.loop.call_later(
+            self.node.config.handshake_timeout, self._handshake_expired
+        )
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            events = self.channel.receive_data(data)
+        except ProtocolError as exc:
+            self.fail(f"protocol error: {exc}")
+            return
+        self.last_received = self.node.loop.time()
+        self._dispatch(events)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        try:
+            self.channel.receive_eof()
+        except ProtocolError as exc:
+            self.fail(f"stream ended early: {exc}")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(str(exc) if exc else "connection closed"))
+            self.ready.exception()  # mark retrieved: a waiter may already be gone
+        if self.admitted:
+            self.node.session_closed(self)
+
+    # -- used by the node ---------------------------------------------------
+
+    @property
+    def established(self) -> bool:
+        return self.channel.state is ChannelState.ESTABLISHED and not self.closed
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.peer.fingerprint if self.peer is not None else None
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """Where this peer accepts connections: its IP as we see it, its advertised port."""
+        if self.peer is None:
+            return None
+        return (self.remote_ip, self.peer.listen_port)
+
+    def send(self, messages: list[Message]) -> None:
+        if not self.established:
+            return
+        self.channel.send_messages(messages)
+        self._flush()
+
+    def close(self, reason: str) -> None:
+        """Say goodbye with `reason`, then close once the buffer is written."""
+        if self.closed:
+            return
+        if self.established:
+            with contextlib.suppress(ProtocolError):
+                self.channel.send_message(Bye(reason))
+            self._flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def fail(self, why: str) -> None:
+        """Drop the connection at once: it broke the protocol or a limit."""
+        log.warning("closing connection %s:%d: %s", self.remote_ip, self.remote_port, why)
+        self.closed = True
+        self.channel.close()
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- internals ----------------------------------------------------------
+
+    def _dispatch(self, events: list[Event]) -> None:
+        try:
+            self.node.handle_events(self, events)
+        except ProtocolError as exc:
+            self.fail(str(exc))
+
+    def _flush(self) -> None:
+        data = self.channel.data_to_send()
+        transport = self.transport
+        if not data or transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.fail("peer is not reading its data")
+
+    def _handshake_expired(self) -> None:
+        if self.channel.state is ChannelState.HANDSHAKING and not self.closed:
+            self.fail("handshake took too long")
+
+    def mark_established(self, hello: PeerHello) -> None:
+        self.peer = hello
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None

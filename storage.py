@@ -1,0 +1,603 @@
+"""Chat history, known peers and TOFU pins in one SQLite file.
+
+One connection, opened with check_same_thread=False and guarded by a lock:
+this store is the single writer and is safe to call from any thread. Every
+write is one transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
+failure), so a failed or interrupted write leaves nothing half-written.
+
+Durability: WAL with synchronous=NORMAL. A committed transaction survives the
+process crashing or being killed; after a power loss or OS crash the last
+transactions before it may be lost (never corrupted). Surviving power loss too
+would need synchronous=FULL, an fsync per commit.
+
+Message text is sealed at rest with the peer's own Fernet key (`Sealer`);
+names, addresses and times are not. Search therefore opens the bodies in
+Python, newest first, page by page, and stops once it has `limit` matches.
+
+Opening never modifies a file that is not a healthy peer_chat history: the
+SQLite header is checked by hand before SQLite touches the file, then the
+schema is read (both cheap: no full `PRAGMA quick_check`, which reads every
+page and costs seconds on a large history). Damage deeper in the file shows
+up as a StorageError when the damaged page is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+import trust
+from crypto_utils import Sealer, fingerprint_of
+from errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+BUSY_TIMEOUT_MS: Final = 5000
+_SEARCH_PAGE: Final = 512
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_HEADER_SIZE: Final = 100
+
+_SCHEMA_V1: Final = (
+    """CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY,
+        msg_id TEXT NOT NULL,
+        peer_fp TEXT,
+        peer_name TEXT NOT NULL,
+        peer_host TEXT NOT NULL,
+        peer_port INTEGER NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+        body BLOB NOT NULL,
+        sent_at REAL NOT NULL,
+        stored_at REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed', 'received')),
+        detail TEXT,
+        UNIQUE (msg_id, direction, peer_fp)
+    )""",
+    # The UNIQUE key is the (peer_fp, direction, msg_id) of the contract with
+    # msg_id first, so that the one index also serves acknowledgements, which
+    # know only the msg_id. history(peer_fp) reads messages_by_peer backwards
+    # (no sort); messages_pending indexes only the few pending rows.
+    "CREATE INDEX messages_by_peer ON messages (peer_fp, seq)",
+    "CREATE INDEX messages_pending ON messages (seq) WHERE state = 'pending'",
+    """CREATE TABLE peers (
+        fingerprint TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        public_der BLOB NOT NULL,
+        host TEXT,
+        port INTEGER,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        verified INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX peers_by_address ON peers (host, port)",
+    "CREATE TABLE pins (pin_key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
+)
+_TABLES: Final = frozenset({"messages", "peers", "pins"})
+
+_SELECT_MESSAGES: Final = (
+    "SELECT seq, msg_id, peer_fp, peer_name, peer_host, peer_port, direction, body, sent_at, "
+    "stored_at, state, detail FROM messages "
+)
+_Q_PENDING: Final = _SELECT_MESSAGES + "WHERE state = 'pending' AND direction = 'out' ORDER BY seq"
+_Q_HISTORY_ALL: Final = _SELECT_MESSAGES + "WHERE seq < ? ORDER BY seq DESC LIMIT ?"
+_Q_HISTORY_PEER: Final = (
+    _SELECT_MESSAGES + "WHERE peer_fp = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+)
+_SELECT_PEERS: Final = (
+    "SELECT fingerprint, name, public_der, host, port, first_seen, last_seen, verified FROM peers "
+)
+_Q_PEER: Final = _SELECT_PEERS + "WHERE fingerprint = ?"
+_Q_PEER_BY_ADDRESS: Final = (
+    _SELECT_PEERS + "WHERE host = ? AND port = ? ORDER BY last_seen DESC LIMIT 1"
+)
+_Q_PEERS: Final = _SELECT_PEERS + "ORDER BY last_seen DESC"
+_INSERT_MESSAGE: Final = (
+    "INSERT {or_ignore}INTO messages (msg_id, peer_fp, peer_name, peer_host, peer_port, "
+    "direction, body, sent_at, stored_at, state, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class Direction(StrEnum):
+    OUT = "out"
+    IN = "in"
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    RECEIVED = "received"
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    msg_id: str
+    peer_fp: str | None
+    peer_name: str
+    peer_host: str
+    peer_port: int
+    direction: Direction
+    text: str
+    sent_at: float
+    stored_at: float
+    state: DeliveryState
+    detail: str | None = None  # e.g. why it failed
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    fingerprint: str
+    name: str
+    public_der: bytes
+    host: str | None
+    port: int | None
+    first_seen: float
+    last_seen: float
+    verified: bool
+
+
+_Row = tuple[Any, ...]  # sqlite3 rows are untyped; the schema's CHECKs guard the values
+
+
+def _describe(exc: sqlite3.Error, path: Path, action: str) -> str:
+    """One clear line for an sqlite3 error."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    where = f"chat history {path}"
+    if name.startswith("SQLITE_FULL") or "database or disk is full" in text:
+        return f"cannot {action} {where}: database or disk is full"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return (
+            f"cannot {action} {where}: the database is locked "
+            "(is another peer_chat using the same data directory?)"
+        )
+    if name.startswith("SQLITE_READONLY"):
+        return f"cannot {action} {where}: the database is read-only"
+    if name.startswith("SQLITE_NOTADB"):
+        return f"{where} is not a database (not an SQLite file)"
+    if name.startswith("SQLITE_CORRUPT"):
+        return f"{where} is corrupt (database disk image is malformed)"
+    if name.startswith("SQLITE_CANTOPEN"):
+        return f"cannot open {where}: {text} (missing directory or no permission?)"
+    if name.startswith("SQLITE_IOERR"):
+        return f"I/O error while trying to {action} {where}: {text}"
+    return f"cannot {action} {where}: {text}"
+
+
+def _read_only_reason(path: Path) -> str | None:
+    """Why `path` cannot be written, if it cannot (root ignores modes, not read-only mounts)."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except OSError:
+        return None
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not os.access(path.parent, os.W_OK):
+        return "its directory is read-only (SQLite needs to create -wal and -shm files there)"
+    return None
+
+
+def _open_error(exc: sqlite3.Error, path: Path) -> StorageError:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return StorageError(_describe(exc, path, "open"))
+    reason = _read_only_reason(path)
+    if reason is not None:
+        return StorageError(
+            f"cannot open chat history {path}: the database is read-only ({reason})"
+        )
+    return StorageError(_describe(exc, path, "open"))
+
+
+def _check_header(path: Path) -> bool:
+    """Check an existing file's SQLite header without letting SQLite write to it.
+
+    Returns False if there is no file (or an empty one: SQLite starts a new
+    database in it). Raises StorageError if it cannot be a database.
+    """
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            header = handle.read(_HEADER_SIZE)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StorageError(f"cannot read chat history {path}: {exc.strerror or exc}") from exc
+    if size == 0:
+        return False
+    if len(header) < _HEADER_SIZE or not header.startswith(_SQLITE_MAGIC):
+        raise StorageError(f"chat history {path} is not a database (not an SQLite file)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    valid_page = 512 <= page_size <= 65536 and page_size & (page_size - 1) == 0
+    if (
+        not valid_page
+        or header[18] not in (1, 2)
+        or header[19] not in (1, 2)
+        or header[21:24] != b"\x40\x20\x20"
+    ):
+        raise StorageError(f"chat history {path} is corrupt (bad database header)")
+    if size % page_size:
+        raise StorageError(f"chat history {path} is corrupt (truncated)")
+    return True
+
+
+def _create_empty(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite does (it would use 0644)."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StorageError(f"cannot create chat history {path}: {exc.strerror or exc}") from exc
+
+
+class HistoryStore:
+    """The history database. Construct with `HistoryStore.open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, sealer: Sealer) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._path = path
+        self._sealer = sealer
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ open / close
+
+    @classmethod
+    def open(cls, path: Path, sealer: Sealer) -> HistoryStore:
+        """Open or create the history at `path`; StorageError with one clear line if not."""
+        if not _check_header(path):
+            _create_empty(path)
+        uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=rw"
+        try:
+            conn = sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # transactions are explicit
+                check_same_thread=False,  # guarded by HistoryStore._lock
+            )
+        except sqlite3.Error as exc:
+            raise _open_error(exc, path) from exc
+        try:
+            cls._prepare(conn, path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _open_error(exc, path) from exc
+        except BaseException:
+            conn.close()
+            raise
+        store = cls(conn, path, sealer)
+        store._check_sealer()
+        return store
+
+    @staticmethod
+    def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+        """Check, then configure and create or migrate. Nothing is written before the checks."""
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema")}
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"chat history {path} has schema version {version}, written by a newer "
+                f"peer_chat; this one understands up to version {SCHEMA_VERSION}"
+            )
+        if version == 0 and tables:
+            raise StorageError(
+                f"chat history {path} is an SQLite database but not a peer_chat history"
+            )
+        if version > 0 and not tables >= _TABLES:
+            missing = ", ".join(sorted(_TABLES - tables))
+            raise StorageError(f"chat history {path} is corrupt (missing tables: {missing})")
+        # Read-only files (or a read-only mount) are refused here, before any write.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"cannot open chat history {path}: WAL mode unavailable ({mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file small
+        if version == 0:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA_V1:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            logger.info("created chat history %s (schema %d)", path, SCHEMA_VERSION)
+
+    def _check_sealer(self) -> None:
+        """Fail at start, not at the first history view, if secret.key is not this history's."""
+        try:
+            with self._lock:
+                row = self._read(
+                    "read", "SELECT body FROM messages ORDER BY seq DESC LIMIT 1", ()
+                ).fetchone()
+            if row is not None:
+                try:
+                    self._sealer.open(row[0])
+                except StorageError:
+                    raise StorageError(
+                        f"chat history {self._path} was sealed with another secret.key "
+                        "(was secret.key replaced?); move the history aside to start a new one"
+                    ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection (idempotent); later calls raise StorageError."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA optimize")
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    logger.warning("%s", _describe(exc, self._path, "close"))
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # ------------------------------------------------------------------ internals (lock held)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError(f"chat history {self._path} is closed")
+        return self._conn
+
+    def _read(self, action: str, sql: str, params: Sequence[object]) -> sqlite3.Cursor:
+        conn = self._connection()
+        try:
+            return conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StorageError(_describe(exc, self._path, action)) from exc
+
+    def _fetchall(self, action: str, sql: str, params: Sequence[object]) -> list[_Row]:
+        cursor = self._read(action, sql, params)
+        try:
+            return cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(_describe(exc, self._path, action)) from exc
+
+    @contextlib.contextmanager
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; any failure rolls everything back."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as rollback_exc:
+                    logger.warning("rollback failed: %s", rollback_exc)
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(_describe(exc, self._path, action)) from exc
+            raise
+
+    def _message_params(self, message: StoredMessage) -> tuple[object, ...]:
+        return (
+            message.msg_id,
+            message.peer_fp,
+            message.peer_name,
+            message.peer_host,
+            message.peer_port,
+            message.direction.value,
+            self._sealer.seal(message.text.encode("utf-8")),
+            message.sent_at,
+            message.stored_at,
+            message.state.value,
+            message.detail,
+        )
+
+    def _to_message(self, row: _Row) -> StoredMessage:
+        (_, msg_id, peer_fp, name, host, port, direction, body, sent, stored, state, detail) = row
+        try:
+            text = self._sealer.open(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StorageError(f"chat history {self._path} holds a damaged message") from exc
+        return StoredMessage(
+            msg_id=str(msg_id),
+            peer_fp=None if peer_fp is None else str(peer_fp),
+            peer_name=str(name),
+            peer_host=str(host),
+            peer_port=int(port),
+            direction=Direction(direction),
+            text=text,
+            sent_at=float(sent),
+            stored_at=float(stored),
+            state=DeliveryState(state),
+            detail=None if detail is None else str(detail),
+        )
+
+    @staticmethod
+    def _to_peer(row: _Row) -> PeerRecord:
+        fingerprint, name, der, host, port, first_seen, last_seen, verified = row
+        return PeerRecord(
+            fingerprint=str(fingerprint),
+            name=str(name),
+            public_der=bytes(der),
+            host=None if host is None else str(host),
+            port=None if port is None else int(port),
+            first_seen=float(first_seen),
+            last_seen=float(last_seen),
+            verified=bool(verified),
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    def add_outgoing(self, messages: Sequence[StoredMessage]) -> None:
+        """Store messages we send (usually PENDING), all or none."""
+        if any(m.direction is not Direction.OUT for m in messages):
+            raise ValueError("add_outgoing takes outgoing messages only")
+        rows = [self._message_params(m) for m in messages]  # seal outside the lock
+        with self._lock, self._transaction("save messages to") as conn:
+            conn.executemany(_INSERT_MESSAGE.format(or_ignore=""), rows)
+
+    def add_incoming(self, messages: Sequence[StoredMessage]) -> list[bool]:
+        """Store received messages, all or none; True where new, False for a duplicate."""
+        if any(m.direction is not Direction.IN for m in messages):
+            raise ValueError("add_incoming takes incoming messages only")
+        rows = [self._message_params(m) for m in messages]
+        sql = _INSERT_MESSAGE.format(or_ignore="OR IGNORE ")
+        with self._lock, self._transaction("save messages to") as conn:
+            return [conn.execute(sql, row).rowcount == 1 for row in rows]
+
+    def mark_delivered(self, msg_ids: Sequence[str]) -> None:
+        """Outgoing pending (or failed: an acknowledgement is proof) -> delivered."""
+        with self._lock, self._transaction("update") as conn:
+            conn.executemany(
+                "UPDATE messages SET state = 'delivered', detail = NULL "
+                "WHERE msg_id = ? AND direction = 'out' AND state IN ('pending', 'failed')",
+                [(msg_id,) for msg_id in msg_ids],
+            )
+
+    def mark_failed(self, msg_ids: Sequence[str], detail: str) -> None:
+        """Outgoing pending -> failed, with the reason."""
+        with self._lock, self._transaction("update") as conn:
+            conn.executemany(
+                "UPDATE messages SET state = 'failed', detail = ? "
+                "WHERE msg_id = ? AND direction = 'out' AND state = 'pending'",
+                [(detail, msg_id) for msg_id in msg_ids],
+            )
+
+    def pending_messages(self) -> list[StoredMessage]:
+        """Outgoing messages not yet delivered nor failed, oldest first."""
+        with self._lock:
+            rows = self._fetchall(
+                "read",
+                _Q_PENDING,
+                (),
+            )
+        return [self._to_message(row) for row in rows]
+
+    def history(
+        self, peer_fp: str | None = None, limit: int = 50, search: str | None = None
+    ) -> list[StoredMessage]:
+        """The last `limit` messages (of one peer; containing `search`), oldest first.
+
+        `search` is matched case-insensitively against the opened text. Pages
+        of rows are fetched under the lock and opened outside it, so a long
+        search does not hold up the writer.
+        """
+        if limit <= 0:
+            return []
+        sql = _Q_HISTORY_ALL if peer_fp is None else _Q_HISTORY_PEER
+        needle = search.casefold() if search else None
+        page = limit if needle is None else max(limit, _SEARCH_PAGE)
+        found: list[StoredMessage] = []
+        before = (1 << 63) - 1  # above any seq (the largest SQLite integer)
+        while len(found) < limit:
+            params: tuple[object, ...] = (
+                (before, page) if peer_fp is None else (peer_fp, before, page)
+            )
+            with self._lock:
+                rows = self._fetchall("read", sql, params)
+            for row in rows:
+                message = self._to_message(row)
+                if needle is None or needle in message.text.casefold():
+                    found.append(message)
+                    if len(found) == limit:
+                        break
+            if len(rows) < page:
+                break
+            before = int(rows[-1][0])
+        found.reverse()
+        return found
+
+    # ------------------------------------------------------------------ peers and pins
+
+    def upsert_peer(  # noqa: PLR0917 (the contract's positional signature)
+        self,
+        fingerprint: str,
+        name: str,
+        public_der: bytes,
+        host: str | None,
+        port: int | None,
+        now: float,
+    ) -> None:
+        """Record a peer seen at `now`. A None host keeps the last known address."""
+        if fingerprint_of(public_der) != fingerprint:
+            raise ValueError("fingerprint does not match public_der")
+        with self._lock, self._transaction("save peer to") as conn:
+            conn.execute(
+                "INSERT INTO peers (fingerprint, name, public_der, host, port, first_seen, "
+                "last_seen, verified) VALUES (?, ?, ?, ?, ?, ?, ?, 0) "
+                "ON CONFLICT (fingerprint) DO UPDATE SET name = excluded.name, "
+                "host = CASE WHEN excluded.host IS NULL THEN peers.host ELSE excluded.host END, "
+                "port = CASE WHEN excluded.host IS NULL THEN peers.port ELSE excluded.port END, "
+                "last_seen = MAX(peers.last_seen, excluded.last_seen)",
+                (fingerprint, name, public_der, host, port, now, now),
+            )
+
+    def get_peer(self, fingerprint: str) -> PeerRecord | None:
+        with self._lock:
+            rows = self._fetchall("read", _Q_PEER, (fingerprint,))
+        return self._to_peer(rows[0]) if rows else None
+
+    def peer_by_address(self, host: str, port: int) -> PeerRecord | None:
+        """The peer last seen at host:port (the most recent if several were)."""
+        with self._lock:
+            rows = self._fetchall(
+                "read",
+                _Q_PEER_BY_ADDRESS,
+                (host, port),
+            )
+        return self._to_peer(rows[0]) if rows else None
+
+    def known_peers(self) -> list[PeerRecord]:
+        """Every peer ever seen, most recently seen first."""
+        with self._lock:
+            rows = self._fetchall("read", _Q_PEERS, ())
+        return [self._to_peer(row) for row in rows]
+
+    def pins(self) -> dict[str, str]:
+        """trust.pin_key(name) -> pinned fingerprint."""
+        with self._lock:
+            rows = self._fetchall("read", "SELECT pin_key, fingerprint FROM pins", ())
+        return {str(key): str(fingerprint) for key, fingerprint in rows}
+
+    def pin(self, name: str, fingerprint: str) -> None:
+        """Pin `fingerprint` to `name` (replacing any earlier pin for that name)."""
+        with self._lock, self._transaction("save pin to") as conn:
+            conn.execute(
+                "INSERT INTO pins (pin_key, fingerprint) VALUES (?, ?) "
+                "ON CONFLICT (pin_key) DO UPDATE SET fingerprint = excluded.fingerprint",
+                (trust.pin_key(name), fingerprint),
+            )
+
+    def set_verified(self, fingerprint: str, verified: bool) -> None:
+        """Mark a known peer as verified (fingerprint compared out of band). No-op if unknown."""
+        with self._lock, self._transaction("update") as conn:
+            conn.execute(
+                "UPDATE peers SET verified = ? WHERE fingerprint = ?",
+                (int(verified), fingerprint),
+            )

@@ -1,0 +1,274 @@
+"""Real peer_chat processes on loopback, driven through the menu as a person would."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.support import Peer, free_tcp_port, free_udp_port, run_cli, strip_ansi
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def discovery_port() -> int:
+    return free_udp_port()
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Iterator[list[Peer]]:
+    started: list[Peer] = []
+    yield started
+    for peer in started:
+        peer.close()
+
+
+def start(peers: list[Peer], name: str, tmp: Path, dport: int | None, **kw: object) -> Peer:
+    peer = Peer(name, tmp, dport, **kw)  # type: ignore[arg-type]
+    peers.append(peer)
+    return peer
+
+
+def test_two_peers_discover_chat_and_keep_history(
+    tmp_path: Path, discovery_port: int, peers: list[Peer]
+) -> None:
+    alice = start(peers, "Alice", tmp_path, discovery_port)
+    bob = start(peers, "Bob", tmp_path, discovery_port)
+    alice.expect_text(f"Discovered peer Bob at {bob.addr}")
+    bob.expect_text(f"Discovered peer Alice at {alice.addr}")
+
+    # By IP and port, as the original asked for it.
+    alice.send_to("127.0.0.1", "hello Bob", port=bob.port)
+    alice.expect_text(f"Message sent to {bob.addr}")
+    bob.expect_text(f"Received from {alice.addr} (Alice): hello Bob")
+
+    # By name: no port asked.
+    bob.send_to("Alice", "hi Alice")
+    bob.expect_text(f"Message sent to {alice.addr}")
+    alice.expect_text(f"Received from {bob.addr} (Bob): hi Alice")
+
+    # A 10 KiB message and a script other than Latin arrive intact.
+    big = "".join(f"{i:05d}-" for i in range(1700))[: 10 * 1024]
+    alice.send_to("Bob", big)
+    alice.expect_text(f"Message sent to {bob.addr}")
+    bob.expect_text(f"Received from {alice.addr} (Alice): ")
+    bob.expect_text(big[-200:])
+    alice.send_to("Bob", "Привет, мир — こんにちは 🌍")
+    bob.expect_text("Привет, мир — こんにちは 🌍")
+
+    table = alice.peers_table()
+    assert "Bob" in table and bob.addr in table
+    assert "Alice" not in table.split("Connected Peers:")[-1].split("Name", 1)[-1]
+
+    history = bob.history()
+    assert history.index("hello Bob") < history.index("hi Alice") < history.index("Привет")
+    assert "Alice -> You [received]: hello Bob" in history.replace(f" ({alice.addr})", "")
+    assert f"You -> Alice ({alice.addr}) [delivered]: hi Alice" in history
+    alice_history = alice.history("Bob")
+    assert "[delivered]: hello Bob" in alice_history
+    assert "[received]: hi Alice" in alice_history
+
+    started = time.monotonic()
+    assert alice.quit() == 0
+    assert time.monotonic() - started < 4  # 2 s budget plus process start-up noise
+    bob.expect_text("Alice at")
+    bob.expect_text("is offline (left)")
+    assert bob.quit() == 0
+
+
+def test_exit_message_removes_sender(
+    tmp_path: Path, discovery_port: int, peers: list[Peer]
+) -> None:
+    alice = start(peers, "Alice", tmp_path, discovery_port)
+    bob = start(peers, "Bob", tmp_path, discovery_port)
+    alice.expect_text("Discovered peer Bob")
+    bob.expect_text("Discovered peer Alice")
+    alice.send_to("Bob", "exit")
+    bob.expect_text(f"Received from {alice.addr} (Alice): exit")
+    bob.expect_text("is offline (said exit)")
+    bob.expect_menu()
+    assert "Alice" not in bob.peers_table()
+
+
+def test_connect_to_every_active_peer(
+    tmp_path: Path, discovery_port: int, peers: list[Peer]
+) -> None:
+    alice = start(peers, "Alice", tmp_path, discovery_port)
+    bob = start(peers, "Bob", tmp_path, discovery_port)
+    carol = start(peers, "Carol", tmp_path, discovery_port)
+    alice.expect_text("Discovered peer Bob")
+    alice.expect_text("Discovered peer Carol")
+    alice.connect("", None)
+    found = {alice.expect([f"Connected to {bob.addr}", f"Connected to {carol.addr}"]) for _ in "ab"}
+    assert found == {0, 1}
+    for other in (bob, carol):
+        table = other.peers_table()
+        assert "Alice" in table
+
+
+def test_connect_by_address_without_discovery(tmp_path: Path, peers: list[Peer]) -> None:
+    alice = start(peers, "Alice", tmp_path, None)
+    bob = start(peers, "Bob", tmp_path, None)
+    assert alice.peers_table() == ""
+    alice.connect("127.0.0.1", bob.port)
+    alice.expect_text(f"Connected to {bob.addr}")
+    bob.expect_text(f"Peer Alice connected from {alice.addr}")
+    assert "Alice" in bob.peers_table()
+    bob.send_to("Alice", "found you")
+    alice.expect_text(f"Received from {bob.addr} (Bob): found you")
+
+
+def test_unreachable_address_is_not_reported_sent(tmp_path: Path, peers: list[Peer]) -> None:
+    alice = start(peers, "Alice", tmp_path, None)
+    closed = free_tcp_port()
+    alice.send_to("127.0.0.1", "anyone?", port=closed)
+    alice.expect_text(f"Failed to connect to 127.0.0.1:{closed} - connection refused")
+    alice.expect_menu()
+    assert "[failed" in alice.history()
+
+
+def test_piped_stdin_conversation(tmp_path: Path, peers: list[Peer]) -> None:
+    bob = start(peers, "Bob", tmp_path, None)
+    script = f"1\n127.0.0.1\n{bob.port}\nscripted hello\n3\n\n"  # end of input quits
+    result = run_cli(
+        [
+            "--name",
+            "Alice",
+            "--port",
+            str(free_tcp_port()),
+            "--data-dir",
+            str(tmp_path / "A"),
+            "--no-discovery",
+        ],
+        stdin=script,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "***** Menu *****" in result.stdout
+    assert f"Message sent to {bob.addr}" in result.stdout
+    assert "[delivered]: scripted hello" in result.stdout
+    bob.expect_text("(Alice): scripted hello")
+
+
+# -- wrong input: one clear line, a non-zero exit, no traceback -----------------
+
+
+def _assert_clean_failure(result: object, *needles: str) -> None:
+    assert isinstance(result, __import__("subprocess").CompletedProcess)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--name", "A", "--port", "abc"], "invalid port 'abc'"),
+        (["--name", "A", "--port", "70000"], "invalid port 70000"),
+        (["--name", "A", "--port", "0"], "invalid port 0"),
+        (["--port", "5000"], "--name"),
+        (["--name", "A"], "--port"),
+        (["--name", "A", "--port", "5000", "--colour"], "unrecognized arguments: --colour"),
+        (["--name", "A", "--port", "5000", "--broadcast", "nowhere"], "invalid IPv4 address"),
+        (["--name", "A\x1b[2J", "--port", "5000"], "invalid name"),
+    ],
+)
+def test_wrong_flags(args: list[str], needle: str, tmp_path: Path) -> None:
+    result = run_cli([*args, "--data-dir", str(tmp_path / "d")])
+    _assert_clean_failure(result, needle)
+    assert result.returncode == 2
+
+
+def test_tcp_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli(
+            [
+                "--name",
+                "A",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--no-discovery",
+            ]
+        )
+    _assert_clean_failure(result, f"Port {port} is already in use")
+
+
+def test_discovery_port_in_use(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("", 0))  # no SO_REUSEPORT: nobody may share it
+        dport = holder.getsockname()[1]
+        result = run_cli(
+            [
+                "--name",
+                "A",
+                "--port",
+                str(free_tcp_port()),
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--broadcast",
+                "127.255.255.255",
+                "--discovery-port",
+                str(dport),
+            ]
+        )
+    _assert_clean_failure(result, f"Discovery port {dport}")
+
+
+def test_data_dir_not_writable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_cli(["--name", "A", "--port", "5000", "--data-dir", str(blocker / "profile")])
+    _assert_clean_failure(result, "Data folder", "not writable")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("filename", ["private.pem", "secret.key", "chat_history.db"])
+def test_corrupt_file_is_reported_and_left_alone(tmp_path: Path, filename: str) -> None:
+    data = tmp_path / "d"
+    args = [
+        "--name",
+        "A",
+        "--port",
+        str(free_tcp_port()),
+        "--data-dir",
+        str(data),
+        "--no-discovery",
+    ]
+    first = run_cli(args, stdin="0\n")
+    assert first.returncode == 0, first.stderr
+    target = data / filename
+    target.write_bytes(b"\x00garbage, not what peer_chat wrote\xff" * 50)
+    before = _digest(target)
+    result = run_cli(args, stdin="0\n")
+    _assert_clean_failure(result, filename)
+    assert _digest(target) == before
+
+
+def test_quit_with_ctrl_d_and_ctrl_c(tmp_path: Path, peers: list[Peer]) -> None:
+    alice = start(peers, "Alice", tmp_path, None)
+    alice.child.sendcontrol("d")
+    alice.child.expect(pexpect.EOF, timeout=5)
+    alice.child.close()
+    assert alice.child.exitstatus == 0
+    bob = start(peers, "Bob", tmp_path, None)
+    bob.child.sendcontrol("c")
+    bob.child.expect(pexpect.EOF, timeout=5)
+    bob.child.close()
+    assert bob.child.exitstatus == 0
+    assert "Traceback" not in strip_ansi(str(bob.child.before))

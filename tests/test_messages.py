@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from errors import ProtocolError
+from limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from messages import (
+    Ack,
+    Bye,
+    Chat,
+    Message,
+    Ping,
+    Pong,
+    decode_message,
+    encode_message,
+    new_msg_id,
+)
+
+ID = "0123456789abcdef0123456789abcdef"
+ID_BYTES = bytes.fromhex(ID)
+
+msg_ids = st.binary(min_size=16, max_size=16).map(bytes.hex)
+valid_messages: st.SearchStrategy[Message] = st.one_of(
+    st.builds(
+        Chat,
+        msg_ids,
+        st.floats(min_value=0, max_value=1e12, allow_nan=False),
+        st.text(max_size=200),
+    ),
+    st.builds(Ack, st.lists(msg_ids, min_size=1, max_size=40).map(tuple)),
+    st.builds(Ping, st.integers(0, 2**64 - 1)),
+    st.builds(Pong, st.integers(0, 2**64 - 1)),
+    st.builds(Bye, st.text(max_size=MAX_REASON_CHARS)),
+)
+
+
+def test_new_msg_id_is_32_lowercase_hex_and_fresh() -> None:
+    ids = {new_msg_id() for _ in range(100)}
+    assert len(ids) == 100
+    for msg_id in ids:
+        assert len(msg_id) == 32
+        assert set(msg_id) <= set("0123456789abcdef")
+
+
+def test_chat_wire_layout() -> None:
+    wire = encode_message(Chat(ID, 1700000000.5, "hé"))
+    assert wire == b"\x01" + ID_BYTES + struct.pack(">d", 1700000000.5) + "hé".encode()
+
+
+@pytest.mark.parametrize(
+    ("message", "wire"),
+    [
+        (Ack((ID, ID)), b"\x02\x00\x02" + ID_BYTES * 2),
+        (Ping(1), b"\x03" + (1).to_bytes(8, "big")),
+        (Pong(2**64 - 1), b"\x04" + b"\xff" * 8),
+        (Bye("done"), b"\x05done"),
+    ],
+)
+def test_other_wire_layouts(message: Message, wire: bytes) -> None:
+    assert encode_message(message) == wire
+    assert decode_message(wire) == message
+
+
+@given(valid_messages)
+def test_every_valid_message_round_trips(message: Message) -> None:
+    assert decode_message(encode_message(message)) == message
+
+
+def test_largest_chat_and_ack_round_trip() -> None:
+    chat = Chat(ID, 0.0, "€" * (MAX_MESSAGE_BYTES // 3))
+    assert decode_message(encode_message(chat)) == chat
+    ack = Ack((ID,) * (MAX_IN_FLIGHT * 4))
+    assert decode_message(encode_message(ack)) == ack
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_raise_only_protocol_error_and_decode_canonically(data: bytes) -> None:
+    try:
+        message = decode_message(data)
+    except ProtocolError:
+        return
+    assert encode_message(message) == data  # one message, one encoding
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [
+        (b"", "empty"),
+        (b"\x00", "unknown message kind"),
+        (b"\x06", "unknown message kind"),
+        (b"\x01" + ID_BYTES + b"\x00" * 7, "too short"),
+        (b"\x01" + ID_BYTES + struct.pack(">d", math.nan), "not a valid time"),
+        (b"\x01" + ID_BYTES + struct.pack(">d", math.inf), "not a valid time"),
+        (b"\x01" + ID_BYTES + struct.pack(">d", -1.0), "not a valid time"),
+        (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"\xff", "UTF-8"),
+        (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"\xed\xa0\x80", "UTF-8"),  # surrogate
+        (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"x" * (MAX_MESSAGE_BYTES + 1), "over"),
+        (b"\x02\x00", "too short"),
+        (b"\x02\x00\x00", "outside"),
+        (b"\x02" + struct.pack(">H", MAX_IN_FLIGHT * 4 + 1), "outside"),
+        (b"\x02\x00\x02" + ID_BYTES, "does not match"),
+        (b"\x02\x00\x01" + ID_BYTES + b"\x00", "does not match"),
+        (b"\x03" + b"\x00" * 7, "wrong length"),
+        (b"\x04" + b"\x00" * 9, "wrong length"),
+        (b"\x05" + "é".encode() * (MAX_REASON_CHARS + 1), "over"),
+        (b"\x05" + b"x" * (MAX_REASON_CHARS * 4 + 1), "too long"),
+        (b"\x05\xc3", "UTF-8"),
+    ],
+)
+def test_malformed_messages_are_refused(wire: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        decode_message(wire)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Chat("0123", 1.0, "short id"),
+        Chat(ID.upper(), 1.0, "upper-case id"),
+        Chat(ID, 1.0, "x" * (MAX_MESSAGE_BYTES + 1)),
+        Chat(ID, math.nan, "no time"),
+        Chat(ID, 1.0, "\ud800"),
+        Ack(()),
+        Ack((ID,) * (MAX_IN_FLIGHT * 4 + 1)),
+        Ack(("nothex",)),
+        Ping(-1),
+        Pong(2**64),
+        Bye("x" * (MAX_REASON_CHARS + 1)),
+    ],
+)
+def test_messages_that_could_not_be_decoded_are_not_encoded(message: Message) -> None:
+    with pytest.raises(ValueError):
+        encode_message(message)
