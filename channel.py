@@ -32,7 +32,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -123,9 +123,20 @@ class HandshakeComplete:
     peer: PeerHello
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageReceived:
     message: Message
+
+
+_new = object.__new__
+_set_message = cast(Any, MessageReceived).message.__set__
+
+
+def _received(message: Message) -> MessageReceived:
+    # As messages.decode_message does: skip the frozen __init__ on the hot path.
+    event: MessageReceived = _new(MessageReceived)
+    _set_message(event, message)
+    return event
 
 
 Event = HandshakeComplete | MessageReceived
@@ -246,17 +257,24 @@ class SecureChannel:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed received bytes; return the events they complete (ProtocolError on any fault)."""
-        if self._state is ChannelState.CLOSED:
-            raise ProtocolError("data received on a closed channel")
+        recv = self._recv
         try:
-            return self._receive(data)
+            if recv is not None:  # established: the hot path (a plain loop is fastest here)
+                decrypt = recv.decrypt
+                events: list[Event] = []
+                for body in self._decoder.feed(data):
+                    events.append(_received(decode_message(decrypt(body))))
+                return events
+            if self._state is ChannelState.CLOSED:
+                raise ProtocolError("data received on a closed channel")
+            return self._receive_handshaking(data)
         except ProtocolError as exc:
             self._fail(str(exc))
 
-    def _receive(self, data: bytes) -> list[Event]:
+    def _receive_handshaking(self, data: bytes) -> list[Event]:
         events: list[Event] = []
         decoder = self._decoder
-        # One frame at a time while handshaking: the frame limit grows once authenticated.
+        # One frame at a time: the frame limit grows once the peer is authenticated.
         while self._hs is not None:
             frames = decoder.feed(data, 1)
             data = b""
@@ -264,13 +282,10 @@ class SecureChannel:
                 return events
             if (done := self._handshake_frame(frames[0])) is not None:
                 events.append(done)
-        frames = decoder.feed(data)
-        if frames:
-            recv = self._recv
-            if recv is None:  # closed by a handshake failure: _fail has raised already
-                raise ProtocolError("channel is not established")
-            decrypt = recv.decrypt_with_ad
-            events.extend(MessageReceived(decode_message(decrypt(b"", body))) for body in frames)
+        # Transport frames that arrived with the last handshake message.
+        recv = self._recv
+        assert recv is not None
+        events.extend(MessageReceived(decode_message(recv.decrypt(b))) for b in decoder.feed(b""))
         return events
 
     def _handshake_frame(self, body: bytes) -> HandshakeComplete | None:
@@ -341,7 +356,15 @@ class SecureChannel:
 
     def send_message(self, message: Message) -> None:
         """Queue one sealed frame; ProtocolError unless ESTABLISHED, ValueError if invalid."""
-        self.send_messages((message,))
+        send = self._send
+        if send is None:
+            raise ProtocolError(f"cannot send on a channel that is {self._state.value}")
+        plaintext = encode_message(message)
+        try:
+            sealed = send.encrypt(plaintext)
+        except ProtocolError as exc:
+            self._fail(str(exc))
+        self._out += (_pack_len(len(sealed)), sealed)
 
     def send_messages(self, messages: Iterable[Message]) -> None:
         """Queue many sealed frames at once (all are encoded before any nonce is used)."""
@@ -349,21 +372,23 @@ class SecureChannel:
         if send is None:
             raise ProtocolError(f"cannot send on a channel that is {self._state.value}")
         plaintexts = [encode_message(m) for m in messages]
-        encrypt = send.encrypt_with_ad
+        encrypt = send.encrypt
         out = self._out
         try:
             for plaintext in plaintexts:
-                sealed = encrypt(b"", plaintext)
-                out.append(_pack_len(len(sealed)))
-                out.append(sealed)
+                sealed = encrypt(plaintext)
+                out += (_pack_len(len(sealed)), sealed)
         except ProtocolError as exc:
             self._fail(str(exc))
 
     def data_to_send(self) -> bytes:
         """Drain and return everything queued for the peer."""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
+        out = self._out
+        if not out:
+            return b""
+        data = b"".join(out)
+        out.clear()
+        return data
 
     def close(self) -> None:
         """Close locally; bytes already queued (a Bye, say) can still be drained."""

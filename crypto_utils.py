@@ -379,7 +379,7 @@ _SEALED_HEADER: Final = struct.Struct(">4sBBBB16s12s")
 _SCRYPT_LOG2_N: Final = 15  # 32 MiB, ~65 ms: costly for guessing, cheap at start-up
 _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
-_SCRYPT_MAX_LOG2_N: Final = 20  # refuse headers that would make us allocate GiBs
+_SCRYPT_MAX_MEMORY: Final = 256 * 1024 * 1024  # refuse headers that would make us allocate GiBs
 
 
 def _derive_key(passphrase: bytes, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
@@ -404,7 +404,9 @@ def _open_sealed_secret_key(path: Path, data: bytes, passphrase: bytes | None) -
         raise KeyFileError(
             f"{path} has format version {version}; this peer_chat reads version {_SEALED_VERSION}"
         )
-    if not (1 <= log2_n <= _SCRYPT_MAX_LOG2_N and 1 <= r <= 32 and 1 <= p <= 16):
+    if not (1 <= log2_n <= 30 and r >= 1 and 1 <= p <= 16) or (
+        128 * r * (1 << log2_n) > _SCRYPT_MAX_MEMORY
+    ):
         raise KeyFileError(f"{path} is corrupt (bad key-derivation parameters)")
     if passphrase is None:
         raise KeyFileError(

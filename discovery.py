@@ -22,25 +22,30 @@ Beacon wire format, version 1 (all integers big-endian, one UDP datagram):
     44+N    D     identity public key, SubjectPublicKeyInfo DER (RSA >= 2048 bits)
     44+N+D  S     signature
 
-The datagram is exactly 44+N+D+S bytes and at most BEACON_MAX_SIZE (an RSA-4096
-key with a 32-character name takes about 1.3 KB). The signature is RSA-PSS
-(SHA-256, MGF1-SHA256, salt 32) by the identity key over
-SIGNING_CONTEXT + bytes[0 : 44+N+D]: every field, the lengths included, is
-signed; the context keeps a beacon signature from meaning anything elsewhere.
+The datagram is exactly 44+N+D+S bytes and at most BEACON_MAX_SIZE (a 3072-bit
+key with a 5-byte name takes 855 bytes; a 4096-bit key with the longest name
+1,234). The signature is RSA-PSS (SHA-256, MGF1-SHA256, salt 32) by the
+identity key over SIGNING_CONTEXT (b"peer_chat/1 discovery beacon\x00") +
+bytes[0 : 44+N+D]: every field, the lengths included, is signed; the context
+keeps a beacon signature from meaning anything elsewhere.
 The key travels in the beacon so that a receiver can verify it with no prior
 session; the fingerprint is derived from it, never sent.
 
-How a receiver judges a datagram (BeaconFilter.check), cheapest first, so that
-a flood costs little: size; a token bucket per source address and one for all
-sources (the only way to reach the RSA verification); decode; our own
-fingerprint; freshness (|now - timestamp| <= BEACON_MAX_SKEW); signature;
+How a receiver judges a datagram (BeaconFilter.check), cheapest first: size;
+decode; our own fingerprint; freshness (|now - timestamp| <= BEACON_MAX_SKEW);
 replay (per fingerprint: the same instance needs a higher sequence number, a
-new instance needs a newer timestamp than the last accepted beacon). The
-tables behind the buckets and the replay state are LRU-capped, so a flood from
-many addresses or keys cannot grow memory without bound. A key pushed out of
-the replay table could have a beacon from the last BEACON_MAX_SKEW seconds
-replayed once; that costs the attacker a flood of valid signatures first, and
-the session handshake still authenticates whoever answers.
+new instance needs a newer timestamp than the last accepted beacon); budget;
+signature. The budget (token buckets: one per source address, one per known key
+at the address it was accepted from, one for all) is the only way to the RSA
+verification, so a flood costs little. Everything before it is bounded
+parsing and dictionary lookups, and putting it first means that junk, our own
+beacons, duplicate copies (one beacon sent to several broadcast addresses) and
+replays cost no budget and no verification. The tables behind the buckets and
+the replay state are LRU-capped, so a flood from many addresses or keys cannot
+grow memory without bound. A key pushed out of the replay table could have a
+beacon from the last BEACON_MAX_SKEW seconds replayed once; that costs the
+attacker a flood of valid signatures first, and the session handshake still
+authenticates whoever answers.
 """
 
 from __future__ import annotations
@@ -143,7 +148,8 @@ def encode_beacon(  # noqa: PLR0917 (the contract's signature)
         raise ValueError("timestamp must be a finite unix time")
     name_bytes = name.encode("utf-8")
     der = identity.public_der
-    # A PSS signature is as long as the modulus; the first signature confirms it.
+    # The signature length is part of the signed header, so it comes from the key:
+    # a PSS signature is exactly as long as the modulus.
     probe_size = HEADER_SIZE + len(name_bytes) + len(der)
     if probe_size >= BEACON_MAX_SIZE or len(der) > 0xFFFF:
         raise ValueError("identity key too large for a beacon")
@@ -224,21 +230,37 @@ class _TokenBucket:
         self.stamp = now
 
     def refill(self, now: float) -> None:
-        # A clock that steps back refills nothing rather than draining.
+        # `now` is wall-clock time (beacons carry it): a step back refills nothing
+        # and refilling resumes from the new time; a step forward refills to `burst`.
         elapsed = max(0.0, now - self.stamp)
         self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-        self.stamp = max(self.stamp, now)
+        self.stamp = now
 
 
-@dataclass(frozen=True)
-class _Seen:
-    instance: bytes
-    seq: int
-    timestamp: float
+class _PeerState:
+    """What the filter remembers of one key: its last accepted beacon, and its own budget."""
+
+    __slots__ = ("instance", "lane", "seq", "source_ip", "timestamp")
+
+    def __init__(self, beacon: Beacon, source_ip: str, lane: _TokenBucket) -> None:
+        self.instance = beacon.instance
+        self.seq = beacon.seq
+        self.timestamp = beacon.timestamp
+        self.source_ip = source_ip
+        self.lane = lane
 
 
 class BeaconFilter:
-    """Judges received datagrams; pure (time is passed in), bounded memory."""
+    """Judges received datagrams; pure (time is passed in), bounded memory.
+
+    Budgets: a beacon that claims a key already accepted from this same address
+    is charged to that key's own bucket; any other (a new key, or a known key
+    from another address) to the bucket of its source address. Every signature
+    check is also charged to one global bucket. So a flood from one address gets
+    `burst` checks and then `rate` per second, a flood from many addresses at
+    most `global_rate` per second, and several peers behind one address (on
+    one host, behind a NAT) do not eat each other's budget.
+    """
 
     def __init__(
         self,
@@ -261,7 +283,7 @@ class BeaconFilter:
         self._global_burst = global_rate if global_burst is None else global_burst
         self._global: _TokenBucket | None = None
         self._sources: OrderedDict[str, _TokenBucket] = OrderedDict()
-        self._peers: OrderedDict[str, _Seen] = OrderedDict()
+        self._peers: OrderedDict[str, _PeerState] = OrderedDict()
         self._max_sources = max_sources
         self._max_peers = max_peers
 
@@ -274,12 +296,11 @@ class BeaconFilter:
         return len(self._peers)
 
     def check(self, data: bytes, source_ip: str, now: float) -> BeaconAccepted | BeaconRejected:
+        # Everything before the signature check is cheap and bounded by the size.
         if len(data) > BEACON_MAX_SIZE:
             return BeaconRejected(TOO_LARGE, source_ip)
         if len(data) < HEADER_SIZE:
             return BeaconRejected(TOO_SHORT, source_ip)
-        if not self._take_token(source_ip, now):
-            return BeaconRejected(RATE_LIMITED, source_ip)
         try:
             beacon, signed, signature = decode_beacon(data)
         except ProtocolError as exc:
@@ -289,37 +310,53 @@ class BeaconFilter:
             return BeaconRejected(SELF, source_ip)
         if not abs(now - beacon.timestamp) <= self._max_skew:
             return BeaconRejected(STALE, source_ip)
-        if not verify_signature(beacon.identity_der, signature, signed):
-            return BeaconRejected(BAD_SIGNATURE, source_ip)
-        last = self._peers.get(fp)
-        if last is None:
+        state = self._peers.get(fp)
+        if state is None:
             new_instance = True
-        elif beacon.instance == last.instance:
-            if beacon.seq <= last.seq:
+        elif beacon.instance == state.instance:
+            if beacon.seq <= state.seq:
                 return BeaconRejected(REPLAY, source_ip)
             new_instance = False
         else:
             # Another run of the same key: only a later one may take over, so an
             # old run's beacons replayed after a restart are refused.
-            if beacon.timestamp <= last.timestamp:
+            if beacon.timestamp <= state.timestamp:
                 return BeaconRejected(REPLAY, source_ip)
             new_instance = True
-        self._peers[fp] = _Seen(beacon.instance, beacon.seq, beacon.timestamp)
-        self._peers.move_to_end(fp)
-        while len(self._peers) > self._max_peers:
-            self._peers.popitem(last=False)
+        lane = state.lane if state is not None and state.source_ip == source_ip else None
+        if not self._take_token(source_ip, lane, now):
+            return BeaconRejected(RATE_LIMITED, source_ip)
+        if not verify_signature(beacon.identity_der, signature, signed):
+            return BeaconRejected(BAD_SIGNATURE, source_ip)
+        if state is None:
+            state = _PeerState(beacon, source_ip, _TokenBucket(self._rate, self._burst, now))
+            self._peers[fp] = state
+            while len(self._peers) > self._max_peers:
+                self._peers.popitem(last=False)
+        else:
+            state.instance, state.seq, state.timestamp = (
+                beacon.instance,
+                beacon.seq,
+                beacon.timestamp,
+            )
+            state.source_ip = source_ip
+            self._peers.move_to_end(fp)
         return BeaconAccepted(beacon, source_ip, new_instance)
 
-    def _take_token(self, source_ip: str, now: float) -> bool:
-        bucket = self._sources.get(source_ip)
-        if bucket is None:
-            bucket = _TokenBucket(self._rate, self._burst, now)
-            self._sources[source_ip] = bucket
-            while len(self._sources) > self._max_sources:
-                self._sources.popitem(last=False)
-        else:
-            self._sources.move_to_end(source_ip)
+    def _take_token(self, source_ip: str, lane: _TokenBucket | None, now: float) -> bool:
+        bucket = lane
+        if bucket is not None:
             bucket.refill(now)
+        else:
+            bucket = self._sources.get(source_ip)
+            if bucket is None:
+                bucket = _TokenBucket(self._rate, self._burst, now)
+                self._sources[source_ip] = bucket
+                while len(self._sources) > self._max_sources:
+                    self._sources.popitem(last=False)
+            else:
+                self._sources.move_to_end(source_ip)
+                bucket.refill(now)
         shared = self._global
         if shared is None:
             shared = self._global = _TokenBucket(self._global_rate, self._global_burst, now)

@@ -134,7 +134,8 @@ class Menu:
             reader: LineReader = TerminalReader() if interactive else PipeReader(self._write_prompt)
             self.say(f"Server listening on port {port}...")
             self.say(
-                f"Your ID: {self.identity.short_id}  ({format_fingerprint(self.identity.fingerprint)})"
+                f"Your ID: {self.identity.short_id}  "
+                f"({format_fingerprint(self.identity.fingerprint)})"
             )
             self.say(f"Data folder: {self.data_dir}")
             node.run()
@@ -349,7 +350,8 @@ class Menu:
                 return
             c = conflicts[index - 1]
             self.say(
-                f"{display_safe(c.name)} used to have:\n  {format_fingerprint(c.pinned_fingerprint)}\n"
+                f"{display_safe(c.name)} used to have:\n"
+                f"  {format_fingerprint(c.pinned_fingerprint)}\n"
                 f"and now presents:\n  {format_fingerprint(c.presented_fingerprint)}\n"
                 f"Accept the new key only if {display_safe(c.name)} confirms it in person."
             )
@@ -369,7 +371,8 @@ class Menu:
             self.say("That peer has not connected yet: connect first (option 4).")
             return
         self.say(
-            f"{display_safe(record.name)}'s fingerprint:\n  {format_fingerprint(record.fingerprint)}\n"
+            f"{display_safe(record.name)}'s fingerprint:\n"
+            f"  {format_fingerprint(record.fingerprint)}\n"
             f"Yours:\n  {format_fingerprint(self.identity.fingerprint)}\n"
             f"Compare them with what {display_safe(record.name)} sees in option 5."
         )

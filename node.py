@@ -262,6 +262,7 @@ class Node:
         self._departed: dict[str, bytes | None] = {}  # said goodbye/exit: beacon instance
         self._retries: dict[str, _Retry] = {}
         self._submitted: set[str] = set()
+        self._delivery_watches: list[tuple[set[str], asyncio.Future[None]]] = []
         self._peer_cache_dirty = False
         self._closing = False
 
@@ -600,7 +601,13 @@ class Node:
             self._on_bye(session, fp, message.reason)
 
     def _on_bye(self, session: Session, fp: str, reason: str) -> None:
-        self._fail_ready(session, _Refused(reason))
+        kept = self._sessions.get(fp)
+        if reason == BYE_DUPLICATE and kept is not None and kept is not session:
+            # Both ends closed this one of two simultaneous sessions: use the other.
+            if not session.ready.done():
+                session.ready.set_result(kept)
+        else:
+            self._fail_ready(session, _Refused(reason))
         refused = reason == BYE_UNTRUSTED
         if refused:
             for msg_id in self._in_flight_ids(fp):
@@ -637,6 +644,12 @@ class Node:
                 self._submitted.discard(msg_id)  # its caller follows it with wait_delivered()
             else:
                 unattended += 1
+        if self._delivery_watches:
+            acked = set(ids)
+            for remaining, done_future in self._delivery_watches:
+                remaining.difference_update(acked)
+                if not remaining and not done_future.done():
+                    done_future.set_result(None)
         peer = self._active.get(fp)
         if unattended and peer is not None:
             self._emit(QueuedDelivered(peer.name, peer.host, peer.port, unattended))
@@ -665,7 +678,7 @@ class Node:
             self._outgoing_meta[row.msg_id] = row
 
     def _new_outgoing(
-        self, fp: str | None, name: str, host: str, port: int, text: str, state: DeliveryState
+        self, fp: str | None, name: str, host: str, port: int, *, text: str, state: DeliveryState
     ) -> StoredMessage:
         now = time.time()
         return StoredMessage(
@@ -694,7 +707,7 @@ class Node:
             self._outgoing_meta[row.msg_id] = row
 
     def _record_failed(self, host: str, port: int, text: str, detail: str) -> None:
-        row = self._new_outgoing(None, "?", host, port, text, DeliveryState.FAILED)
+        row = self._new_outgoing(None, "?", host, port, text=text, state=DeliveryState.FAILED)
         row = dataclasses.replace(row, detail=detail)
         try:
             self.store.add_outgoing([row])
@@ -745,7 +758,7 @@ class Node:
                 return await self._queue_for(fp, text, _describe(exc))
         if fp not in self._sessions:
             return await self._queue_for(fp, text, "not connected")
-        row = self._new_outgoing(fp, name, host, port, text, DeliveryState.PENDING)
+        row = self._new_outgoing(fp, name, host, port, text=text, state=DeliveryState.PENDING)
         try:
             self._enqueue([row])
         except StorageError as exc:
@@ -773,7 +786,7 @@ class Node:
         name = peer.name if peer else (record.name if record else "?")
         host = peer.host if peer else (record.host if record and record.host else "?")
         port = peer.port if peer else (record.port if record and record.port else 0)
-        row = self._new_outgoing(fp, name, host, port, text, DeliveryState.PENDING)
+        row = self._new_outgoing(fp, name, host, port, text=text, state=DeliveryState.PENDING)
         try:
             self._enqueue([row])
         except StorageError as exc:
@@ -789,7 +802,12 @@ class Node:
             raise ValueError("unknown peer")
         rows = [
             self._new_outgoing(
-                fp, record.name, record.host or "?", record.port or 0, t, DeliveryState.PENDING
+                fp,
+                record.name,
+                record.host or "?",
+                record.port or 0,
+                text=t,
+                state=DeliveryState.PENDING,
             )
             for t in texts
         ]
@@ -802,12 +820,18 @@ class Node:
         return [r.msg_id for r in rows]
 
     async def _wait_delivered(self, msg_ids: Sequence[str], timeout: float) -> bool:
-        deadline = self.loop.time() + timeout
-        while self.loop.time() < deadline:
-            if not any(m in self._outgoing_meta for m in msg_ids):
-                return True
-            await asyncio.sleep(0.005)
-        return not any(m in self._outgoing_meta for m in msg_ids)
+        remaining = {m for m in msg_ids if m in self._outgoing_meta}
+        if not remaining:
+            return True
+        watch: tuple[set[str], asyncio.Future[None]] = (remaining, self.loop.create_future())
+        self._delivery_watches.append(watch)
+        try:
+            await asyncio.wait_for(watch[1], timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._delivery_watches.remove(watch)
+        return True
 
     # -- connecting (loop) -------------------------------------------------------
 
@@ -942,21 +966,17 @@ class Node:
             if peer is not None:
                 self._emit(PeerOffline(peer.name, peer.host, peer.port, "timed out"))
         cfg = self.config
-        for fp, session in list(self._sessions.items()):
+        # A quiet session is pinged well within the peer timeout, so it stays listed.
+        ping_every = min(cfg.ping_interval, cfg.peer_timeout / 3)
+        for session in list(self._sessions.values()):
             silent = now - session.last_received
             if silent > cfg.peer_timeout:
                 session.fail("no traffic from the peer")
             elif now - session.last_chat > cfg.idle_timeout:
                 session.close(BYE_IDLE)
-            elif silent > cfg.ping_interval and now - session.last_ping > cfg.ping_interval:
+            elif silent > ping_every and now - session.last_ping > ping_every:
                 session.last_ping = now
                 session.send([Ping(int(now * 1000) & 0xFFFFFFFFFFFFFFFF)])
-            if fp not in self._active and session.established and session.peer is not None:
-                # Traffic on a live session keeps a peer listed even without beacons.
-                if session.last_received > now - cfg.peer_timeout and fp not in self._departed:
-                    addr = session.listen_address
-                    assert addr is not None
-                    self._mark_active(fp, session.peer.name, *addr)
         expired = self._outbox.expire(time.time())
         if expired:
             self._expire(expired)

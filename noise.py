@@ -106,6 +106,27 @@ class CipherState:
         self.n = n + 1  # only after success, as the spec requires
         return plaintext
 
+    # Transport messages have empty associated data; these skip the handshake-only checks.
+    def encrypt(self, plaintext: bytes) -> bytes:
+        aead = self._aead
+        n = self.n
+        if aead is None or n >= MAX_NONCE:
+            raise ProtocolError("no key, or nonce space exhausted; the session must end")
+        self.n = n + 1
+        return aead.encrypt(self._pack_nonce(n), plaintext, None)
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        aead = self._aead
+        n = self.n
+        if aead is None or n >= MAX_NONCE:
+            raise ProtocolError("no key, or nonce space exhausted; the session must end")
+        try:
+            plaintext = aead.decrypt(self._pack_nonce(n), ciphertext, None)
+        except InvalidTag:
+            raise ProtocolError("message authentication failed") from None
+        self.n = n + 1
+        return plaintext
+
     def rekey(self) -> None:
         if self._aead is None:
             raise RuntimeError("rekey without a key")

@@ -14,6 +14,8 @@ never reported both delivered and failed.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +40,9 @@ class _PeerQueue:
     # Both keep insertion order; every in-flight item is older than every waiting one.
     in_flight: dict[str, OutgoingItem] = field(default_factory=dict)
     waiting: OrderedDict[str, OutgoingItem] = field(default_factory=OrderedDict)
+    # No item here was created before this. expire() runs on every tick of the node's loop;
+    # this lets it skip a long queue (a peer offline for days) without reading it.
+    oldest: float = math.inf
 
     def __len__(self) -> int:
         return len(self.in_flight) + len(self.waiting)
@@ -76,6 +81,7 @@ class Outbox:
         if item.msg_id in queue.waiting or item.msg_id in queue.in_flight:
             raise ValueError(f"message {item.msg_id} is already queued")
         queue.waiting[item.msg_id] = item
+        queue.oldest = min(queue.oldest, item.created_at)
 
     def take_sendable(self, peer_fp: str) -> list[OutgoingItem]:
         """The next waiting items, oldest first, now in flight; at most the free window."""
@@ -122,11 +128,15 @@ class Outbox:
         """Remove and return waiting items created more than `max_age` before `now`."""
         expired: list[OutgoingItem] = []
         for peer_fp, queue in list(self._queues.items()):
+            if not now - queue.oldest > self._max_age:
+                continue
             # created_at need not grow with queue order (clock changes, reloads), so scan all.
             old = [item for item in queue.waiting.values() if now - item.created_at > self._max_age]
             for item in old:
                 del queue.waiting[item.msg_id]
             expired.extend(old)
+            remaining = itertools.chain(queue.waiting.values(), queue.in_flight.values())
+            queue.oldest = min((item.created_at for item in remaining), default=math.inf)
             self._drop_if_empty(peer_fp, queue)
         return expired
 

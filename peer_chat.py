@@ -24,7 +24,7 @@ from errors import PeerChatError, UsageError
 __version__ = "1.0.0"
 
 PROG = "peer_chat"
-PASSPHRASE_ENV = "PEER_CHAT_PASSPHRASE"
+PASSPHRASE_ENV = "PEER_CHAT_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
 
 
 class _Parser(argparse.ArgumentParser):

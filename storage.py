@@ -43,7 +43,9 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_MS: Final = 5000
-_SEARCH_PAGE: Final = 512
+_SEARCH_PAGE: Final = 1024  # rows fetched per lock hold while searching
+_MAX_SEQ: Final = (1 << 63) - 1  # above any seq (the largest SQLite integer)
+_BODY: Final = 7  # index of body in a _SELECT_MESSAGES row
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_SIZE: Final = 100
 
@@ -288,8 +290,14 @@ class HistoryStore:
     def _prepare(conn: sqlite3.Connection, path: Path) -> None:
         """Check, then configure and create or migrate. Nothing is written before the checks."""
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema")}
+        conn.execute("BEGIN")  # one snapshot for both reads (a read transaction writes nothing)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema")}
+        finally:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"chat history {path} has schema version {version}, written by a newer "
@@ -314,25 +322,28 @@ class HistoryStore:
         if version == 0:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _SCHEMA_V1:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                # Another process may have created it since we looked.
+                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    for statement in _SCHEMA_V1:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    logger.info("created chat history %s (schema %d)", path, SCHEMA_VERSION)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            logger.info("created chat history %s (schema %d)", path, SCHEMA_VERSION)
 
     def _check_sealer(self) -> None:
         """Fail at start, not at the first history view, if secret.key is not this history's."""
         try:
             with self._lock:
-                row = self._read(
+                rows = self._fetchall(
                     "read", "SELECT body FROM messages ORDER BY seq DESC LIMIT 1", ()
-                ).fetchone()
-            if row is not None:
+                )
+            if rows:
                 try:
-                    self._sealer.open(row[0])
+                    self._sealer.open(rows[0][0])
                 except StorageError:
                     raise StorageError(
                         f"chat history {self._path} was sealed with another secret.key "
@@ -347,8 +358,6 @@ class HistoryStore:
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA optimize")
                 try:
                     conn.close()
                 except sqlite3.Error as exc:
@@ -418,12 +427,16 @@ class HistoryStore:
             message.detail,
         )
 
-    def _to_message(self, row: _Row) -> StoredMessage:
-        (_, msg_id, peer_fp, name, host, port, direction, body, sent, stored, state, detail) = row
+    def _open_body(self, body: bytes) -> str:
         try:
-            text = self._sealer.open(body).decode("utf-8")
+            return self._sealer.open(body).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise StorageError(f"chat history {self._path} holds a damaged message") from exc
+
+    def _to_message(self, row: _Row, text: str | None = None) -> StoredMessage:
+        (_, msg_id, peer_fp, name, host, port, direction, body, sent, stored, state, detail) = row
+        if text is None:
+            text = self._open_body(body)
         return StoredMessage(
             msg_id=str(msg_id),
             peer_fp=None if peer_fp is None else str(peer_fp),
@@ -504,34 +517,37 @@ class HistoryStore:
     ) -> list[StoredMessage]:
         """The last `limit` messages (of one peer; containing `search`), oldest first.
 
-        `search` is matched case-insensitively against the opened text. Pages
-        of rows are fetched under the lock and opened outside it, so a long
-        search does not hold up the writer.
+        `search` is matched case-insensitively against the opened text, newest
+        first, stopping at `limit` matches; a search that matches little opens
+        every body (about 10 us each). Pages are fetched under the lock and
+        opened outside it, so a long search never holds up the writer.
         """
         if limit <= 0:
             return []
         sql = _Q_HISTORY_ALL if peer_fp is None else _Q_HISTORY_PEER
-        needle = search.casefold() if search else None
-        page = limit if needle is None else max(limit, _SEARCH_PAGE)
+        if not search:
+            params = (_MAX_SEQ, limit) if peer_fp is None else (peer_fp, _MAX_SEQ, limit)
+            with self._lock:
+                rows = self._fetchall("read", sql, params)
+            return [self._to_message(row) for row in reversed(rows)]
+        needle = search.casefold()
         found: list[StoredMessage] = []
-        before = (1 << 63) - 1  # above any seq (the largest SQLite integer)
-        while len(found) < limit:
-            params: tuple[object, ...] = (
-                (before, page) if peer_fp is None else (peer_fp, before, page)
-            )
+        before = _MAX_SEQ
+        while True:
+            params = (before, _SEARCH_PAGE) if peer_fp is None else (peer_fp, before, _SEARCH_PAGE)
             with self._lock:
                 rows = self._fetchall("read", sql, params)
             for row in rows:
-                message = self._to_message(row)
-                if needle is None or needle in message.text.casefold():
-                    found.append(message)
+                text = self._open_body(row[_BODY])
+                if needle in text.casefold():
+                    found.append(self._to_message(row, text))
                     if len(found) == limit:
-                        break
-            if len(rows) < page:
-                break
+                        found.reverse()
+                        return found
+            if len(rows) < _SEARCH_PAGE:
+                found.reverse()
+                return found
             before = int(rows[-1][0])
-        found.reverse()
-        return found
 
     # ------------------------------------------------------------------ peers and pins
 

@@ -54,33 +54,32 @@ class Entry:
 
 
 # The targets of the benchmark issue. A missed target is reported as missed, never loosened.
+# Match words are specific enough for one module to carry several figures (bench_node).
+# Ratio and "baseline +" targets need the row's baseline: the latency rows carry the echo
+# round trip (bench.baselines.echo_latency), the kill-to-removal row the --peer-timeout used.
 LATENCY = (
-    Target("median at most 8x the echo", ratio_at_most(8.0), match=("median",)),
-    Target("p99 under 2 ms", under(2.0, "ms"), match=("p99",)),
+    Target("median at most 8x the echo", ratio_at_most(8.0), match=("acknowledgement", "median")),
+    Target("p99 under 2 ms", under(2.0, "ms"), match=("acknowledgement", "p99")),
 )
-THROUGHPUT = (Target("at least 10,000/s", at_least(10_000.0, "msg/s")),)
-HANDSHAKE = (Target("median under 5 ms", under(5.0, "ms"), match=("median",)),)
+THROUGHPUT = (Target("at least 10,000/s", at_least(10_000.0, "msg/s"), match=("per second",)),)
+HANDSHAKE = (Target("median under 5 ms", under(5.0, "ms"), match=("handshake", "median")),)
+SESSIONS = (
+    Target("1,000 sessions, at most 64 KiB each", at_most(64.0, "KiB"), match=("per session",)),
+)
+START_TO_MENU = (Target("under 0.6 s", under(0.6, "s"), match=("menu",)),)
 DISCOVERY = (Target("under 2 s", under(2.0, "s"), match=("list each other",)),)
 KILL_TO_REMOVAL = (
     Target("within timeout + 1 s", within_baseline_plus(1.0, "s"), match=("removed",)),
 )
-SESSIONS = (
-    Target("1,000 sessions, at most 64 KiB each", at_most(64.0, "KiB"), match=("per session",)),
-)
-HISTORY = (Target("under 10 ms", under(10.0, "ms"), match=("history", "last 50")),)
-START_TO_MENU = (Target("under 0.6 s", under(0.6, "s"), match=("menu",)),)
+HISTORY = (Target("under 10 ms", under(10.0, "ms"), match=("history", "median")),)
 
 REGISTRY: tuple[Entry, ...] = (
     Entry("baselines", "bench.baselines"),
     Entry("crypto", "bench.bench_crypto"),
     Entry("discovery", "bench.bench_discovery", DISCOVERY),
     Entry("history", "bench.bench_history", HISTORY),
-    Entry("latency", "bench.bench_latency", LATENCY),
-    Entry("throughput", "bench.bench_throughput", THROUGHPUT),
-    Entry("handshake", "bench.bench_handshake", HANDSHAKE),
-    Entry("sessions", "bench.bench_sessions", SESSIONS),
+    Entry("node", "bench.bench_node", LATENCY + THROUGHPUT + HANDSHAKE + SESSIONS + START_TO_MENU),
     Entry("kill", "bench.bench_kill", KILL_TO_REMOVAL),
-    Entry("startup", "bench.bench_startup", START_TO_MENU),
 )
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import Budget, Row, Summary, figure_row, summarize, summarize_runs
+from bench.harness import Row, Summary, bounded, figure_row, summarize, summarize_runs, time_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -147,18 +147,15 @@ def echo_round_trips(
     """Seconds per round trip of `size` bytes, up to `count` of them (at least one)."""
     payload = b"x" * size
     buffer = memoryview(bytearray(size))
-    samples: list[float] = []
     with _connect(address) as sock:
+
+        def round_trip() -> None:
+            sock.sendall(payload)
+            _recv_exactly(sock, buffer)
+
         for _ in range(10):  # warm up: first segments, thread start in the server
-            sock.sendall(payload)
-            _recv_exactly(sock, buffer)
-        budget = Budget(max_seconds)
-        while len(samples) < count and (not samples or not budget.exhausted()):
-            start = time.perf_counter_ns()
-            sock.sendall(payload)
-            _recv_exactly(sock, buffer)
-            samples.append((time.perf_counter_ns() - start) / 1e9)
-    return samples
+            round_trip()
+        return time_calls(round_trip, count=count, max_seconds=max_seconds)
 
 
 def echo_throughput(address: Address, *, count: int, size: int = 64) -> float:
@@ -198,30 +195,25 @@ def echo_throughput(address: Address, *, count: int, size: int = 64) -> float:
 
 def connect_times(address: Address, *, count: int, max_seconds: float = 10.0) -> list[float]:
     """Seconds for socket() + connect() to `address`, up to `count` times (at least one)."""
-    samples: list[float] = []
-    budget = Budget(max_seconds)
-    while len(samples) < count and (not samples or not budget.exhausted()):
+
+    def connect() -> float:
         start = time.perf_counter_ns()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(SOCKET_TIMEOUT)
             sock.connect(address)
-            samples.append((time.perf_counter_ns() - start) / 1e9)
-        finally:
-            sock.close()
-    return samples
+            return (time.perf_counter_ns() - start) / 1e9  # closing is not part of it
+
+    return bounded(connect, count=count, max_seconds=max_seconds)
 
 
 def python_start_times(*, count: int, max_seconds: float = 10.0) -> list[float]:
     """Seconds for `python -c pass` (this interpreter) to start and exit."""
-    samples: list[float] = []
-    budget = Budget(max_seconds)
     command = [sys.executable, "-c", "pass"]
-    while len(samples) < count and (not samples or not budget.exhausted()):
-        start = time.perf_counter_ns()
-        subprocess.run(command, check=True, timeout=SOCKET_TIMEOUT)
-        samples.append((time.perf_counter_ns() - start) / 1e9)
-    return samples
+    return time_calls(
+        lambda: subprocess.run(command, check=True, timeout=SOCKET_TIMEOUT),
+        count=count,
+        max_seconds=max_seconds,
+    )
 
 
 # --------------------------------------------------------------------------- summaries
@@ -229,37 +221,33 @@ def python_start_times(*, count: int, max_seconds: float = 10.0) -> list[float]:
 
 def echo_latency(address: Address, sizes: Sizes) -> tuple[Summary, Summary]:
     """(median, p99) of the echo round trip in seconds, each over `sizes.runs` runs."""
-    runs: list[list[float]] = []
-    budget = Budget(sizes.max_seconds)
-    while len(runs) < sizes.runs and (not runs or not budget.exhausted()):
-        runs.append(
-            echo_round_trips(
-                address,
-                count=sizes.round_trips,
-                size=sizes.message_size,
-                max_seconds=sizes.max_seconds,
-            )
-        )
+    runs = bounded(
+        lambda: echo_round_trips(
+            address, count=sizes.round_trips, size=sizes.message_size, max_seconds=sizes.max_seconds
+        ),
+        count=sizes.runs,
+        max_seconds=sizes.max_seconds,
+    )
     return summarize_runs(runs)
 
 
 def echo_rate(address: Address, sizes: Sizes) -> Summary:
     """Pipelined echo messages per second over `sizes.runs` runs."""
-    rates: list[float] = []
-    budget = Budget(sizes.max_seconds)
-    while len(rates) < sizes.runs and (not rates or not budget.exhausted()):
-        rates.append(
-            echo_throughput(address, count=sizes.throughput_messages, size=sizes.message_size)
-        )
+    rates = bounded(
+        lambda: echo_throughput(address, count=sizes.throughput_messages, size=sizes.message_size),
+        count=sizes.runs,
+        max_seconds=sizes.max_seconds,
+    )
     return summarize(rates)
 
 
 def connect_latency(address: Address, sizes: Sizes) -> Summary:
     """Median bare connect time in seconds, over `sizes.runs` runs."""
-    runs: list[list[float]] = []
-    budget = Budget(sizes.max_seconds)
-    while len(runs) < sizes.runs and (not runs or not budget.exhausted()):
-        runs.append(connect_times(address, count=sizes.connects, max_seconds=sizes.max_seconds))
+    runs = bounded(
+        lambda: connect_times(address, count=sizes.connects, max_seconds=sizes.max_seconds),
+        count=sizes.runs,
+        max_seconds=sizes.max_seconds,
+    )
     return summarize_runs(runs)[0]
 
 

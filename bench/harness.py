@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 Row = dict[str, object]
+T = TypeVar("T")
 
 ROW_KEYS = (
     "figure",
@@ -110,41 +112,28 @@ def summarize_runs(runs: Sequence[Sequence[float]]) -> tuple[Summary, Summary]:
     return summarize(medians), summarize(p99s)
 
 
-class Budget:
-    """A deadline for one measurement loop: count-bounded and time-bounded."""
+def bounded(produce: Callable[[], T], *, count: int, max_seconds: float) -> list[T]:
+    """Up to `count` results of `produce()`, fewer once `max_seconds` have passed; at least one.
 
-    def __init__(self, seconds: float) -> None:
-        self._deadline = time.monotonic() + seconds
-
-    def exhausted(self) -> bool:
-        return time.monotonic() >= self._deadline
-
-
-def repeat(
-    run_once: Callable[[], float], *, runs: int, max_seconds: float, warmup: int = 1
-) -> list[float]:
-    """Call `run_once` `runs` times (after `warmup` discarded calls); stop early at the deadline.
-
-    Always returns at least one result.
+    Every measurement loop goes through here, so each is bounded in count and in time.
     """
-    for _ in range(warmup):
-        run_once()
-    budget = Budget(max_seconds)
-    results = [run_once()]
-    while len(results) < runs and not budget.exhausted():
-        results.append(run_once())
+    deadline = time.monotonic() + max_seconds
+    results = [produce()]
+    while len(results) < count and time.monotonic() < deadline:
+        results.append(produce())
     return results
 
 
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of `fn` takes."""
+    start = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - start) / 1e9
+
+
 def time_calls(fn: Callable[[], object], *, count: int, max_seconds: float) -> list[float]:
-    """Seconds taken by each of up to `count` calls of `fn`, at least one."""
-    budget = Budget(max_seconds)
-    samples: list[float] = []
-    while len(samples) < count and (not samples or not budget.exhausted()):
-        start = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - start) / 1e9)
-    return samples
+    """Seconds taken by each of up to `count` calls of `fn` (at least one)."""
+    return bounded(lambda: timed(fn), count=count, max_seconds=max_seconds)
 
 
 # --------------------------------------------------------------------------- rows and units
@@ -321,8 +310,11 @@ def within_baseline_plus(extra: float, unit: str) -> Check:
 def apply_targets(row: Row, targets: Sequence[Target]) -> Row:
     """Set target and holds from the first target that names this row.
 
-    A registry target replaces whatever the module said: the issue's target is
-    the one reported, never a looser one. A row no target names keeps its own.
+    A registry target replaces whatever target the module gave: the issue's
+    target is the one reported, never a looser one. Where the module judged the
+    same target and found it missed (it may know more, such as how many
+    sessions were really held), the miss stands. A row no target names keeps
+    its own target and verdict.
     """
     figure = str(row.get("figure", ""))
     if row.get("value") is None:  # not available / failed: nothing to judge
@@ -336,6 +328,8 @@ def apply_targets(row: Row, targets: Sequence[Target]) -> Row:
                     f"(unit {row.get('unit')!r})",
                     file=sys.stderr,
                 )
+            elif row.get("target") == target.text and row.get("holds") is False:
+                holds = False
             return {**row, "target": target.text, "holds": holds}
     own = row.get("holds")
     return {**row, "holds": own if isinstance(own, bool) else None}

@@ -12,10 +12,16 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pexpect
+
+from discovery import Beacon, decode_beacon
+from errors import ProtocolError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "peer_chat.py"
@@ -213,3 +219,219 @@ def run_cli(
         env=child_env(),
         check=False,
     )
+
+
+# -- discovery and liveness end to end: reading the screen, watching the port --------
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    """One row of option 2's table."""
+
+    number: int
+    name: str
+    address: str
+    short_id: str
+    verified: bool
+
+
+_PEER_ROW = re.compile(
+    r"^\s*(\d+)\s+(.+?)\s+(\d{1,3}(?:\.\d{1,3}){3}:\d+)\s+([A-Z2-7]{8})\s+(yes|no)\s+\d+s ago\s*$"
+)
+_FULL_FINGERPRINT = r"[A-Z2-7]{4}(?:-[A-Z2-7]{4}){12}"
+
+
+def peer_rows(table: str) -> list[PeerRow]:
+    """The rows of a table returned by Peer.peers_table(); other screen lines are ignored."""
+    rows: list[PeerRow] = []
+    for line in strip_ansi(table).splitlines():
+        match = _PEER_ROW.match(line)
+        if match:
+            number, name, address, sid, verified = match.groups()
+            rows.append(PeerRow(int(number), name, address, sid, verified == "yes"))
+    return rows
+
+
+def own_fingerprint(peer: Peer) -> tuple[str, str]:
+    """(short ID, full fingerprint as grouped on screen) from option 5."""
+    peer.choose("5")
+    peer.expect(r"Your ID: ([A-Z2-7]{8})")
+    sid = str(peer.child.match.group(1))
+    peer.expect(f"({_FULL_FINGERPRINT})")
+    full = str(peer.child.match.group(1))
+    peer.expect_menu()
+    return sid, full
+
+
+def await_lines(
+    waits: Sequence[tuple[Peer, str]], timeout: float, poll: float = 0.02
+) -> list[float]:
+    """Wait for every (peer, text) at once; the monotonic time each was first seen.
+
+    The screens are polled in turn, so a line is timestamped within a few polls
+    of its arrival even while another screen is still being waited for. All the
+    texts awaited on one screen are matched in the order they appear, so none
+    is skipped over by matching another.
+    """
+    deadline = time.monotonic() + timeout
+    seen: list[float | None] = [None] * len(waits)
+    screens: list[Peer] = []
+    for peer, _ in waits:
+        if all(peer is not known for known in screens):
+            screens.append(peer)
+    while any(t is None for t in seen):
+        for peer in screens:
+            pending = [i for i, (p, _) in enumerate(waits) if p is peer and seen[i] is None]
+            if not pending:
+                continue
+            texts = [waits[i][1] for i in pending]
+            index = peer.child.expect_exact([*texts, pexpect.TIMEOUT], timeout=poll)
+            if index < len(texts):
+                seen[pending[index]] = time.monotonic()
+        if time.monotonic() > deadline and any(t is None for t in seen):
+            missing = [
+                f"{p.name}: {t!r}" for (p, t), s in zip(waits, seen, strict=True) if s is None
+            ]
+            raise AssertionError(f"not seen within {timeout} s: {'; '.join(missing)}")
+    return [t for t in seen if t is not None]
+
+
+def wait_for_log(path: Path, needle: str, *, count: int = 1, timeout: float = 10.0) -> str:
+    """The text of a peer's log file once it holds `needle` at least `count` times."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        if text.count(needle) >= count:
+            return text
+        time.sleep(0.05)  # a file has no event to await
+    raise AssertionError(f"{path.name}: {needle!r} seen {text.count(needle)} times, not {count}")
+
+
+class BeaconSniffer:
+    """The test's own socket on a discovery port: it sees every beacon and can send one.
+
+    Bound like a peer's (SO_REUSEADDR + SO_REUSEPORT on the same port), so the
+    loopback broadcasts reach it as they reach every peer.
+    """
+
+    def __init__(self, discovery_port: int) -> None:
+        self.port = discovery_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        self.sock.bind(("", discovery_port))
+
+    def drain(self) -> None:
+        """Forget what has queued up, so the next beacon read is a new one."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.sock.recv(65536)
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+
+    def next_beacon(self, name: str | None = None, timeout: float = 10.0) -> tuple[bytes, Beacon]:
+        """The next datagram that decodes as a beacon (from a peer called `name`, if given)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            try:
+                beacon = decode_beacon(data)[0]
+            except ProtocolError:
+                continue
+            if name is None or beacon.name == name:
+                return data, beacon
+        raise AssertionError(f"no beacon from {name or 'anyone'!r} within {timeout} s")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, (LOOPBACK_BROADCAST, self.port))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class WatchedPeer(Peer):
+    """A Peer that keeps what it printed before its first menu.
+
+    The node starts before the menu is drawn, so a discovery can be printed
+    that early; Peer's start-up consumes it, and `seen_at_start` gives it back.
+    """
+
+    def __init__(self, name: str, tmp: Path, discovery_port: int | None, **kw: Any) -> None:
+        super().__init__(name, tmp, discovery_port, **kw)
+        self.banner = strip_ansi(str(self.child.before))
+
+    def seen_at_start(self, text: str) -> bool:
+        """Whether `text` was printed before the first menu (each such line counts once)."""
+        if text not in self.banner:
+            return False
+        self.banner = self.banner.replace(text, "", 1)
+        return True
+
+
+def await_new_lines(waits: Sequence[tuple[WatchedPeer, str]], timeout: float) -> None:
+    """await_lines, counting lines a peer printed before its first menu as seen."""
+    await_lines([(p, t) for p, t in waits if not p.seen_at_start(t)], timeout)
+
+
+# -- hostile clients: raw sockets, a scripted peer, memory readings --------------------
+
+HOSTILE_SOURCE = "127.0.0.2"  # attackers bind here; the real peers talk from 127.0.0.1
+
+
+def vm_rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS line for pid {pid}")
+
+
+def tcp_client(
+    port: int, *, source: str | None = None, host: str = "127.0.0.1", timeout: float = 5.0
+) -> socket.socket:
+    """A connected TCP socket, bound to the loopback address `source` if given."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        if source is not None:
+            sock.bind((source, 0))
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def await_close(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the other end closes `sock` (end of stream or reset); None if it stays open.
+
+    Whatever arrives meanwhile is read and dropped; `timeout` bounds the whole wait.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return None
+        except OSError:  # reset: the peer aborted the connection
+            return time.monotonic() - start
+        if not data:
+            return time.monotonic() - start
+    return None
+
+
+def log_file(data_dir: Path) -> str:
+    """The peer's log (DATA_DIR/peer_chat.log) as it is on disk now."""
+    path = data_dir / "peer_chat.log"
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""

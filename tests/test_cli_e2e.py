@@ -272,3 +272,47 @@ def test_quit_with_ctrl_d_and_ctrl_c(tmp_path: Path, peers: list[Peer]) -> None:
     bob.child.close()
     assert bob.child.exitstatus == 0
     assert "Traceback" not in strip_ansi(str(bob.child.before))
+
+
+def test_changed_key_is_refused_until_retrusted(tmp_path: Path, peers: list[Peer]) -> None:
+    alice = start(peers, "Alice", tmp_path, None)
+    bob = start(peers, "Bob", tmp_path, None)
+    bob.send_to("127.0.0.1", "first contact", port=alice.port)
+    alice.expect_text(f"Received from {bob.addr} (Bob): first contact")
+    bob.quit()
+
+    # Someone else now runs as "Bob" at the same address, with a new key.
+    impostor = start(peers, "Bob", tmp_path, None, port=bob.port, data_dir=tmp_path / "Bob-new")
+    impostor.send_to("127.0.0.1", "trust me", port=alice.port)
+    alice.expect_text("WARNING: the key of peer Bob at")
+    alice.expect_text("has changed!")
+    impostor.expect_text("Message refused by")
+    alice.expect_menu()
+    history = alice.history()
+    assert "trust me" not in history
+    assert "first contact" in history
+
+    alice.choose("6")
+    alice.expect_text("Peers whose key changed:")
+    alice.answer("Peer to verify (number, name, or c<number> to re-trust):", "c1")
+    alice.answer("Type yes to trust the new key:", "yes")
+    alice.expect_text("New key of Bob accepted.")
+    # Held back until now, the queued message arrives once the key is trusted.
+    alice.expect_text(f"Received from {impostor.addr} (Bob): trust me")
+
+
+def test_incoming_line_keeps_what_the_user_is_typing(tmp_path: Path, peers: list[Peer]) -> None:
+    alice = start(peers, "Alice", tmp_path, None)
+    bob = start(peers, "Bob", tmp_path, None)
+    bob.connect("127.0.0.1", alice.port)
+    bob.expect_text(f"Connected to {alice.addr}")
+    alice.choose("1")
+    alice.expect_text("Enter recipient's IP:")
+    alice.child.send("127.0.")  # half typed, no Enter yet
+    bob.send_to("Alice", "interrupting")
+    alice.expect_text(f"Received from {bob.addr} (Bob): interrupting")
+    alice.child.send("0.1\r")  # the rest of the line: the whole address must arrive
+    alice.answer("Enter recipient's port number:", str(bob.port))
+    alice.answer("Enter your message:", "typed around it")
+    alice.expect_text(f"Message sent to {bob.addr}")
+    bob.expect_text(f"Received from {alice.addr} (Alice): typed around it")

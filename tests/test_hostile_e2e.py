@@ -1,0 +1,753 @@
+"""A real peer under attack on loopback: it stays up, bounded, and keeps serving its friends.
+
+Every test starts a victim and a friend as real peer_chat processes. The
+attacker is the test itself, talking from 127.0.0.2 and 127.0.0.3 (the friend
+talks from 127.0.0.1), with raw sockets, a SecureChannel of its own, or raw
+Noise for handshakes the real channel would never send. Each test checks what
+a user or an operator would check: the hostile connection is closed, the
+victim's log names its address and why, nothing hostile reaches the screen,
+the friend's messages still arrive, the active list is unchanged, and the
+victim's memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from channel import (
+    PROLOGUE,
+    PROTOCOL_NAME,
+    STATIC_KEY_CONTEXT,
+    Credentials,
+    HandshakeComplete,
+    MessageReceived,
+    PeerHello,
+    Role,
+    SecureChannel,
+    encode_hello_payload,
+)
+from crypto_utils import Identity, KeyManager
+from discovery import encode_beacon
+from framing import FrameDecoder, encode_frame
+from limits import HANDSHAKE_TIMEOUT, MAX_CONNECTIONS_PER_ADDRESS, MAX_FRAME_SIZE, PROTOCOL_VERSION
+from messages import Ack, Bye, Chat, Message, Ping, Pong, new_msg_id
+from noise import HandshakeState, public_bytes
+from tests.support import (
+    HOSTILE_SOURCE,
+    BeaconSniffer,
+    Peer,
+    await_close,
+    free_tcp_port,
+    free_udp_port,
+    log_file,
+    peer_rows,
+    tcp_client,
+    vm_rss_kib,
+)
+
+pytestmark = pytest.mark.slow
+
+OTHER_SOURCE = "127.0.0.3"  # a second attacking address
+AT_ONCE = 2.0  # seconds: "closed at once" is well under the handshake deadline
+MIB = 1024  # KiB per MiB (VmRSS is in KiB)
+
+
+# -- a peer played by the test ----------------------------------------------------------
+
+
+class SecureClient:
+    """A peer played by the test itself: the real protocol through channel.SecureChannel.
+
+    It completes the handshake as initiator in the constructor; afterwards the
+    test sends messages, raw bytes, or sealed frames it has tampered with.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        port: int,
+        *,
+        source: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.sock = tcp_client(port, source=source, timeout=timeout)
+        local = self.sock.getsockname()
+        self.address = f"{local[0]}:{local[1]}"  # as the victim's log names it
+        self.channel = SecureChannel(Role.INITIATOR, credentials)
+        self.inbox: list[Message] = []
+        try:
+            self.peer = self._handshake(time.monotonic() + timeout)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _handshake(self, deadline: float) -> PeerHello:
+        self._flush()
+        while True:
+            data = self._recv(deadline)
+            if not data:
+                raise ConnectionError("the peer closed the connection during the handshake")
+            hello: PeerHello | None = None
+            for event in self.channel.receive_data(data):
+                if isinstance(event, HandshakeComplete):
+                    hello = event.peer
+                else:
+                    self.inbox.append(event.message)
+            self._flush()
+            if hello is not None:
+                return hello
+
+    def _recv(self, deadline: float) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("nothing from the peer in time")
+        self.sock.settimeout(left)
+        return self.sock.recv(65536)
+
+    def _flush(self) -> None:
+        data = self.channel.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def send(self, *messages: Message) -> None:
+        self.channel.send_messages(messages)
+        self._flush()
+
+    def sealed(self, message: Message) -> bytes:
+        """The frame `message` goes out as, for the test to tamper with or replay."""
+        self.channel.send_message(message)
+        return self.channel.data_to_send()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def expect(self, wanted: Callable[[Message], bool], timeout: float = 10.0) -> Message:
+        """The first message (kept or new) for which `wanted` is true; pings are answered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, message in enumerate(self.inbox):
+                if wanted(message):
+                    del self.inbox[index]
+                    return message
+            data = self._recv(deadline)
+            if not data:
+                raise ConnectionError(f"the peer closed the connection; got {self.inbox}")
+            for event in self.channel.receive_data(data):
+                if isinstance(event, MessageReceived):
+                    if isinstance(event.message, Ping):
+                        self.send(Pong(event.message.nonce))
+                    else:
+                        self.inbox.append(event.message)
+
+    def expect_ack(self, msg_id: str, timeout: float = 10.0) -> None:
+        self.expect(lambda m: isinstance(m, Ack) and msg_id in m.msg_ids, timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def rogue_handshake(
+    port: int, identity: Identity, *, name: str, version: int = PROTOCOL_VERSION
+) -> socket.socket:
+    """Raw Noise XX as initiator with a hello of our choosing (a real identity signs it).
+
+    Returns the socket once handshake message 3 is sent; the victim judges it then.
+    """
+    static = X25519PrivateKey.generate()
+    hs = HandshakeState(PROTOCOL_NAME, initiator=True, prologue=PROLOGUE, s=static)
+    sock = tcp_client(port, timeout=5.0)
+    sock.sendall(encode_frame(hs.write_message(b"")))
+    decoder = FrameDecoder()
+    frames: list[bytes] = []
+    deadline = time.monotonic() + 5.0
+    while not frames:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        data = sock.recv(65536)
+        assert data, "the victim closed before answering handshake message 1"
+        frames = decoder.feed(data)
+    hs.read_message(frames[0])  # the victim's own hello: not needed
+    payload = encode_hello_payload(
+        name=name,
+        listen_port=7000,
+        identity_der=identity.public_der,
+        signature=identity.sign(STATIC_KEY_CONTEXT + public_bytes(static)),
+        version=version,
+    )
+    sock.sendall(encode_frame(hs.write_message(payload)))
+    return sock
+
+
+# -- the scene: a victim, its friend, and what the victim logged -----------------------
+
+
+@dataclass
+class Scene:
+    victim: Peer
+    friend: Peer
+    said: int = 0
+
+    def friend_says(self, text: str) -> None:
+        """The friend sends `text` through the menu; it must arrive on the victim's screen."""
+        self.said += 1
+        self.friend.send_to("127.0.0.1", text, port=self.victim.port)
+        self.friend.expect_text(f"Message sent to {self.victim.addr}")
+        self.victim.expect_text(f"Received from {self.friend.addr} (Friend): {text}")
+        assert self.victim.child.isalive()
+
+    def log(self) -> str:
+        return log_file(self.victim.data_dir)
+
+    def closings(self) -> dict[str, str]:
+        """address -> reason of every 'closing connection' line in the victim's log."""
+        return dict(_CLOSING.findall(self.log()))
+
+    def screen_mark(self) -> int:
+        """Where the victim's screen log ends now (see screen_since)."""
+        self.victim.log.flush()
+        return Path(self.victim.log.name).stat().st_size
+
+    def screen_since(self, mark: int) -> str:
+        """Everything the victim's terminal received since `mark`, escape bytes and all."""
+        self.victim.log.flush()
+        with open(self.victim.log.name, "rb") as screen:
+            screen.seek(mark)
+            return screen.read().decode("utf-8", errors="replace")
+
+    def rss_kib(self) -> int:
+        return vm_rss_kib(self.victim.child.pid)
+
+
+_CLOSING = re.compile(r"closing connection (\d+\.\d+\.\d+\.\d+:\d+): (.*)")
+
+
+@pytest.fixture(scope="module")
+def mallory_id(tmp_path_factory: pytest.TempPathFactory) -> Identity:
+    return KeyManager(tmp_path_factory.mktemp("mallory")).load_or_create_identity()
+
+
+@pytest.fixture(scope="module")
+def mallory(mallory_id: Identity) -> Credentials:
+    return Credentials.create(mallory_id, "Mallory", free_tcp_port())
+
+
+@pytest.fixture
+def discovery_port() -> int:
+    return free_udp_port()
+
+
+@pytest.fixture
+def scene(tmp_path: Path, discovery_port: int) -> Iterator[Scene]:
+    # -v: the victim logs rejected beacons (at debug level, throttled).
+    victim = Peer("Victim", tmp_path, discovery_port, peer_timeout=10.0, extra=["-v"])
+    try:
+        friend = Peer("Friend", tmp_path, discovery_port, peer_timeout=10.0)
+    except BaseException:
+        victim.close()
+        raise
+    try:
+        yield Scene(victim, friend)
+        assert victim.child.isalive(), "the victim died"
+    finally:
+        friend.close()
+        victim.close()
+
+
+# -- bounded attackers ------------------------------------------------------------------
+
+
+def await_closes(socks: list[socket.socket], timeout: float) -> dict[int, float]:
+    """index -> seconds until the victim closed it, for the sockets it closed within `timeout`."""
+    start = time.monotonic()
+    closed: dict[int, float] = {}
+    with selectors.DefaultSelector() as selector:
+        for index, sock in enumerate(socks):
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ, index)
+        while len(closed) < len(socks) and (left := start + timeout - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                sock, index = key.fileobj, key.data
+                assert isinstance(sock, socket.socket) and isinstance(index, int)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""  # reset
+                if not data:
+                    closed[index] = time.monotonic() - start
+                    selector.unregister(sock)
+    return closed
+
+
+@dataclass
+class GarbageFlood:
+    """Connections from `source` that each send random bytes, in batches, in a thread.
+
+    It makes at least `minimum` connections and goes on until stopped, never
+    more than `maximum` and never longer than `max_seconds`. For every
+    connection it records our address and how long the victim took to close it.
+    """
+
+    port: int
+    minimum: int
+    maximum: int
+    source: str = HOSTILE_SOURCE
+    batch: int = 32
+    max_seconds: float = 90.0
+    seed: int = 1
+    results: list[tuple[str, float | None]] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        rng = random.Random(self.seed)
+        deadline = time.monotonic() + self.max_seconds
+        try:
+            while (
+                (len(self.results) < self.minimum or not self._stop.is_set())
+                and len(self.results) < self.maximum
+                and time.monotonic() < deadline
+            ):
+                socks = [
+                    tcp_client(self.port, source=self.source)
+                    for _ in range(min(self.batch, self.maximum - len(self.results)))
+                ]
+                names = []
+                for sock in socks:
+                    ip, port = sock.getsockname()
+                    names.append(f"{ip}:{port}")
+                    # At least a length prefix's worth, so no connection is merely slow.
+                    garbage = rng.randbytes(rng.randrange(4, 512))
+                    try:
+                        sock.sendall(garbage)
+                    except OSError:
+                        pass  # already reset by the victim: that is a close too
+                closed = await_closes(socks, HANDSHAKE_TIMEOUT + 3.0)
+                for index, (sock, name) in enumerate(zip(socks, names, strict=True)):
+                    self.results.append((name, closed.get(index)))
+                    sock.close()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def start(self) -> GarbageFlood:
+        self._thread = threading.Thread(target=self.run, name="garbage-flood", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.max_seconds + 10)
+        assert not self.running, "the flood did not stop"
+        if self.errors:
+            raise self.errors[0]
+
+
+def assert_closed_and_logged(
+    scene: Scene, address: str, seconds: float | None, reason: str, *, within: float = AT_ONCE
+) -> None:
+    assert seconds is not None, f"{address} was not closed"
+    assert seconds < within, f"{address} took {seconds:.2f} s to be closed"
+    closings = scene.closings()
+    assert address in closings, f"no log line closing {address}"
+    assert reason in closings[address], closings[address]
+
+
+# -- connections that never become a session --------------------------------------------
+
+
+def test_garbage_flood_is_closed_logged_and_memory_stays_bounded(scene: Scene) -> None:
+    scene.friend_says("before the flood")
+    warm = GarbageFlood(scene.victim.port, minimum=200, maximum=200, seed=7).start()
+    warm.stop()
+    before = scene.rss_kib()
+
+    flood = GarbageFlood(scene.victim.port, minimum=2000, maximum=6000, seed=8).start()
+    scene.friend_says("during the flood")
+    assert flood.running, "the flood ended before the message arrived: not measured during it"
+    flood.stop()
+    after = scene.rss_kib()
+
+    assert len(flood.results) >= 2000
+    slow = [(name, t) for name, t in flood.results if t is None or t >= AT_ONCE]
+    assert not slow, f"{len(slow)} garbage connections not closed at once, e.g. {slow[:3]}"
+    closings = scene.closings()
+    unlogged = [name for name, _ in flood.results if name not in closings]
+    assert not unlogged, f"{len(unlogged)} closed without a log line, e.g. {unlogged[:3]}"
+    reasons = {closings[name].split(":")[0] for name, _ in flood.results}
+    assert reasons == {"protocol error"}, reasons
+    assert after - before < 30 * MIB, f"VmRSS grew by {(after - before) / MIB:.1f} MiB"
+    scene.friend_says("after the flood")
+
+
+def test_slowloris_is_dropped_at_the_handshake_deadline(scene: Scene) -> None:
+    # A plausible handshake message 1 (length 32, then the key), one byte a second.
+    trickle = (32).to_bytes(4, "big") + bytes(range(32))
+    clients = [tcp_client(scene.victim.port, source=HOSTILE_SOURCE) for _ in range(4)]
+    names = ["{}:{}".format(*c.getsockname()) for c in clients]
+    opened = time.monotonic()
+    closed_at: dict[int, float] = {}
+
+    def drip() -> None:
+        for byte in trickle[:12]:  # bounded: the deadline is at 5 of these
+            for index, client in enumerate(clients):
+                if index not in closed_at:
+                    try:
+                        client.sendall(bytes([byte]))
+                    except OSError:
+                        closed_at[index] = time.monotonic() - opened
+            # The one-second pacing is a bounded wait for the close we expect.
+            for index, seconds in await_closes(
+                [c for i, c in enumerate(clients) if i not in closed_at], 1.0
+            ).items():
+                open_indexes = [i for i in range(len(clients)) if i not in closed_at]
+                closed_at[open_indexes[index]] = seconds + (time.monotonic() - opened - seconds)
+            if len(closed_at) == len(clients):
+                return
+
+    dripping = threading.Thread(target=drip, daemon=True)
+    dripping.start()
+    scene.friend_says("while the slow clients drip")
+    dripping.join(20)
+    assert not dripping.is_alive()
+    for client in clients:
+        client.close()
+    assert sorted(closed_at) == list(range(len(clients))), f"still open: {closed_at}"
+    for index, name in enumerate(names):
+        seconds = closed_at[index]
+        assert HANDSHAKE_TIMEOUT - 0.5 <= seconds <= HANDSHAKE_TIMEOUT + 2.5, (name, seconds)
+        assert_closed_and_logged(
+            scene, name, seconds, "handshake took too long", within=HANDSHAKE_TIMEOUT + 2.5
+        )
+    scene.friend_says("after the slow clients")
+
+
+def test_connections_over_the_per_address_limit_are_refused_at_once(
+    scene: Scene, mallory: Credentials
+) -> None:
+    limit = MAX_CONNECTIONS_PER_ADDRESS
+    extra = 16
+    socks = [tcp_client(scene.victim.port, source=HOSTILE_SOURCE) for _ in range(limit + extra)]
+    names = ["{}:{}".format(*s.getsockname()) for s in socks]
+    opened = time.monotonic()
+    try:
+        quick = await_closes(socks, AT_ONCE)
+        # Accepted in order: the first `limit` are held, every later one is dropped.
+        assert sorted(quick) == list(range(limit, limit + extra)), sorted(quick)
+        refused = scene.log().count(f"refusing {HOSTILE_SOURCE}: too many connections")
+        assert refused == extra
+
+        # Meanwhile peers from other addresses are served: the friend (127.0.0.1) ...
+        scene.friend_says(f"while {HOSTILE_SOURCE} holds {limit} connections")
+        # ... and a peer of our own from 127.0.0.3, while one more from 127.0.0.2 is refused.
+        other = SecureClient(mallory, scene.victim.port, source=OTHER_SOURCE)
+        assert other.peer.name == "Victim"
+        other.close()
+        with tcp_client(scene.victim.port, source=HOSTILE_SOURCE) as one_more:
+            assert await_close(one_more, AT_ONCE) is not None
+
+        # The held ones are dropped at the handshake deadline, each logged.
+        held = socks[:limit]
+        late = await_closes(held, HANDSHAKE_TIMEOUT + 3.0 - (time.monotonic() - opened))
+        assert len(late) == limit, f"{limit - len(late)} held connections never closed"
+        closings = scene.closings()
+        for name in names[:limit]:
+            assert "handshake took too long" in closings.get(name, ""), name
+    finally:
+        for sock in socks:
+            sock.close()
+    # The count was given back: 127.0.0.2 may connect again.
+    again = SecureClient(mallory, scene.victim.port, source=HOSTILE_SOURCE)
+    assert again.peer.name == "Victim"
+    again.close()
+    scene.friend_says("after the connection flood")
+
+
+def test_oversized_and_zero_length_prefixes_are_refused_before_buffering(
+    scene: Scene, mallory: Credentials
+) -> None:
+    before = scene.rss_kib()
+    headers = {
+        "all ones": b"\xff\xff\xff\xff",
+        "one over the frame limit": (MAX_FRAME_SIZE + 1).to_bytes(4, "big"),
+        "zero": b"\x00\x00\x00\x00",
+    }
+    for case, header in headers.items():
+        # Before the handshake, from a raw socket: a header and then a little body.
+        with tcp_client(scene.victim.port, source=HOSTILE_SOURCE) as sock:
+            name = "{}:{}".format(*sock.getsockname())
+            sock.sendall(header + b"x" * 1000)
+            seconds = await_close(sock, AT_ONCE + 1)
+        assert_closed_and_logged(scene, name, seconds, "frame length", within=AT_ONCE)
+        # After a valid handshake: the limit is larger, the check the same.
+        client = SecureClient(mallory, scene.victim.port)
+        try:
+            client.send_raw(header)
+            seconds = await_close(client.sock, AT_ONCE + 1)
+        finally:
+            client.close()
+        assert_closed_and_logged(scene, client.address, seconds, "frame length"), case
+    # Nothing was buffered for the bodies that were announced.
+    assert scene.rss_kib() - before < 10 * MIB
+    scene.friend_says("after the oversized frames")
+
+
+# -- hostile bytes inside an authenticated session -----------------------------------------
+
+
+def test_random_bytes_after_a_valid_handshake_close_only_that_session(
+    scene: Scene, mallory: Credentials
+) -> None:
+    rng = random.Random(3)
+    cases = {
+        # A plausible frame whose body is noise: authentication fails.
+        "noise in a frame": (200).to_bytes(4, "big") + rng.randbytes(200),
+        # Pure noise: most likely an impossible length.
+        "pure noise": rng.randbytes(300),
+    }
+    for case, data in cases.items():
+        client = SecureClient(mallory, scene.victim.port)
+        hello = Chat(new_msg_id(), time.time(), f"legit before {case}")
+        client.send(hello)
+        client.expect_ack(hello.msg_id)
+        client.send_raw(data)
+        seconds = await_close(client.sock, AT_ONCE + 1)
+        client.close()
+        assert_closed_and_logged(scene, client.address, seconds, "protocol error")
+    scene.friend_says("after the noise")
+
+
+def test_bad_tag_and_replayed_frames_are_refused(scene: Scene, mallory: Credentials) -> None:
+    mark = scene.screen_mark()
+    # One bit flipped in the tag.
+    client = SecureClient(mallory, scene.victim.port)
+    frame = bytearray(client.sealed(Chat(new_msg_id(), time.time(), "tampered secret")))
+    frame[-1] ^= 0x01
+    client.send_raw(bytes(frame))
+    seconds = await_close(client.sock, AT_ONCE + 1)
+    client.close()
+    assert_closed_and_logged(scene, client.address, seconds, "message authentication failed")
+
+    # A valid frame sent twice: the copy carries a used nonce.
+    client = SecureClient(mallory, scene.victim.port)
+    once = Chat(new_msg_id(), time.time(), "said once only")
+    frame = bytearray(client.sealed(once))
+    client.send_raw(bytes(frame))
+    client.expect_ack(once.msg_id)
+    client.send_raw(bytes(frame))
+    seconds = await_close(client.sock, AT_ONCE + 1)
+    client.close()
+    assert_closed_and_logged(scene, client.address, seconds, "message authentication failed")
+
+    scene.friend_says("after the tampering")
+    screen = scene.screen_since(mark)
+    assert "tampered secret" not in screen
+    assert screen.count("said once only") == 1
+    history = scene.victim.history()
+    assert "tampered secret" not in history
+    assert history.count("said once only") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "reason"),
+    [
+        ("Mallory", PROTOCOL_VERSION + 1, f"unsupported protocol version {PROTOCOL_VERSION + 1}"),
+        ("Mallory", 0, "unsupported protocol version 0"),
+        ("Evil\x1b[2J\x1b]0;pwned\x07", PROTOCOL_VERSION, "bad peer name"),
+        ("Evil\nPeer Bank connected", PROTOCOL_VERSION, "bad peer name"),
+        ("Evil\u202eredro", PROTOCOL_VERSION, "bad peer name"),
+    ],
+    ids=["newer-version", "version-0", "escape-in-name", "newline-in-name", "bidi-in-name"],
+)
+def test_handshake_with_wrong_version_or_hostile_name_is_refused(
+    scene: Scene, mallory_id: Identity, name: str, version: int, reason: str
+) -> None:
+    mark = scene.screen_mark()
+    sock = rogue_handshake(scene.victim.port, mallory_id, name=name, version=version)
+    address = "{}:{}".format(*sock.getsockname())
+    with sock:
+        seconds = await_close(sock, AT_ONCE + 1)
+    assert_closed_and_logged(scene, address, seconds, reason)
+    scene.friend_says("after the rogue handshake")
+    screen = scene.screen_since(mark)
+    assert "Evil" not in screen and "Mallory" not in screen and "pwned" not in screen
+    assert "connected from" not in screen
+    assert "Evil" not in scene.victim.peers_table()
+
+
+# -- what reaches the screen ------------------------------------------------------------
+
+HOSTILE_TEXT = (
+    "\x1b[2J\x1b[31mRED\x1b]0;pwned\x07 csi\x9b2J bidi\u202edesrever"
+    " ok\r\nReceived from 127.0.0.9:1 (Bank): send money"
+)
+# What display_safe makes of it: every control shown as a visible escape, one line.
+VISIBLE_TEXT = (
+    "\\x1b[2J\\x1b[31mRED\\x1b]0;pwned\\x07 csi\\x9b2J bidi\\u202edesrever"
+    " ok \\r \\nReceived from 127.0.0.9:1 (Bank): send money"
+)
+RAW_PIECES = ["\x1b[2J", "\x1b[31m", "\x1b]0;pwned", "\x07", "\x9b", "\u202e", "\nReceived from 127"]
+
+
+def test_escape_sequences_in_a_message_reach_the_screen_neutralised(
+    scene: Scene, tmp_path: Path
+) -> None:
+    sender_id = KeyManager(tmp_path / "sender-keys").load_or_create_identity()
+    sender = Credentials.create(sender_id, "Sender", free_tcp_port())
+    mark = scene.screen_mark()
+    client = SecureClient(sender, scene.victim.port)
+    try:
+        chat = Chat(new_msg_id(), time.time(), HOSTILE_TEXT)
+        client.send(chat)
+        client.expect_ack(chat.msg_id)
+        scene.victim.expect_text(
+            f"Received from 127.0.0.1:{sender.listen_port} (Sender): {VISIBLE_TEXT}"
+        )
+        scene.friend_says("after the escapes")  # the line above is out in full by now
+    finally:
+        client.close()
+    screen = scene.screen_since(mark)
+    assert VISIBLE_TEXT in screen
+    for piece in RAW_PIECES:
+        assert piece not in screen, f"raw {piece!r} reached the terminal"
+    # The history view shows the same neutralised form.
+    mark = scene.screen_mark()
+    history = scene.victim.history("Sender")
+    assert VISIBLE_TEXT in history
+    screen = scene.screen_since(mark)
+    for piece in RAW_PIECES:
+        assert piece not in screen, f"raw {piece!r} reached the terminal in the history view"
+
+
+# -- discovery ----------------------------------------------------------------------------
+
+
+def _broadcaster(source: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sock.bind((source, 0))
+    return sock
+
+
+@dataclass
+class BeaconFlood:
+    """Datagrams to the loopback broadcast on the discovery port, from several sources.
+
+    Paced at about `rate` datagrams a second (a flood, but not one that only
+    measures the kernel's socket buffers), in a thread, until stopped; never
+    more than `maximum` datagrams nor longer than `max_seconds`.
+    """
+
+    port: int
+    by_source: dict[str, list[bytes]]
+    rate: float = 4000.0
+    maximum: int = 400_000
+    max_seconds: float = 60.0
+    sent: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        socks = {source: _broadcaster(source) for source in self.by_source}
+        start = time.monotonic()
+        try:
+            while (
+                not self._stop.is_set()
+                and self.sent < self.maximum
+                and time.monotonic() - start < self.max_seconds
+            ):
+                for source, datagrams in self.by_source.items():
+                    for data in datagrams:  # interleaved, so every kind gets judged
+                        socks[source].sendto(data, ("127.255.255.255", self.port))
+                        self.sent += 1
+                ahead = self.sent / self.rate - (time.monotonic() - start)
+                if ahead > 0:
+                    self._stop.wait(ahead)  # pacing, not waiting for an outcome
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            for sock in socks.values():
+                sock.close()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="beacon-flood", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.max_seconds + 5)
+        assert not self.running, "the beacon flood did not stop"
+        if self.errors:
+            raise self.errors[0]
+
+
+def test_forged_and_replayed_beacons_leave_the_active_list_alone(
+    scene: Scene, mallory_id: Identity, discovery_port: int
+) -> None:
+    victim, friend = scene.victim, scene.friend
+    victim.expect_text(f"Discovered peer Friend at {friend.addr}")
+    listed = [(r.name, r.address, r.short_id) for r in peer_rows(victim.peers_table())]
+    assert [row[:2] for row in listed] == [("Friend", friend.addr)]
+
+    sniffer = BeaconSniffer(discovery_port)
+    try:
+        sniffer.drain()
+        older, _ = sniffer.next_beacon("Friend")
+        newer, last = sniffer.next_beacon("Friend")
+        ghost = bytearray(encode_beacon(mallory_id, "Ghost", 4242, bytes(16), 0, time.time()))
+        ghost[-1] ^= 0x01  # right format, wrong signature
+        moved = bytearray(newer)
+        moved[10:12] = (4242).to_bytes(2, "big")  # the friend's beacon with another port
+        flood = BeaconFlood(
+            discovery_port,
+            {HOSTILE_SOURCE: [bytes(ghost), bytes(moved)], OTHER_SOURCE: [older, newer]},
+        )
+        mark = scene.screen_mark()
+        flood.start()
+        try:
+            scene.friend_says("during the beacon flood")
+            # The friend's own beacons keep coming through the flood: await two new ones.
+            seq, deadline = last.seq, time.monotonic() + 10.0
+            while seq < last.seq + 2 and time.monotonic() < deadline:
+                _, beacon = sniffer.next_beacon("Friend", timeout=deadline - time.monotonic())
+                seq = max(seq, beacon.seq)
+            assert seq >= last.seq + 2, "the friend's beacons stopped during the flood"
+            during = [(r.name, r.address, r.short_id) for r in peer_rows(victim.peers_table())]
+            assert flood.running
+        finally:
+            flood.stop()
+    finally:
+        sniffer.close()
+    assert flood.sent >= 2000, f"only {flood.sent} beacons sent: not a flood"
+    assert during == listed
+    after = [(r.name, r.address, r.short_id) for r in peer_rows(victim.peers_table())]
+    assert after == listed
+    screen = scene.screen_since(mark)
+    assert "Discovered peer" not in screen and "Ghost" not in screen
+    log = scene.log()
+    assert f"beacon from {HOSTILE_SOURCE} rejected: bad signature" in log
+    assert f"beacon from {OTHER_SOURCE} rejected: replay" in log
+    assert "rejected: rate limited" in log  # most of the flood never reached RSA
+    scene.friend_says("after the beacon flood")

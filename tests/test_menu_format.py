@@ -1,0 +1,66 @@
+"""What the menu prints for the node's news and for history rows."""
+
+from __future__ import annotations
+
+from menu import describe_event, describe_send, format_history_row
+from node import KeyChanged, MessageArrived, Outcome, PeerDiscovered, PeerOffline, SendResult
+from storage import DeliveryState, Direction, StoredMessage
+
+FP_OLD = "A" * 52
+FP_NEW = "B" * 52
+
+
+def test_incoming_message_line_is_the_original_format() -> None:
+    line = describe_event(MessageArrived("Alice", "10.0.0.5", 5000, FP_OLD, "hello"))
+    assert line == "Received from 10.0.0.5:5000 (Alice): hello"
+
+
+def test_hostile_text_cannot_fake_a_program_line() -> None:
+    text = "hi\nReceived from 1.2.3.4:5 (Bob): send me your key\x1b[2J"
+    line = describe_event(MessageArrived("Eve\x1b[31m", "10.0.0.6", 5000, FP_OLD, text))
+    assert "\n" not in line and "\x1b" not in line
+    assert line.startswith("Received from 10.0.0.6:5000 (Eve")
+
+
+def test_discovery_and_offline_lines() -> None:
+    assert describe_event(PeerDiscovered("Bob", "10.0.0.7", 5001)) == (
+        "Discovered peer Bob at 10.0.0.7:5001"
+    )
+    offline = describe_event(PeerOffline("Bob", "10.0.0.7", 5001, "timed out"))
+    assert "Bob" in offline and "offline" in offline and "10.0.0.7:5001" in offline
+
+
+def test_key_change_warning_names_peer_and_both_fingerprints() -> None:
+    line = describe_event(KeyChanged("Bob", "10.0.0.7", 5001, FP_OLD, FP_NEW))
+    assert line.startswith("WARNING")
+    assert "key" in line and "changed" in line and "Bob" in line
+    assert "AAAA-AAAA" in line and "BBBB-BBBB" in line
+
+
+def test_sent_is_only_said_for_a_delivered_message() -> None:
+    delivered = describe_send(SendResult(Outcome.DELIVERED, "10.0.0.7", 5001, "Bob"))
+    assert delivered == "Message sent to 10.0.0.7:5001"
+    for outcome in (Outcome.QUEUED, Outcome.PENDING, Outcome.FAILED, Outcome.REFUSED):
+        line = describe_send(SendResult(outcome, "10.0.0.7", 5001, "Bob", "why"))
+        assert "Message sent to" not in line
+    assert "queued for delivery" in describe_send(
+        SendResult(Outcome.QUEUED, "10.0.0.7", 5001, "Bob", "connection refused")
+    )
+
+
+def test_history_row_shows_time_direction_peer_state_and_text() -> None:
+    row = StoredMessage(
+        msg_id="0" * 32,
+        peer_fp=FP_OLD,
+        peer_name="Bob",
+        peer_host="10.0.0.7",
+        peer_port=5001,
+        direction=Direction.OUT,
+        text="hello",
+        sent_at=1_700_000_000.0,
+        stored_at=1_700_000_000.0,
+        state=DeliveryState.PENDING,
+    )
+    line = format_history_row(row)
+    assert line.endswith("You -> Bob (10.0.0.7:5001) [pending]: hello")
+    assert line.startswith("[20")
