@@ -65,6 +65,12 @@ class FrameDecoder:
             buf.clear()
         elif type(data) is not bytes:
             data = bytes(data)
+        elif max_frames is None and len(data) > FRAME_HEADER_SIZE:
+            # The common read: exactly one whole frame.
+            (size,) = _unpack_header(data)
+            if size == len(data) - FRAME_HEADER_SIZE and size <= self.max_frame_size:
+                self._want = FRAME_HEADER_SIZE
+                return [data[FRAME_HEADER_SIZE:]]
         frames: list[bytes] = []
         pos = 0
         end = len(data)

@@ -431,6 +431,7 @@ class Node:
             self._per_address.pop(ip, None)
         fp = session.fingerprint
         if fp is not None and self._sessions.get(fp) is session:
+            log.info("session with [%s] at %s closed", fp[:8], session.listen_address)
             del self._sessions[fp]
             self._outbox.session_lost(fp)
             if self._outbox.pending_count(fp) and not self._closing:
@@ -504,6 +505,14 @@ class Node:
             self._sessions[fp] = session
         self._departed.pop(fp, None)
         self._retries.pop(fp, None)
+        log.info(
+            "session with %s [%s] at %s:%d established (%s)",
+            hello.name,
+            fp[:8],
+            host,
+            port,
+            "we connected" if session.role is Role.INITIATOR else "it connected",
+        )
         newly = self._mark_active(fp, hello.name, host, port)
         if newly and session.role is Role.RESPONDER:
             self._emit(PeerConnected(hello.name, host, port))
@@ -527,6 +536,14 @@ class Node:
         return a if ia < ib else b
 
     def _report_conflict(self, conflict: KeyConflict) -> None:
+        log.warning(
+            "refused %s at %s:%d: key %s is not the pinned %s",
+            conflict.name,
+            conflict.host,
+            conflict.port,
+            conflict.presented_fingerprint[:8],
+            conflict.pinned_fingerprint[:8],
+        )
         known = self._conflicts.get(conflict.presented_fingerprint)
         self._conflicts[conflict.presented_fingerprint] = conflict
         if known is None:

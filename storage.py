@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_MS: Final = 5000
+CHECKPOINT_INTERVAL: Final = 0.5  # seconds between background WAL checkpoints
+# The writer checkpoints by itself only if the background thread falls far behind.
+WRITER_AUTOCHECKPOINT_PAGES: Final = 16384
 _SEARCH_PAGE: Final = 1024  # rows fetched per lock hold while searching
 _MAX_SEQ: Final = (1 << 63) - 1  # above any seq (the largest SQLite integer)
 _BODY: Final = 7  # index of body in a _SELECT_MESSAGES row
@@ -247,6 +250,44 @@ def _create_empty(path: Path) -> None:
         raise StorageError(f"cannot create chat history {path}: {exc.strerror or exc}") from exc
 
 
+class _Checkpointer:
+    """Copies the write-ahead log back into the database, off the writer's path.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses its
+    threshold and fsyncs there, so one message in a few hundred would wait
+    milliseconds. The writer's automatic checkpoint is therefore pushed far out
+    (a safety net only) and this thread checkpoints on its own connection,
+    PASSIVE so that it never blocks the writer; sqlite3 releases the GIL while
+    it works.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self._uri = uri
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            logger.warning("background checkpoints disabled: %s", exc)
+            return
+        with contextlib.closing(conn):
+            while not self._stop.wait(CHECKPOINT_INTERVAL):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    logger.debug("checkpoint skipped: %s", exc)
+
+
 class HistoryStore:
     """The history database. Construct with `HistoryStore.open`."""
 
@@ -255,6 +296,7 @@ class HistoryStore:
         self._path = path
         self._sealer = sealer
         self._lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
 
     # ------------------------------------------------------------------ open / close
 
@@ -284,6 +326,8 @@ class HistoryStore:
             raise
         store = cls(conn, path, sealer)
         store._check_sealer()
+        store._checkpointer = _Checkpointer(uri)
+        store._checkpointer.start()
         return store
 
     @staticmethod
@@ -319,6 +363,7 @@ class HistoryStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file small
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         if version == 0:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -355,6 +400,8 @@ class HistoryStore:
 
     def close(self) -> None:
         """Close the connection (idempotent); later calls raise StorageError."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:

@@ -543,14 +543,47 @@ async def handshake_times(
 # --------------------------------------------------------------------------- measurements
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (clock-tick resolution)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time spent by A's network thread and by the whole B process."""
+
+    def __init__(self, peer_a: LocalPeer, peer_b: PeerProcess) -> None:
+        self._peer_a = peer_a
+        self._pid_b = peer_b.proc.pid
+        self.a_us: list[float] = []  # per message, one entry per run
+        self.b_us: list[float] = []
+
+    def _now(self) -> tuple[float, float]:
+        return self._peer_a.in_loop(time.thread_time), process_cpu_seconds(self._pid_b)
+
+    @contextlib.contextmanager
+    def per_message(self, count: Callable[[], int]) -> Iterator[None]:
+        a0, b0 = self._now()
+        yield
+        a1, b1 = self._now()
+        n = count()
+        self.a_us.append((a1 - a0) * 1e6 / n)
+        self.b_us.append((b1 - b0) * 1e6 / n)
+
+
 @dataclass(frozen=True)
 class MessageFigures:
     latency_median: Summary
     latency_p99: Summary
     echo_median: Summary
     echo_p99: Summary
+    latency_cpu_a: Summary  # microseconds of CPU per message
+    latency_cpu_b: Summary
     rate: Summary
     echo_rate: Summary
+    rate_cpu_a: Summary
+    rate_cpu_b: Summary
     handshake: Summary
     connect: Summary
 
@@ -575,6 +608,7 @@ def measure_messages(
     ):
         fp = peer_a.connect(peer_b)
         sent += len(send_times(peer_a, fp, count=sizes.warmup_sends, max_seconds=sizes.max_seconds))
+        latency_cpu = CpuMeter(peer_a, peer_b)
         budget = Budget(sizes.max_seconds)
         while len(latency_runs) < sizes.runs and (not latency_runs or not budget.exhausted()):
             echo_runs.append(
@@ -582,17 +616,20 @@ def measure_messages(
                     echo, count=sizes.sends, size=ECHO_SIZE, max_seconds=sizes.max_seconds
                 )
             )
-            latency_runs.append(
-                send_times(peer_a, fp, count=sizes.sends, max_seconds=sizes.max_seconds)
-            )
+            with latency_cpu.per_message(lambda: len(latency_runs[-1])):
+                latency_runs.append(
+                    send_times(peer_a, fp, count=sizes.sends, max_seconds=sizes.max_seconds)
+                )
             sent += len(latency_runs[-1])
 
         sent += sizes.pipelined // 4
         pipelined_rate(peer_a, fp, count=sizes.pipelined // 4)  # warm up
+        rate_cpu = CpuMeter(peer_a, peer_b)
         budget = Budget(sizes.max_seconds)
         while len(rates) < sizes.runs and (not rates or not budget.exhausted()):
             echo_rates.append(echo_throughput(echo, count=sizes.pipelined, size=ECHO_SIZE))
-            rates.append(pipelined_rate(peer_a, fp, count=sizes.pipelined))
+            with rate_cpu.per_message(lambda: sizes.pipelined):
+                rates.append(pipelined_rate(peer_a, fp, count=sizes.pipelined))
             sent += sizes.pipelined
 
         async def handshakes() -> None:
@@ -630,8 +667,12 @@ def measure_messages(
         latency_p99=latency_p99,
         echo_median=echo_median,
         echo_p99=echo_p99,
+        latency_cpu_a=summarize(latency_cpu.a_us),
+        latency_cpu_b=summarize(latency_cpu.b_us),
         rate=summarize(rates),
         echo_rate=summarize(echo_rates),
+        rate_cpu_a=summarize(rate_cpu.a_us),
+        rate_cpu_b=summarize(rate_cpu.b_us),
         handshake=summarize_runs(handshake_runs)[0],
         connect=summarize_runs(connect_runs)[0],
     )
@@ -990,6 +1031,22 @@ def message_rows(figures: MessageFigures, sizes: Sizes) -> list[Row]:
             spread=rate.spread(),
             target="at least 10,000/s",
             holds=rate.median >= 10_000,
+        ),
+        figure_row(
+            "CPU per sequential send: A's network thread (baseline: B, whole process)",
+            figures.latency_cpu_a.median,
+            "us",
+            baseline=figures.latency_cpu_b.median,
+            baseline_unit="us",
+            spread=figures.latency_cpu_a.spread(),
+        ),
+        figure_row(
+            "CPU per pipelined message: A's network thread (baseline: B, whole process)",
+            figures.rate_cpu_a.median,
+            "us",
+            baseline=figures.rate_cpu_b.median,
+            baseline_unit="us",
+            spread=figures.rate_cpu_a.spread(),
         ),
         figure_row(
             "handshake: connect, authenticate, first frame answered, median",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TextIO
 
 import pexpect
 
@@ -120,6 +120,10 @@ class Peer:
             extra=extra,
         )
         self.log = open(tmp / f"{name}-{self.port}.screen.log", "a", encoding="utf-8")  # noqa: SIM115
+        # Everything the terminal showed, so that a line printed while the test
+        # waited for something else (news arrives at any time) is still found.
+        self._screen: list[str] = []
+        self._cursor = 0
         self.child = pexpect.spawn(
             sys.executable,
             args,
@@ -129,15 +133,47 @@ class Peer:
             timeout=timeout,
             dimensions=(50, 200),
         )
-        self.child.logfile_read = self.log
+        self.child.logfile_read = _Tee(self.log, self._screen)
         self.child.expect(f"Server listening on port {self.port}")
         self.expect_menu()
 
     def expect(self, pattern: str | list[str], timeout: float | None = None) -> int:
         return int(self.child.expect(pattern, timeout=timeout if timeout is not None else -1))
 
+    def screen(self) -> str:
+        """All the raw output so far (escape sequences included)."""
+        if len(self._screen) > 1:
+            self._screen[:] = ["".join(self._screen)]
+        return self._screen[0] if self._screen else ""
+
     def expect_text(self, text: str, timeout: float | None = None) -> None:
-        self.child.expect_exact(text, timeout=timeout if timeout is not None else -1)
+        """Wait for `text` to appear after the previous `expect_text` match.
+
+        News lines are searched in everything shown so far, not only in what
+        pexpect has not consumed yet, because they may arrive while the test was
+        waiting for a prompt.
+        """
+        limit = timeout if timeout is not None else float(self.child.timeout)
+        deadline = time.monotonic() + limit
+        while True:
+            found = self.screen().find(text, self._cursor)
+            if found >= 0:
+                self._cursor = found + len(text)
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise pexpect.TIMEOUT(f"{text!r} not shown; last output: {self.screen()[-300:]!r}")
+            self.child.expect_exact(text, timeout=remaining)
+
+    def expect_all(self, *texts: str, timeout: float | None = None) -> None:
+        """Wait for every one of `texts`, in any order (news races the menu's own lines)."""
+        start = self._cursor
+        end = start
+        for text in texts:
+            self._cursor = start
+            self.expect_text(text, timeout)
+            end = max(end, self._cursor)
+        self._cursor = end
 
     def expect_menu(self) -> None:
         self.child.expect_exact(PROMPT)
@@ -198,6 +234,23 @@ class Peer:
             self.log.close()
 
 
+class _Tee:
+    """pexpect's read log: to the screen log file and to the in-memory transcript."""
+
+    def __init__(self, file: TextIO, screen: list[str]) -> None:
+        self._file = file
+        self._screen = screen
+
+    def write(self, data: str) -> None:
+        self._screen.append(data)
+        if not self._file.closed:
+            self._file.write(data)
+
+    def flush(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\r")
 
 
@@ -252,7 +305,20 @@ def peer_rows(table: str) -> list[PeerRow]:
     return rows
 
 
-def own_fingerprint(peer: Peer) -> tuple[str, str]:
+class Screen(Protocol):
+    """What the helpers below need of a driven peer (Peer, or one started another way)."""
+
+    name: str
+    child: Any
+
+    def choose(self, option: str) -> None: ...
+
+    def expect(self, pattern: str | list[str], timeout: float | None = None) -> int: ...
+
+    def expect_menu(self) -> None: ...
+
+
+def own_fingerprint(peer: Screen) -> tuple[str, str]:
     """(short ID, full fingerprint as grouped on screen) from option 5."""
     peer.choose("5")
     peer.expect(r"Your ID: ([A-Z2-7]{8})")
@@ -264,7 +330,7 @@ def own_fingerprint(peer: Peer) -> tuple[str, str]:
 
 
 def await_lines(
-    waits: Sequence[tuple[Peer, str]], timeout: float, poll: float = 0.02
+    waits: Sequence[tuple[Screen, str]], timeout: float, poll: float = 0.02
 ) -> list[float]:
     """Wait for every (peer, text) at once; the monotonic time each was first seen.
 
@@ -275,7 +341,7 @@ def await_lines(
     """
     deadline = time.monotonic() + timeout
     seen: list[float | None] = [None] * len(waits)
-    screens: list[Peer] = []
+    screens: list[Screen] = []
     for peer, _ in waits:
         if all(peer is not known for known in screens):
             screens.append(peer)
@@ -377,61 +443,10 @@ class WatchedPeer(Peer):
         return True
 
 
-def await_new_lines(waits: Sequence[tuple[WatchedPeer, str]], timeout: float) -> None:
+class WatchedScreen(Screen, Protocol):
+    def seen_at_start(self, text: str) -> bool: ...
+
+
+def await_new_lines(waits: Sequence[tuple[WatchedScreen, str]], timeout: float) -> None:
     """await_lines, counting lines a peer printed before its first menu as seen."""
     await_lines([(p, t) for p, t in waits if not p.seen_at_start(t)], timeout)
-
-
-# -- hostile clients: raw sockets, a scripted peer, memory readings --------------------
-
-HOSTILE_SOURCE = "127.0.0.2"  # attackers bind here; the real peers talk from 127.0.0.1
-
-
-def vm_rss_kib(pid: int) -> int:
-    """Resident memory of a process in KiB, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS line for pid {pid}")
-
-
-def tcp_client(
-    port: int, *, source: str | None = None, host: str = "127.0.0.1", timeout: float = 5.0
-) -> socket.socket:
-    """A connected TCP socket, bound to the loopback address `source` if given."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        if source is not None:
-            sock.bind((source, 0))
-        sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def await_close(sock: socket.socket, timeout: float) -> float | None:
-    """Seconds until the other end closes `sock` (end of stream or reset); None if it stays open.
-
-    Whatever arrives meanwhile is read and dropped; `timeout` bounds the whole wait.
-    """
-    start = time.monotonic()
-    deadline = start + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            data = sock.recv(65536)
-        except TimeoutError:
-            return None
-        except OSError:  # reset: the peer aborted the connection
-            return time.monotonic() - start
-        if not data:
-            return time.monotonic() - start
-    return None
-
-
-def log_file(data_dir: Path) -> str:
-    """The peer's log (DATA_DIR/peer_chat.log) as it is on disk now."""
-    path = data_dir / "peer_chat.log"
-    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import discovery
 from crypto_utils import Identity, fingerprint_of, verify_signature
 from discovery import (
+    ANNOUNCE_MIN_GAP,
     BAD_SIGNATURE,
     HEADER_SIZE,
     MAGIC,
@@ -645,6 +646,41 @@ def test_periodic_beacons_keep_coming_with_growing_sequence() -> None:
     asyncio.run(scenario())
 
 
+def listener(port: int) -> socket.socket:
+    """Another socket on the discovery port: it hears every broadcast, as a peer would."""
+    tap = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tap.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tap.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    tap.bind(("", port))
+    tap.setblocking(False)
+    return tap
+
+
+def test_extra_beacons_are_throttled() -> None:
+    async def scenario() -> list[Beacon]:
+        port = free_udp_port()
+        loop = asyncio.get_running_loop()
+        tap = listener(port)
+        peers = Peers(port)
+        heard: list[Beacon] = []
+        try:
+            service = await peers.add(alice(), "Alice", 5001)
+            while len(heard) < 3:
+                for _ in range(100):  # a crowd of newcomers asking for replies
+                    service.announce_soon()
+                data, _ = await asyncio.wait_for(loop.sock_recvfrom(tap, 4096), 5)
+                heard.append(decode_beacon(data)[0])
+        finally:
+            tap.close()
+            peers.close()
+        return heard
+
+    start, first, second = asyncio.run(scenario())
+    assert [b.seq for b in (start, first, second)] == [0, 1, 2]
+    assert first.timestamp - start.timestamp < 0.25  # the first reply goes at once
+    assert second.timestamp - first.timestamp >= ANNOUNCE_MIN_GAP - 0.01
+
+
 def test_forged_replayed_and_garbage_datagrams_change_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -654,12 +690,7 @@ def test_forged_replayed_and_garbage_datagrams_change_nothing(
         port = free_udp_port()
         peers = Peers(port)
         loop = asyncio.get_running_loop()
-        # A listener of our own on the port captures genuine beacons to replay.
-        tap = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        tap.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tap.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        tap.bind(("", port))
-        tap.setblocking(False)
+        tap = listener(port)  # captures genuine beacons to replay
         try:
             a = await peers.add(alice(), "Alice", 5001)
             await peers.add(bob(), "Bob", 5002)

@@ -77,6 +77,12 @@ def test_custom_limit_applies() -> None:
         decoder.feed(header(11))
 
 
+def test_one_whole_oversized_frame_in_one_chunk_is_refused() -> None:
+    decoder = FrameDecoder(max_frame_size=10)
+    with pytest.raises(ProtocolError, match="outside"):
+        decoder.feed(header(11) + b"x" * 11)
+
+
 def test_limit_above_the_protocol_maximum_is_a_local_error() -> None:
     with pytest.raises(ValueError):
         FrameDecoder(max_frame_size=MAX_FRAME_SIZE + 1)

@@ -12,6 +12,7 @@ victim's memory stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import selectors
@@ -41,26 +42,79 @@ from crypto_utils import Identity, KeyManager
 from discovery import encode_beacon
 from framing import FrameDecoder, encode_frame
 from limits import HANDSHAKE_TIMEOUT, MAX_CONNECTIONS_PER_ADDRESS, MAX_FRAME_SIZE, PROTOCOL_VERSION
-from messages import Ack, Bye, Chat, Message, Ping, Pong, new_msg_id
+from messages import Ack, Chat, Message, Ping, Pong, new_msg_id
 from noise import HandshakeState, public_bytes
 from tests.support import (
-    HOSTILE_SOURCE,
     BeaconSniffer,
     Peer,
-    await_close,
     free_tcp_port,
     free_udp_port,
-    log_file,
     peer_rows,
-    tcp_client,
-    vm_rss_kib,
 )
 
 pytestmark = pytest.mark.slow
 
+HOSTILE_SOURCE = "127.0.0.2"  # the attacker's address; the real peers talk from 127.0.0.1
 OTHER_SOURCE = "127.0.0.3"  # a second attacking address
 AT_ONCE = 2.0  # seconds: "closed at once" is well under the handshake deadline
 MIB = 1024  # KiB per MiB (VmRSS is in KiB)
+
+
+# -- raw sockets, logs, memory ------------------------------------------------------------
+
+
+def tcp_client(
+    port: int, *, source: str | None = None, host: str = "127.0.0.1", timeout: float = 5.0
+) -> socket.socket:
+    """A connected TCP socket, bound to the loopback address `source` if given."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        if source is not None:
+            sock.bind((source, 0))
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def await_close(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the other end closes `sock` (end of stream or reset); None if it stays open.
+
+    Whatever arrives meanwhile is read and dropped; `timeout` bounds the whole wait.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return None
+        except OSError:  # reset: the peer aborted the connection
+            return time.monotonic() - start
+        if not data:
+            return time.monotonic() - start
+    return None
+
+
+def vm_rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS line for pid {pid}")
+
+
+def log_file(data_dir: Path) -> str:
+    """A peer's log (DATA_DIR/peer_chat.log) as it is on disk now.
+
+    A peer writes its log line before it closes the connection, so once the
+    test has seen the close, the line is there: no waiting needed.
+    """
+    path = data_dir / "peer_chat.log"
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
 # -- a peer played by the test ----------------------------------------------------------
@@ -266,9 +320,15 @@ def scene(tmp_path: Path, discovery_port: int) -> Iterator[Scene]:
 # -- bounded attackers ------------------------------------------------------------------
 
 
-def await_closes(socks: list[socket.socket], timeout: float) -> dict[int, float]:
-    """index -> seconds until the victim closed it, for the sockets it closed within `timeout`."""
+def await_closes(
+    socks: list[socket.socket], timeout: float, *, since: float | None = None
+) -> dict[int, float]:
+    """index -> seconds (from `since`, default now) until the victim closed that socket.
+
+    Only sockets closed within `timeout` are listed; what arrives meanwhile is dropped.
+    """
     start = time.monotonic()
+    origin = start if since is None else since
     closed: dict[int, float] = {}
     with selectors.DefaultSelector() as selector:
         for index, sock in enumerate(socks):
@@ -276,8 +336,9 @@ def await_closes(socks: list[socket.socket], timeout: float) -> dict[int, float]
             selector.register(sock, selectors.EVENT_READ, index)
         while len(closed) < len(socks) and (left := start + timeout - time.monotonic()) > 0:
             for key, _ in selector.select(left):
-                sock, index = key.fileobj, key.data
-                assert isinstance(sock, socket.socket) and isinstance(index, int)
+                index = key.data
+                assert isinstance(index, int)
+                sock = socks[index]
                 try:
                     data = sock.recv(65536)
                 except BlockingIOError:
@@ -285,7 +346,7 @@ def await_closes(socks: list[socket.socket], timeout: float) -> dict[int, float]
                 except OSError:
                     data = b""  # reset
                 if not data:
-                    closed[index] = time.monotonic() - start
+                    closed[index] = time.monotonic() - origin
                     selector.unregister(sock)
     return closed
 
@@ -330,10 +391,8 @@ class GarbageFlood:
                     names.append(f"{ip}:{port}")
                     # At least a length prefix's worth, so no connection is merely slow.
                     garbage = rng.randbytes(rng.randrange(4, 512))
-                    try:
+                    with contextlib.suppress(OSError):  # a reset already: a close too
                         sock.sendall(garbage)
-                    except OSError:
-                        pass  # already reset by the victim: that is a close too
                 closed = await_closes(socks, HANDSHAKE_TIMEOUT + 3.0)
                 for index, (sock, name) in enumerate(zip(socks, names, strict=True)):
                     self.results.append((name, closed.get(index)))
@@ -360,13 +419,21 @@ class GarbageFlood:
 
 
 def assert_closed_and_logged(
-    scene: Scene, address: str, seconds: float | None, reason: str, *, within: float = AT_ONCE
+    scene: Scene,
+    address: str,
+    seconds: float | None,
+    reason: str,
+    *,
+    within: float = AT_ONCE,
+    case: str = "",
 ) -> None:
-    assert seconds is not None, f"{address} was not closed"
-    assert seconds < within, f"{address} took {seconds:.2f} s to be closed"
+    """The victim closed `address` within `within` seconds and logged it with `reason`."""
+    what = f"{case}: {address}" if case else address
+    assert seconds is not None, f"{what} was not closed"
+    assert seconds < within, f"{what} took {seconds:.2f} s to be closed"
     closings = scene.closings()
-    assert address in closings, f"no log line closing {address}"
-    assert reason in closings[address], closings[address]
+    assert address in closings, f"no log line closing {what}"
+    assert reason in closings[address], f"{what}: {closings[address]}"
 
 
 # -- connections that never become a session --------------------------------------------
@@ -385,6 +452,7 @@ def test_garbage_flood_is_closed_logged_and_memory_stays_bounded(scene: Scene) -
     after = scene.rss_kib()
 
     assert len(flood.results) >= 2000
+    print(f"garbage flood: {len(flood.results)} connections, VmRSS {before} -> {after} KiB")
     slow = [(name, t) for name, t in flood.results if t is None or t >= AT_ONCE]
     assert not slow, f"{len(slow)} garbage connections not closed at once, e.g. {slow[:3]}"
     closings = scene.closings()
@@ -402,38 +470,38 @@ def test_slowloris_is_dropped_at_the_handshake_deadline(scene: Scene) -> None:
     clients = [tcp_client(scene.victim.port, source=HOSTILE_SOURCE) for _ in range(4)]
     names = ["{}:{}".format(*c.getsockname()) for c in clients]
     opened = time.monotonic()
-    closed_at: dict[int, float] = {}
+    closed_after: dict[int, float] = {}
 
     def drip() -> None:
-        for byte in trickle[:12]:  # bounded: the deadline is at 5 of these
-            for index, client in enumerate(clients):
-                if index not in closed_at:
-                    try:
-                        client.sendall(bytes([byte]))
-                    except OSError:
-                        closed_at[index] = time.monotonic() - opened
-            # The one-second pacing is a bounded wait for the close we expect.
-            for index, seconds in await_closes(
-                [c for i, c in enumerate(clients) if i not in closed_at], 1.0
-            ).items():
-                open_indexes = [i for i in range(len(clients)) if i not in closed_at]
-                closed_at[open_indexes[index]] = seconds + (time.monotonic() - opened - seconds)
-            if len(closed_at) == len(clients):
+        for byte in trickle[:12]:  # bounded: the deadline falls at the 5th byte
+            still_open = [i for i in range(len(clients)) if i not in closed_after]
+            if not still_open:
                 return
+            for index in still_open:
+                try:
+                    clients[index].send(bytes([byte]))
+                except OSError:
+                    closed_after[index] = time.monotonic() - opened
+            # The one-second pace is itself a bounded wait for the close we expect.
+            waiting = [i for i in still_open if i not in closed_after]
+            closes = await_closes([clients[i] for i in waiting], 1.0, since=opened)
+            for position, seconds in closes.items():
+                closed_after[waiting[position]] = seconds
 
-    dripping = threading.Thread(target=drip, daemon=True)
+    dripping = threading.Thread(target=drip, name="slowloris", daemon=True)
     dripping.start()
     scene.friend_says("while the slow clients drip")
+    assert dripping.is_alive(), "the slow clients were gone before the friend's message"
     dripping.join(20)
     assert not dripping.is_alive()
     for client in clients:
         client.close()
-    assert sorted(closed_at) == list(range(len(clients))), f"still open: {closed_at}"
+    assert sorted(closed_after) == list(range(len(clients))), f"closed: {closed_after}"
     for index, name in enumerate(names):
-        seconds = closed_at[index]
-        assert HANDSHAKE_TIMEOUT - 0.5 <= seconds <= HANDSHAKE_TIMEOUT + 2.5, (name, seconds)
+        seconds = closed_after[index]
+        assert seconds >= HANDSHAKE_TIMEOUT - 0.5, f"{name} dropped early, after {seconds:.2f} s"
         assert_closed_and_logged(
-            scene, name, seconds, "handshake took too long", within=HANDSHAKE_TIMEOUT + 2.5
+            scene, name, seconds, "handshake took too long", within=HANDSHAKE_TIMEOUT + 2.0
         )
     scene.friend_says("after the slow clients")
 
@@ -483,27 +551,29 @@ def test_oversized_and_zero_length_prefixes_are_refused_before_buffering(
     scene: Scene, mallory: Credentials
 ) -> None:
     before = scene.rss_kib()
-    headers = {
+    # Only the 4-byte prefix is sent: a victim that waited for the body would not close.
+    common = {
         "all ones": b"\xff\xff\xff\xff",
         "one over the frame limit": (MAX_FRAME_SIZE + 1).to_bytes(4, "big"),
         "zero": b"\x00\x00\x00\x00",
     }
-    for case, header in headers.items():
-        # Before the handshake, from a raw socket: a header and then a little body.
+    before_handshake = {**common, "64 KiB, over the handshake limit": (65536).to_bytes(4, "big")}
+    for case, header in before_handshake.items():
         with tcp_client(scene.victim.port, source=HOSTILE_SOURCE) as sock:
             name = "{}:{}".format(*sock.getsockname())
-            sock.sendall(header + b"x" * 1000)
+            sock.sendall(header)
             seconds = await_close(sock, AT_ONCE + 1)
-        assert_closed_and_logged(scene, name, seconds, "frame length", within=AT_ONCE)
-        # After a valid handshake: the limit is larger, the check the same.
+        assert_closed_and_logged(scene, name, seconds, "frame length", case=case)
+    for case, header in common.items():
         client = SecureClient(mallory, scene.victim.port)
         try:
             client.send_raw(header)
             seconds = await_close(client.sock, AT_ONCE + 1)
         finally:
             client.close()
-        assert_closed_and_logged(scene, client.address, seconds, "frame length"), case
-    # Nothing was buffered for the bodies that were announced.
+        assert_closed_and_logged(
+            scene, client.address, seconds, "frame length", case=f"after handshake, {case}"
+        )
     assert scene.rss_kib() - before < 10 * MIB
     scene.friend_says("after the oversized frames")
 
@@ -521,6 +591,7 @@ def test_random_bytes_after_a_valid_handshake_close_only_that_session(
         # Pure noise: most likely an impossible length.
         "pure noise": rng.randbytes(300),
     }
+    assert int.from_bytes(cases["pure noise"][:4], "big") > MAX_FRAME_SIZE  # not a slow frame
     for case, data in cases.items():
         client = SecureClient(mallory, scene.victim.port)
         hello = Chat(new_msg_id(), time.time(), f"legit before {case}")
@@ -529,7 +600,7 @@ def test_random_bytes_after_a_valid_handshake_close_only_that_session(
         client.send_raw(data)
         seconds = await_close(client.sock, AT_ONCE + 1)
         client.close()
-        assert_closed_and_logged(scene, client.address, seconds, "protocol error")
+        assert_closed_and_logged(scene, client.address, seconds, "protocol error", case=case)
     scene.friend_says("after the noise")
 
 
@@ -586,9 +657,88 @@ def test_handshake_with_wrong_version_or_hostile_name_is_refused(
     assert_closed_and_logged(scene, address, seconds, reason)
     scene.friend_says("after the rogue handshake")
     screen = scene.screen_since(mark)
-    assert "Evil" not in screen and "Mallory" not in screen and "pwned" not in screen
-    assert "connected from" not in screen
+    for trace in ("Evil", "pwned", "Mallory", ":7000"):  # 7000: the rogue's listen port
+        assert trace not in screen, f"{trace!r} reached the victim's screen"
     assert "Evil" not in scene.victim.peers_table()
+
+
+class RogueListener:
+    """A listener the victim dials: it answers handshake message 1 with `reply(msg1)`.
+
+    One connection, in a thread; it records whether the victim closed it.
+    """
+
+    def __init__(self, reply: Callable[[bytes], bytes]) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.reply = reply
+        self.closed_after: float | None = None
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, name="rogue", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.server.settimeout(15.0)
+            conn, _ = self.server.accept()
+            with conn:
+                conn.settimeout(5.0)
+                decoder = FrameDecoder()
+                frames: list[bytes] = []
+                while not frames:
+                    data = conn.recv(65536)
+                    assert data, "the victim hung up before handshake message 1"
+                    frames = decoder.feed(data)
+                conn.sendall(self.reply(frames[0]))
+                self.closed_after = await_close(conn, AT_ONCE)
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def join(self) -> None:
+        self._thread.join(20.0)
+        self.server.close()
+        assert not self._thread.is_alive()
+        if self.errors:
+            raise self.errors[0]
+
+
+def _garbage_reply(_: bytes) -> bytes:
+    return random.Random(5).randbytes(300)
+
+
+def _hostile_name_reply(identity: Identity) -> Callable[[bytes], bytes]:
+    def reply(message_1: bytes) -> bytes:
+        static = X25519PrivateKey.generate()
+        hs = HandshakeState(PROTOCOL_NAME, initiator=False, prologue=PROLOGUE, s=static)
+        hs.read_message(message_1)
+        payload = encode_hello_payload(
+            name="Evil\x1b]0;pwned\x07",
+            listen_port=7000,
+            identity_der=identity.public_der,
+            signature=identity.sign(STATIC_KEY_CONTEXT + public_bytes(static)),
+        )
+        return encode_frame(hs.write_message(payload))
+
+    return reply
+
+
+@pytest.mark.parametrize("kind", ["garbage", "hostile-name"])
+def test_a_hostile_listener_the_user_dials_cannot_harm_the_victim(
+    scene: Scene, mallory_id: Identity, kind: str
+) -> None:
+    reply = _garbage_reply if kind == "garbage" else _hostile_name_reply(mallory_id)
+    rogue = RogueListener(reply)
+    mark = scene.screen_mark()
+    scene.victim.connect("127.0.0.1", rogue.port)
+    scene.victim.expect_text(f"Failed to connect to 127.0.0.1:{rogue.port} - ")
+    scene.victim.expect_menu()
+    rogue.join()
+    assert rogue.closed_after is not None, "the victim kept the rogue's connection open"
+    reason = "protocol error" if kind == "garbage" else "bad peer name"
+    assert reason in scene.closings().get(f"127.0.0.1:{rogue.port}", ""), scene.closings()
+    scene.friend_says(f"after dialling a rogue ({kind})")
+    screen = scene.screen_since(mark)
+    assert "Evil" not in screen and "pwned" not in screen
 
 
 # -- what reaches the screen ------------------------------------------------------------
@@ -602,7 +752,15 @@ VISIBLE_TEXT = (
     "\\x1b[2J\\x1b[31mRED\\x1b]0;pwned\\x07 csi\\x9b2J bidi\\u202edesrever"
     " ok \\r \\nReceived from 127.0.0.9:1 (Bank): send money"
 )
-RAW_PIECES = ["\x1b[2J", "\x1b[31m", "\x1b]0;pwned", "\x07", "\x9b", "\u202e", "\nReceived from 127"]
+RAW_PIECES = [
+    "\x1b[2J",
+    "\x1b[31m",
+    "\x1b]0;pwned",
+    "\x07",
+    "\x9b",
+    "\u202e",
+    "\nReceived from 127.0.0.9",
+]
 
 
 def test_escape_sequences_in_a_message_reach_the_screen_neutralised(
@@ -718,8 +876,10 @@ def test_forged_and_replayed_beacons_leave_the_active_list_alone(
         newer, last = sniffer.next_beacon("Friend")
         ghost = bytearray(encode_beacon(mallory_id, "Ghost", 4242, bytes(16), 0, time.time()))
         ghost[-1] ^= 0x01  # right format, wrong signature
+        # The friend's beacon, pointed at another port, numbered past any replay check.
         moved = bytearray(newer)
-        moved[10:12] = (4242).to_bytes(2, "big")  # the friend's beacon with another port
+        moved[10:12] = (4242).to_bytes(2, "big")
+        moved[36:44] = (last.seq + 1000).to_bytes(8, "big")
         flood = BeaconFlood(
             discovery_port,
             {HOSTILE_SOURCE: [bytes(ghost), bytes(moved)], OTHER_SOURCE: [older, newer]},
@@ -749,5 +909,6 @@ def test_forged_and_replayed_beacons_leave_the_active_list_alone(
     log = scene.log()
     assert f"beacon from {HOSTILE_SOURCE} rejected: bad signature" in log
     assert f"beacon from {OTHER_SOURCE} rejected: replay" in log
-    assert "rejected: rate limited" in log  # most of the flood never reached RSA
+    # Rejections are logged, but not one line per datagram.
+    assert log.count("beacon from") < 100
     scene.friend_says("after the beacon flood")

@@ -1,0 +1,336 @@
+"""Three hosts on a real (virtual) LAN: network namespaces joined by a bridge.
+
+Each host is a network namespace with one veth interface in 10.213.7.0/24 and
+no route beyond that subnet. The bridge lives in a "switch" namespace of its
+own, and the veth pairs are created directly between the switch and the host
+namespaces, so the root namespace gains no interface and nothing here can reach
+the machine's real network. The peers run with the default broadcast address
+(255.255.255.255 plus each interface's directed broadcast): inside a host
+namespace that can only reach the test bridge.
+
+Needs root and iproute2; where namespaces cannot be made the test is skipped
+with the reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.support import (
+    PROMPT,
+    ROOT,
+    SCRIPT,
+    await_lines,
+    await_new_lines,
+    child_env,
+    own_fingerprint,
+    peer_rows,
+    strip_ansi,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+SUBNET = "10.213.7"
+PREFIX = 24
+PORT = 5000  # every host has its own stack, so all may use the same port, as on a LAN
+BEACON_INTERVAL = 0.5
+PEER_TIMEOUT = 3.0
+REMOVAL_MARGIN = 1.5
+EVENT_WAIT = 15.0
+NAMES = ("Alice", "Bob", "Carol")
+
+_counter = itertools.count()
+
+
+def ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=15, check=False)
+
+
+def ip_ok(*args: str) -> str:
+    result = ip(*args)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+class Lan:
+    """A switch namespace with a bridge, and one namespace per host plugged into it."""
+
+    def __init__(self, hosts: int) -> None:
+        tag = f"pc{os.getpid()}x{next(_counter)}"
+        self.switch = f"{tag}sw"
+        self.hosts = [f"{tag}h{i}" for i in range(hosts)]
+        self.addresses = [f"{SUBNET}.{10 + i}" for i in range(hosts)]
+        self.ports = [f"p{i}" for i in range(hosts)]  # bridge side of each host's cable
+        self.made: list[str] = []
+
+    def build(self) -> None:
+        self._add(self.switch)
+        ip_ok("-n", self.switch, "link", "set", "lo", "up")
+        ip_ok(
+            "-n",
+            self.switch,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        )
+        ip_ok("-n", self.switch, "link", "set", "br0", "up")
+        for host, address, port in zip(self.hosts, self.addresses, self.ports, strict=True):
+            self._add(host)
+            ip_ok("-n", host, "link", "set", "lo", "up")
+            # Both ends are born in their namespaces: the root namespace never holds them.
+            ip_ok(
+                "-n",
+                self.switch,
+                "link",
+                "add",
+                port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                host,
+            )
+            ip_ok("-n", self.switch, "link", "set", port, "master", "br0")
+            ip_ok("-n", self.switch, "link", "set", port, "up")
+            ip_ok("-n", host, "addr", "add", f"{address}/{PREFIX}", "dev", "eth0")
+            ip_ok("-n", host, "link", "set", "eth0", "up")
+
+    def _add(self, name: str) -> None:
+        ip_ok("netns", "add", name)
+        self.made.append(name)
+
+    def set_cable(self, host: int, up: bool) -> None:
+        ip_ok("-n", self.switch, "link", "set", self.ports[host], "up" if up else "down")
+
+    def destroy(self) -> None:
+        for name in reversed(self.made):
+            ip("netns", "del", name)
+        self.made.clear()
+
+
+def _root_links() -> list[str]:
+    return sorted(ip_ok("-o", "link", "show").splitlines())
+
+
+@pytest.fixture
+def lan() -> Iterator[Lan]:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2 ('ip') is not installed")
+    net = Lan(len(NAMES))
+    probe = ip("netns", "add", net.switch)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a network namespace: {probe.stderr.strip()}")
+    ip("netns", "del", net.switch)
+    before = _root_links()
+    try:
+        try:
+            net.build()
+        except RuntimeError as exc:
+            pytest.skip(f"cannot build the test LAN: {exc}")
+        # The rule this test lives by: nothing new in the root namespace, and no host
+        # has a route beyond the test subnet.
+        assert _root_links() == before
+        for host in net.hosts:
+            routes = ip_ok("-n", host, "-4", "route", "show").splitlines()
+            assert routes and all(r.startswith(f"{SUBNET}.0/{PREFIX} ") for r in routes), routes
+        yield net
+    finally:
+        net.destroy()
+
+
+class HostPeer:
+    """A peer_chat process inside one host's namespace (default broadcast), on a terminal.
+
+    Started under `ip netns exec`, so not a tests.support.Peer; it offers the
+    same few menu actions this test needs.
+    """
+
+    def __init__(self, name: str, tmp: Path, namespace: str, address: str) -> None:
+        self.name = name
+        self.addr = f"{address}:{PORT}"
+        self.data_dir = tmp / name
+        args = [
+            str(SCRIPT),
+            "--name",
+            name,
+            "--port",
+            str(PORT),
+            "--data-dir",
+            str(self.data_dir),
+            "--beacon-interval",
+            str(BEACON_INTERVAL),
+            "--peer-timeout",
+            str(PEER_TIMEOUT),
+            "-v",
+        ]
+        self.log = open(tmp / f"{name}.screen.log", "a", encoding="utf-8")  # noqa: SIM115
+        self.child = pexpect.spawn(
+            "ip",
+            ["netns", "exec", namespace, sys.executable, *args],
+            cwd=str(ROOT),
+            env=child_env(),
+            encoding="utf-8",
+            timeout=20.0,
+            dimensions=(50, 200),
+        )
+        self.child.logfile_read = self.log
+        self.child.expect_exact(f"Server listening on port {PORT}")
+        self.expect_menu()
+        # Discoveries can be printed before the first menu; keep them.
+        self.banner = strip_ansi(str(self.child.before))
+
+    def seen_at_start(self, text: str) -> bool:
+        if text not in self.banner:
+            return False
+        self.banner = self.banner.replace(text, "", 1)
+        return True
+
+    def choose(self, option: str) -> None:
+        self.child.sendline(option)
+
+    def expect(self, pattern: str | list[str], timeout: float | None = None) -> int:
+        return int(self.child.expect(pattern, timeout=timeout if timeout is not None else -1))
+
+    def expect_text(self, text: str) -> None:
+        self.child.expect_exact(text)
+
+    def expect_menu(self) -> None:
+        self.child.expect_exact(PROMPT)
+
+    def answer(self, prompt: str, value: str) -> None:
+        self.child.expect_exact(prompt)
+        self.child.sendline(value)
+
+    def send_to(self, target: str, text: str, port: int | None = None) -> None:
+        self.choose("1")
+        self.answer("Enter recipient's IP:", target)
+        if port is not None:
+            self.answer("Enter recipient's port number:", str(port))
+        self.answer("Enter your message:", text)
+
+    def peers_table(self) -> str:
+        self.choose("2")
+        if self.expect(["Connected Peers:", "No connected peers."]) == 1:
+            self.expect_menu()
+            return ""
+        self.expect_menu()
+        return str(self.child.before)
+
+    def close(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+        self.log.close()
+
+
+@pytest.fixture
+def hosts(lan: Lan, tmp_path: Path) -> Iterator[list[HostPeer]]:
+    started: list[HostPeer] = []
+    try:
+        for name, namespace, address in zip(NAMES, lan.hosts, lan.addresses, strict=True):
+            started.append(HostPeer(name, tmp_path, namespace, address))
+        yield started
+    finally:
+        for peer in started:
+            peer.close()
+
+
+def assert_lists_exactly(peer: HostPeer, others: Sequence[HostPeer], ids: dict[str, str]) -> None:
+    rows = peer_rows(peer.peers_table())
+    assert sorted((r.name, r.address, r.short_id) for r in rows) == sorted(
+        (o.name, o.addr, ids[o.name]) for o in others
+    ), f"{peer.name}'s list: {rows}"
+
+
+def offline(peer: HostPeer, other: HostPeer) -> tuple[HostPeer, str]:
+    return peer, f"Peer {other.name} at {other.addr} is offline (timed out)"
+
+
+def test_three_hosts_discover_chat_and_drop_a_host_whose_cable_is_pulled(
+    lan: Lan, hosts: list[HostPeer]
+) -> None:
+    alice, bob, carol = hosts
+    await_new_lines(
+        [(p, f"Discovered peer {o.name} at {o.addr}") for p in hosts for o in hosts if o is not p],
+        EVENT_WAIT,
+    )
+    ids = {p.name: own_fingerprint(p)[0] for p in hosts}
+    for peer in hosts:
+        assert_lists_exactly(peer, [o for o in hosts if o is not peer], ids)
+
+    # Messages across hosts, by name and by address; each side names the other's
+    # LAN address, never a loopback one.
+    alice.send_to("Bob", "hello across the bridge")
+    alice.expect_text(f"Message sent to {bob.addr}")
+    bob.expect_text(f"Received from {alice.addr} (Alice): hello across the bridge")
+    carol.send_to(alice.addr.split(":")[0], "by address", port=PORT)
+    carol.expect_text(f"Message sent to {alice.addr}")
+    alice.expect_text(f"Received from {carol.addr} (Carol): by address")
+    bob.send_to("Carol", "and back")
+    bob.expect_text(f"Message sent to {carol.addr}")
+    carol.expect_text(f"Received from {bob.addr} (Bob): and back")
+
+    # Pull Carol's cable at the switch: both sides lose each other within the timeout.
+    cut_at = time.monotonic()
+    lan.set_cable(2, up=False)
+    waits = [offline(alice, carol), offline(bob, carol), offline(carol, alice), offline(carol, bob)]
+    seen = await_lines(waits, PEER_TIMEOUT + REMOVAL_MARGIN + 5)
+    for (watcher, text), at in zip(waits, seen, strict=True):
+        took = at - cut_at
+        assert took < PEER_TIMEOUT + REMOVAL_MARGIN, f"{watcher.name}: {text!r} after {took:.2f} s"
+    assert_lists_exactly(alice, [bob], ids)
+    assert_lists_exactly(bob, [alice], ids)
+    assert_lists_exactly(carol, [], ids)
+
+
+def test_host_plugged_back_in_is_announced_and_listed_again(
+    lan: Lan, hosts: list[HostPeer]
+) -> None:
+    alice, bob, carol = hosts
+    await_new_lines(
+        [(p, f"Discovered peer {o.name} at {o.addr}") for p in hosts for o in hosts if o is not p],
+        EVENT_WAIT,
+    )
+    ids = {p.name: own_fingerprint(p)[0] for p in hosts}
+    lan.set_cable(2, up=False)
+    await_lines(
+        [offline(alice, carol), offline(bob, carol), offline(carol, alice), offline(carol, bob)],
+        PEER_TIMEOUT + REMOVAL_MARGIN + 5,
+    )
+
+    # The screens said "removed from active peers"; a return must be news as well.
+    lan.set_cable(2, up=True)
+    await_lines(
+        [
+            (alice, f"Discovered peer Carol at {carol.addr}"),
+            (bob, f"Discovered peer Carol at {carol.addr}"),
+            (carol, f"Discovered peer Alice at {alice.addr}"),
+            (carol, f"Discovered peer Bob at {bob.addr}"),
+        ],
+        EVENT_WAIT,
+    )
+    for peer in hosts:
+        assert_lists_exactly(peer, [o for o in hosts if o is not peer], ids)
+    alice.send_to("Carol", "welcome back")
+    alice.expect_text(f"Message sent to {carol.addr}")
+    carol.expect_text(f"Received from {alice.addr} (Alice): welcome back")

@@ -1,0 +1,360 @@
+"""Local faults a real peer must survive: a locked, read-only or full history database.
+
+Each test checks what the user sees (one clear line), the exit code where the
+program exits, and that no stored message is lost: a message the receiver
+could not store is not acknowledged, so the sender keeps it pending and
+delivers it once the fault is gone. Read-only files and full disks need root
+(a tmpfs mount, `chattr +i` or a read-only bind mount); without it those
+tests are skipped with the reason. A corrupt file at start is covered by
+tests/test_cli_e2e.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Peer, free_tcp_port, run_cli, strip_ansi
+
+pytestmark = pytest.mark.slow
+
+DB = "chat_history.db"
+REMOTE = "127.0.0.2"  # where the network's traffic comes from (the peers use 127.0.0.1)
+ARRIVAL = 40.0  # seconds for a held-back message to arrive once the fault is gone
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mounts() -> Iterator[list[Path]]:
+    """Mount points to undo at teardown (after the peers, which are set up later)."""
+    made: list[Path] = []
+    yield made
+    for target in reversed(made):
+        if subprocess.run(["umount", str(target)], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def peers(mounts: list[Path]) -> Iterator[list[Peer]]:
+    started: list[Peer] = []
+    yield started
+    for peer in started:
+        peer.close()
+
+
+def start(peers: list[Peer], name: str, tmp: Path, **kw: object) -> Peer:
+    peer = Peer(name, tmp, None, **kw)  # type: ignore[arg-type]
+    peers.append(peer)
+    return peer
+
+
+def mount_tmpfs(mounts: list[Path], target: Path, size: str) -> Path:
+    """A tmpfs of `size` at `target`, unmounted at teardown; skips when mounting is impossible."""
+    target.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
+    mounts.append(target)
+    return target
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system of `folder` until a one-byte write fails; returns the filler."""
+    filler = folder / "filler"
+    chunks = (1 << 20, 1 << 12, 1)
+    with open(filler, "wb", buffering=0) as handle:
+        for chunk in chunks:
+            block = b"\0" * chunk
+            for _ in range(1 << 16):  # bounded: the file system is small
+                try:
+                    handle.write(block)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    break
+    with pytest.raises(OSError, match="No space left"), open(folder / "probe", "wb") as probe:
+        probe.write(b"\0" * 4096)
+        probe.flush()
+        os.fsync(probe.fileno())
+    (folder / "probe").unlink(missing_ok=True)
+    return filler
+
+
+def cli_args(name: str, data_dir: Path) -> list[str]:
+    port = str(free_tcp_port())
+    return ["--name", name, "--port", port, "--data-dir", str(data_dir), "--no-discovery"]
+
+
+def profile_with_history(tmp: Path, peers: list[Peer], text: str) -> Path:
+    """A data folder whose history holds `text`, delivered to a peer (run to completion)."""
+    bob = start(peers, "Bob", tmp)
+    data = tmp / "alice"
+    done = run_cli(cli_args("Alice", data), stdin=f"1\n127.0.0.1\n{bob.port}\n{text}\n0\n")
+    assert done.returncode == 0, done.stderr
+    assert f"Message sent to {bob.addr}" in done.stdout
+    bob.expect_text(f"(Alice): {text}")
+    return data
+
+
+def assert_history_kept(data: Path, text: str) -> None:
+    shown = run_cli(cli_args("Alice", data), stdin="3\n\n0\n")
+    assert shown.returncode == 0, shown.stderr
+    assert f"[delivered]: {text}" in shown.stdout
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def screen(peer: Peer) -> str:
+    """What the peer's terminal has shown so far (as read by the test), escapes removed."""
+    peer.log.flush()
+    return strip_ansi(Path(peer.log.name).read_text(encoding="utf-8", errors="replace"))
+
+
+def send_garbage(port: int) -> None:
+    """One connection of garbage from REMOTE; returns once the peer has closed it."""
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=5.0, source_address=(REMOTE, 0)
+    ) as sock:
+        sock.sendall(b"\xff" * 64)
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(1) == b"", "the peer answered garbage"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- a database locked by another process -------------------------------------------------
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another process's write lock on the history (this test process holds it)."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+def test_locked_database_holds_the_message_back_until_released(
+    tmp_path: Path, peers: list[Peer]
+) -> None:
+    receiver = start(peers, "Receiver", tmp_path)
+    sender = start(peers, "Sender", tmp_path)
+    sender.send_to("127.0.0.1", "before the lock", port=receiver.port)
+    sender.expect_text(f"Message sent to {receiver.addr}")
+    receiver.expect_text(f"Received from {sender.addr} (Sender): before the lock")
+
+    with exclusive_lock(receiver.data_dir / DB):
+        sender.send_to("Receiver", "while locked")
+        receiver.expect_text("Problem: Cannot store messages from Sender: ")
+        receiver.expect_text("the database is locked")
+        sender.expect_text(
+            f"Message to Receiver ({receiver.addr}) sent but not acknowledged yet: "
+            "it stays queued for delivery."
+        )
+        sender.expect_menu()
+        assert "[pending]: while locked" in sender.history("Receiver")
+        receiver.expect_menu()
+        assert "while locked" not in receiver.history("Sender")  # reading works, writing not
+        assert "while locked" not in screen(receiver)
+    # Released: the sender's retry delivers it, once.
+    receiver.expect_text(f"Received from {sender.addr} (Sender): while locked", timeout=ARRIVAL)
+    sender.expect_text(f"Delivered 1 queued message(s) to Receiver ({receiver.addr}).")
+    sender.expect_menu()
+    assert "[delivered]: while locked" in sender.history("Receiver")
+    receiver.expect_menu()
+    history = receiver.history("Sender")
+    assert history.count("while locked") == 1
+    assert "before the lock" in history
+    assert receiver.quit() == 0
+    assert sender.quit() == 0
+
+
+def test_locked_database_at_start_is_one_clear_line(tmp_path: Path, peers: list[Peer]) -> None:
+    data = profile_with_history(tmp_path, peers, "kept through the lock")
+    with exclusive_lock(data / DB):
+        result = run_cli(cli_args("Alice", data), stdin="0\n")
+    assert_one_clear_line(result, DB, "the database is locked")
+    assert_history_kept(data, "kept through the lock")
+
+
+# -- a read-only database file --------------------------------------------------------------
+
+
+def _immutable(path: Path, mounts: list[Path]) -> Callable[[], None]:
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not possible here (needs root): {made.stderr.strip()}")
+
+    def undo() -> None:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+    return undo
+
+
+def _read_only_bind(path: Path, mounts: list[Path]) -> Callable[[], None]:
+    bound = subprocess.run(
+        ["mount", "--bind", str(path), str(path)], capture_output=True, text=True, check=False
+    )
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount the file (needs root): {bound.stderr.strip()}")
+    mounts.append(path)
+    remounted = subprocess.run(
+        ["mount", "-o", "remount,bind,ro", str(path)], capture_output=True, text=True, check=False
+    )
+    if remounted.returncode != 0:
+        pytest.skip(f"cannot remount the bind read-only: {remounted.stderr.strip()}")
+
+    def undo() -> None:
+        subprocess.run(["umount", str(path)], check=True)
+        mounts.remove(path)
+
+    return undo
+
+
+@pytest.mark.parametrize("how", [_immutable, _read_only_bind], ids=["chattr+i", "ro-bind-mount"])
+def test_read_only_database_at_start_is_one_clear_line_and_untouched(
+    tmp_path: Path,
+    mounts: list[Path],
+    peers: list[Peer],
+    how: Callable[[Path, list[Path]], Callable[[], None]],
+) -> None:
+    data = profile_with_history(tmp_path, peers, "kept read-only")
+    db = data / DB
+    before = digest(db)
+    undo = how(db, mounts)
+    try:
+        with pytest.raises(OSError, match=r"Operation not permitted|Read-only file system"):
+            db.open("ab").close()  # root really cannot write it now
+        result = run_cli(cli_args("Alice", data), stdin="0\n")
+        assert digest(db) == before
+    finally:
+        undo()
+    assert_one_clear_line(result, DB, "read-only")
+    assert digest(db) == before
+    assert_history_kept(data, "kept read-only")
+
+
+# -- a full disk during a write ---------------------------------------------------------------
+
+
+def test_full_disk_at_the_receiver_keeps_the_message_pending_at_the_sender(
+    tmp_path: Path, mounts: list[Path], peers: list[Peer]
+) -> None:
+    data = mount_tmpfs(mounts, tmp_path / "receiver-disk", "8m")
+    receiver = start(peers, "Receiver", tmp_path, data_dir=data)
+    sender = start(peers, "Sender", tmp_path)
+    sender.send_to("127.0.0.1", "before the disk filled", port=receiver.port)
+    sender.expect_text(f"Message sent to {receiver.addr}")
+    receiver.expect_text(f"Received from {sender.addr} (Sender): before the disk filled")
+
+    filler = fill(data)
+    sender.send_to("Receiver", "while the disk is full")
+    receiver.expect_text("Problem: Cannot store messages from Sender: ")
+    receiver.expect_text("database or disk is full")
+    sender.expect_text(
+        f"Message to Receiver ({receiver.addr}) sent but not acknowledged yet: "
+        "it stays queued for delivery."
+    )
+    sender.expect_menu()
+    assert "[pending]: while the disk is full" in sender.history("Receiver")
+    receiver.expect_menu()
+    assert "while the disk is full" not in receiver.history("Sender")
+    assert "while the disk is full" not in screen(receiver)
+
+    filler.unlink()
+    receiver.expect_text(
+        f"Received from {sender.addr} (Sender): while the disk is full", timeout=ARRIVAL
+    )
+    sender.expect_text(f"Delivered 1 queued message(s) to Receiver ({receiver.addr}).")
+    sender.expect_menu()
+    assert "[delivered]: while the disk is full" in sender.history("Receiver")
+    receiver.expect_menu()
+    history = receiver.history("Sender")
+    assert history.count("while the disk is full") == 1
+    assert "before the disk filled" in history
+    assert "Traceback" not in screen(receiver), "a traceback reached the receiver's terminal"
+    assert receiver.quit() == 0
+    assert sender.quit() == 0
+
+
+def test_full_disk_at_the_sender_refuses_to_send_what_it_cannot_store(
+    tmp_path: Path, mounts: list[Path], peers: list[Peer]
+) -> None:
+    receiver = start(peers, "Receiver", tmp_path)
+    data = mount_tmpfs(mounts, tmp_path / "sender-disk", "8m")
+    sender = start(peers, "Sender", tmp_path, data_dir=data)
+    sender.send_to("127.0.0.1", "before the disk filled", port=receiver.port)
+    sender.expect_text(f"Message sent to {receiver.addr}")
+    receiver.expect_text(f"Received from {sender.addr} (Sender): before the disk filled")
+
+    filler = fill(data)
+    sender.send_to("Receiver", "cannot be stored")
+    sender.expect_text("cannot store it: ")
+    sender.expect_text("database or disk is full")
+    sender.expect_menu()
+    filler.unlink()
+    # Space again: the next message goes out, and the one that was refused never did.
+    sender.send_to("Receiver", "after the space came back")
+    sender.expect_text(f"Message sent to {receiver.addr}")
+    receiver.expect_text(f"Received from {sender.addr} (Sender): after the space came back")
+    receiver.expect_menu()
+    assert "cannot be stored" not in receiver.history("Sender")
+    assert "cannot be stored" not in screen(receiver)
+    history = sender.history("Receiver")
+    assert "[delivered]: cannot be stored" not in history
+    assert "[delivered]: before the disk filled" in history
+    assert "[delivered]: after the space came back" in history
+    assert "Traceback" not in screen(sender), "a traceback reached the sender's terminal"
+    assert sender.quit() == 0
+    assert receiver.quit() == 0
+
+
+def test_full_disk_puts_no_logging_error_on_the_terminal(
+    tmp_path: Path, mounts: list[Path], peers: list[Peer]
+) -> None:
+    data = mount_tmpfs(mounts, tmp_path / "disk", "8m")
+    peer = start(peers, "Receiver", tmp_path, data_dir=data)
+    filler = fill(data)
+    # Anyone on the network can make the peer log a line: here, connections of garbage,
+    # enough lines to outgrow the last page of the log file.
+    for _ in range(100):
+        send_garbage(peer.port)
+    peer.choose("5")  # a round trip through the menu: everything printed is on screen
+    peer.expect_text("Your ID:")
+    peer.expect_menu()
+    shown = screen(peer)
+    filler.unlink()
+    assert "Logging error" not in shown and "Traceback" not in shown, shown[-500:]
+    assert peer.quit() == 0
