@@ -386,6 +386,39 @@ def _derive_key(passphrase: bytes, salt: bytes, log2_n: int, r: int, p: int) -> 
     return Scrypt(salt=salt, length=32, n=1 << log2_n, r=r, p=p).derive(passphrase)
 
 
+# PKCS#8 encryption as `cryptography` writes it uses PBKDF2 with only 2048 rounds,
+# cheap to guess against. The passphrase is therefore stretched with scrypt
+# first, under a random salt kept on a line before the PEM block (PEM readers,
+# OpenSSL's included, skip text before "-----BEGIN"). The line holds no secret.
+_PEM_KDF_LABEL: Final = b"peer_chat-kdf: scrypt "
+
+
+def _stretch_for_pem(passphrase: bytes) -> tuple[bytes, bytes]:
+    """(header line, password for the PEM encryption) for a new private.pem."""
+    salt = secrets.token_bytes(16)
+    header = _PEM_KDF_LABEL + (
+        f"log2n={_SCRYPT_LOG2_N} r={_SCRYPT_R} p={_SCRYPT_P} salt={salt.hex()}\n".encode()
+    )
+    key = _derive_key(passphrase, salt, _SCRYPT_LOG2_N, _SCRYPT_R, _SCRYPT_P)
+    return header, base64.urlsafe_b64encode(key)
+
+
+def _restretch_for_pem(data: bytes, passphrase: bytes, path: Path) -> bytes:
+    """The PEM password for an existing private.pem, from its scrypt header line."""
+    line = data.split(b"\n", 1)[0][len(_PEM_KDF_LABEL) :].decode("ascii", "replace")
+    try:
+        fields = dict(item.split("=", 1) for item in line.split())
+        log2_n, r, p = int(fields["log2n"]), int(fields["r"]), int(fields["p"])
+        salt = bytes.fromhex(fields["salt"])
+    except (KeyError, ValueError) as exc:
+        raise KeyFileError(f"{path} is corrupt: unreadable key-derivation line") from exc
+    if not (10 <= log2_n <= 22 and 1 <= r <= 32 and 1 <= p <= 16 and len(salt) >= 8) or (
+        128 * r * (1 << log2_n) > _SCRYPT_MAX_MEMORY
+    ):
+        raise KeyFileError(f"{path} is corrupt: implausible key-derivation parameters")
+    return base64.urlsafe_b64encode(_derive_key(passphrase, salt, log2_n, r, p))
+
+
 def seal_secret_key(fernet_key: bytes, passphrase: bytes) -> bytes:
     salt = secrets.token_bytes(16)
     nonce = secrets.token_bytes(12)
@@ -465,12 +498,12 @@ class KeyManager:
     def _create_private_key(self) -> None:
         path = self.private_path
         key = rsa.generate_private_key(public_exponent=PUBLIC_EXPONENT, key_size=NEW_KEY_BITS)
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(self._passphrase)
-            if self._passphrase
-            else serialization.NoEncryption()
-        )
-        pem = key.private_bytes(
+        encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
+        header = b""
+        if self._passphrase:
+            header, password = _stretch_for_pem(self._passphrase)
+            encryption = serialization.BestAvailableEncryption(password)
+        pem = header + key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         )
         try:
@@ -487,6 +520,8 @@ class KeyManager:
         _check_private_mode(path, fix=True)
         encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
         password = self._passphrase if encrypted else None
+        if password is not None and data.startswith(_PEM_KDF_LABEL):
+            password = _restretch_for_pem(data, password, path)
         if encrypted and password is None:
             raise KeyFileError(
                 f"{path} is protected by a passphrase: set {PASSPHRASE_ENV} "

@@ -298,7 +298,12 @@ def test_corrupt_private_pem_gives_clear_error_and_is_kept(tmp_path: Path, damag
 def test_passphrase_protected_identity(tmp_path: Path) -> None:
     first = KeyManager(tmp_path, PASS).load_or_create_identity()
     pem = (tmp_path / "private.pem").read_bytes()
-    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    kdf_line, block = pem.split(b"\n", 1)
+    assert kdf_line.startswith(b"peer_chat-kdf: scrypt ") and b"salt=" in kdf_line
+    assert block.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    # The PKCS#8 block is locked with the scrypt-stretched passphrase, not the raw one.
+    with pytest.raises(ValueError):
+        serialization.load_pem_private_key(block, password=PASS)
     assert KeyManager(tmp_path, PASS).load_or_create_identity().fingerprint == first.fingerprint
 
     with pytest.raises(KeyFileError, match="wrong passphrase") as info:
@@ -424,3 +429,18 @@ def test_unreadable_key_path_gives_key_file_error(tmp_path: Path) -> None:
     (tmp_path / "private.pem").mkdir()
     with pytest.raises(KeyFileError, match=r"private\.pem is not a regular file"):
         KeyManager(tmp_path).load_or_create_identity()
+
+
+def test_key_encrypted_elsewhere_with_the_raw_passphrase_loads(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASS),
+    )
+    (tmp_path / "private.pem").write_bytes(pem)
+    (tmp_path / "private.pem").chmod(0o600)
+    identity = KeyManager(tmp_path, PASS).load_or_create_identity()
+    assert identity.public_der == key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
