@@ -259,7 +259,11 @@ def strip_ansi(text: str) -> str:
 
 
 def run_cli(
-    args: Sequence[str], *, timeout: float = 20.0, stdin: str = ""
+    args: Sequence[str],
+    *,
+    timeout: float = 20.0,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run peer_chat.py to completion with piped standard input."""
     return subprocess.run(
@@ -269,7 +273,7 @@ def run_cli(
         text=True,
         timeout=timeout,
         cwd=str(ROOT),
-        env=child_env(),
+        env=child_env(env),
         check=False,
     )
 

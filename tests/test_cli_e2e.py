@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -316,3 +317,30 @@ def test_incoming_line_keeps_what_the_user_is_typing(tmp_path: Path, peers: list
     alice.answer("Enter your message:", "typed around it")
     alice.expect_text(f"Message sent to {bob.addr}")
     bob.expect_text(f"Received from {alice.addr} (Alice): typed around it")
+
+
+def test_passphrase_from_environment_or_file(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    args = ["--name", "A", "--port", str(free_tcp_port()), "--data-dir", str(data)]
+    args.append("--no-discovery")
+    created = run_cli(args, stdin="5\n0\n", env={"PEER_CHAT_PASSPHRASE": "correct horse"})
+    assert created.returncode == 0, created.stderr
+    assert b"ENCRYPTED PRIVATE KEY" in (data / "private.pem").read_bytes()
+    assert b"correct horse" not in (data / "private.pem").read_bytes()
+
+    missing = run_cli(args, stdin="0\n")
+    _assert_clean_failure(missing, "private.pem", "passphrase")
+
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("battery staple\n")
+    refused = run_cli([*args, "--passphrase-file", str(wrong)], stdin="0\n")
+    _assert_clean_failure(refused, "wrong passphrase")
+
+    right = tmp_path / "right.txt"
+    right.write_text("correct horse\n")
+    again = run_cli([*args, "--passphrase-file", str(right)], stdin="5\n0\n")
+    assert again.returncode == 0, again.stderr
+    first_id = re.search(r"Your ID: (\w{8})", created.stdout)
+    second_id = re.search(r"Your ID: (\w{8})", again.stdout)
+    assert first_id and second_id
+    assert first_id.group(1) == second_id.group(1)  # the same identity both times
