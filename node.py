@@ -977,6 +977,7 @@ class Node:
     def _housekeeping(self, now: float) -> None:
         for fp in self._liveness.expire(now):
             peer = self._active.pop(fp, None)
+            self._announced.pop(fp, None)  # silent too long: its return is news again
             session = self._sessions.get(fp)
             if session is not None:
                 session.fail("peer timed out")

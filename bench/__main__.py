@@ -79,7 +79,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("discovery", "bench.bench_discovery", DISCOVERY),
     Entry("history", "bench.bench_history", HISTORY),
     Entry("node", "bench.bench_node", LATENCY + THROUGHPUT + HANDSHAKE + SESSIONS + START_TO_MENU),
-    Entry("kill", "bench.bench_kill", KILL_TO_REMOVAL),
+    Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
 )
 
 

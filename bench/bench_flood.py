@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from bench.harness import Budget, Row, figure_row, format_table, summarize, summarize_runs
+from bench.harness import Row, figure_row, format_table, summarize, summarize_runs
 from channel import Credentials, HandshakeComplete, MessageReceived, Role, SecureChannel
 from crypto_utils import KeyManager
 from messages import Ack, Chat, Ping, Pong, new_msg_id
@@ -50,13 +50,14 @@ TEXT = "x" * 64
 @dataclass(frozen=True)
 class Sizes:
     runs: int  # runs of each kind (baseline, flooded), alternating
-    messages: int  # timed round trips per run
+    seconds: float  # length of one run: round trips one after the other, for this long
+    max_messages: int  # ... but never more than this many in one run
     warmup: int  # untimed round trips before the first run
     max_seconds: float  # time budget of all runs together
 
 
-FULL = Sizes(runs=7, messages=500, warmup=50, max_seconds=120.0)
-QUICK = Sizes(runs=3, messages=100, warmup=20, max_seconds=30.0)
+FULL = Sizes(runs=7, seconds=3.0, max_messages=50_000, warmup=200, max_seconds=120.0)
+QUICK = Sizes(runs=3, seconds=1.0, max_messages=20_000, warmup=50, max_seconds=30.0)
 
 
 # --------------------------------------------------------------------------- the flood
@@ -71,9 +72,10 @@ def flood(port: int, source: str, max_seconds: float, stop: threading.Event) -> 
     rng = random.Random(1)
     made = closed = 0
     deadline = time.monotonic() + max_seconds
+    socks: dict[int, socket.socket] = {}
     with selectors.DefaultSelector() as selector:
         while not stop.is_set() and time.monotonic() < deadline:
-            while len(selector.get_map()) < IN_FLIGHT:
+            while len(socks) < IN_FLIGHT:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 sock.bind((source, 0))
@@ -82,14 +84,15 @@ def flood(port: int, source: str, max_seconds: float, stop: threading.Event) -> 
                     sock.close()
                     break  # out of ports or refused: select, then try again
                 selector.register(sock, selectors.EVENT_WRITE, "connecting")
+                socks[sock.fileno()] = sock
             for key, _ in selector.select(0.1):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
+                sock = socks[key.fd]
                 if key.data == "connecting":
                     try:
                         sock.send(rng.randbytes(rng.randrange(4, 512)))
                     except OSError:
                         selector.unregister(sock)
+                        del socks[key.fd]
                         sock.close()
                         closed += 1
                         continue
@@ -101,10 +104,11 @@ def flood(port: int, source: str, max_seconds: float, stop: threading.Event) -> 
                     data = b""
                 if not data:
                     selector.unregister(sock)
+                    del socks[key.fd]
                     sock.close()
                     closed += 1
-        for key in list(selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
+        for sock in socks.values():
+            sock.close()
     return made, closed
 
 
@@ -255,6 +259,14 @@ class Client:
                     self.channel.send_message(Pong(message.nonce))
                     self._flush()
 
+    def round_trips(self, seconds: float, count: int) -> list[float]:
+        """Round trips one after the other for `seconds`, at most `count`, at least one."""
+        deadline = time.monotonic() + seconds
+        samples = [self.round_trip()]
+        while len(samples) < count and time.monotonic() < deadline:
+            samples.append(self.round_trip())
+        return samples
+
     def close(self) -> None:
         self.sock.close()
 
@@ -276,18 +288,18 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
                 for _ in range(sizes.warmup):
                     client.round_trip()
                 rss_before = rss_kib(proc.pid)
-                budget = Budget(sizes.max_seconds)
+                deadline = time.monotonic() + sizes.max_seconds
                 for index in range(sizes.runs):
-                    baseline_runs.append([client.round_trip() for _ in range(sizes.messages)])
+                    baseline_runs.append(client.round_trips(sizes.seconds, sizes.max_messages))
                     # A fresh source address per run spreads the flood's ephemeral ports.
                     source = f"127.0.0.{2 + index}"
                     with flooding(port, source, sizes.max_seconds) as counts:
-                        flood_runs.append([client.round_trip() for _ in range(sizes.messages)])
+                        flood_runs.append(client.round_trips(sizes.seconds, sizes.max_messages))
                     made, closed, seconds = counts
                     made_total += int(made)
                     closed_total += int(closed)
                     flood_rates.append(made / seconds)
-                    if budget.exhausted():
+                    if time.monotonic() > deadline:  # bounded in time as in count
                         break
                 rss_after = rss_kib(proc.pid)
             finally:

@@ -48,12 +48,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -543,6 +544,125 @@ async def handshake_times(
 # --------------------------------------------------------------------------- measurements
 
 
+# --------------------------------------------------------------------------- architecture floor
+
+_ASYNCIO_ECHO = """
+import asyncio, sys
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    stop = asyncio.Event()
+    loop.add_reader(sys.stdin.fileno(), stop.set)
+    await stop.wait()
+
+asyncio.run(main())
+"""
+
+
+class _EchoClient(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.expected = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.expected -= len(data)
+        if self.expected <= 0 and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class LoopThreadEcho:
+    """The floor of the node's design without its work: a call from this thread into an
+    event loop thread that sends a message to another asyncio process and awaits its
+    echo (Node.send_to_peer minus crypto, storage and bookkeeping)."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _ASYNCIO_ECHO],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._client = _EchoClient()
+        self._payload = TEXT.encode()
+        try:
+            assert self._proc.stdout is not None
+            port = int(_read_line(self._proc.stdout, STEP_TIMEOUT))
+            self._thread.start()
+            self._call(self._connect(port))
+        except BaseException:
+            self.close()
+            raise
+
+    async def _connect(self, port: int) -> None:
+        await self._loop.create_connection(lambda: self._client, LOOPBACK, port)
+
+    async def _round_trip(self) -> None:
+        client = self._client
+        assert client.transport is not None
+        client.waiter = self._loop.create_future()
+        client.expected = len(self._payload)
+        client.transport.write(self._payload)
+        await asyncio.wait_for(client.waiter, STEP_TIMEOUT)
+
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(STEP_TIMEOUT)
+
+    def round_trips(self, *, count: int, max_seconds: float) -> list[float]:
+        samples: list[float] = []
+        budget = Budget(max_seconds)
+        while len(samples) < count and (not samples or not budget.exhausted()):
+            start = time.perf_counter_ns()
+            self._call(self._round_trip())
+            samples.append((time.perf_counter_ns() - start) / 1e9)
+        return samples
+
+    def close(self) -> None:
+        try:
+            if self._thread.is_alive():
+                transport = self._client.transport
+                if transport is not None:
+                    self._loop.call_soon_threadsafe(transport.close)
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
+        finally:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
+
+
+@contextlib.contextmanager
+def loop_thread_echo() -> Iterator[LoopThreadEcho]:
+    echo = LoopThreadEcho()
+    try:
+        yield echo
+    finally:
+        echo.close()
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (clock-tick resolution)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
@@ -578,6 +698,7 @@ class MessageFigures:
     latency_p99: Summary
     echo_median: Summary
     echo_p99: Summary
+    floor_median: Summary
     latency_cpu_a: Summary  # microseconds of CPU per message
     latency_cpu_b: Summary
     rate: Summary
@@ -594,6 +715,7 @@ def measure_messages(
     """Latency, throughput and handshake against one peer B; returns also messages sent."""
     latency_runs: list[list[float]] = []
     echo_runs: list[list[float]] = []
+    floor_runs: list[list[float]] = []
     rates: list[float] = []
     echo_rates: list[float] = []
     handshake_runs: list[list[float]] = []
@@ -603,6 +725,7 @@ def measure_messages(
     handshake_credentials = Credentials.create(handshake_identity, "handshake", free_tcp_port())
     with (
         echo_server() as echo,
+        loop_thread_echo() as floor,
         peer_process("B", b_dir) as peer_b,
         local_peer("A", peer_profile("A", tmp)) as peer_a,
     ):
@@ -616,6 +739,7 @@ def measure_messages(
                     echo, count=sizes.sends, size=ECHO_SIZE, max_seconds=sizes.max_seconds
                 )
             )
+            floor_runs.append(floor.round_trips(count=sizes.sends, max_seconds=sizes.max_seconds))
             with latency_cpu.per_message(lambda: len(latency_runs[-1])):
                 latency_runs.append(
                     send_times(peer_a, fp, count=sizes.sends, max_seconds=sizes.max_seconds)
@@ -667,6 +791,7 @@ def measure_messages(
         latency_p99=latency_p99,
         echo_median=echo_median,
         echo_p99=echo_p99,
+        floor_median=summarize_runs(floor_runs)[0],
         latency_cpu_a=summarize(latency_cpu.a_us),
         latency_cpu_b=summarize(latency_cpu.b_us),
         rate=summarize(rates),
@@ -1031,6 +1156,14 @@ def message_rows(figures: MessageFigures, sizes: Sizes) -> list[Row]:
             spread=rate.spread(),
             target="at least 10,000/s",
             holds=rate.median >= 10_000,
+        ),
+        figure_row(
+            "floor of the design: call into a loop thread + asyncio TCP echo round trip, median",
+            _ms(figures.floor_median).median,
+            "ms",
+            baseline=echo_median.median,
+            baseline_unit="ms",
+            spread=_ms(figures.floor_median).spread(),
         ),
         figure_row(
             "CPU per sequential send: A's network thread (baseline: B, whole process)",

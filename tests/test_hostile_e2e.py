@@ -445,14 +445,14 @@ def test_garbage_flood_is_closed_logged_and_memory_stays_bounded(scene: Scene) -
     warm.stop()
     before = scene.rss_kib()
 
-    flood = GarbageFlood(scene.victim.port, minimum=2000, maximum=6000, seed=8).start()
+    # At least 2,000 connections, and on until the friend's message is through.
+    flood = GarbageFlood(scene.victim.port, minimum=2000, maximum=20_000, seed=8).start()
     scene.friend_says("during the flood")
     assert flood.running, "the flood ended before the message arrived: not measured during it"
     flood.stop()
     after = scene.rss_kib()
 
     assert len(flood.results) >= 2000
-    print(f"garbage flood: {len(flood.results)} connections, VmRSS {before} -> {after} KiB")
     slow = [(name, t) for name, t in flood.results if t is None or t >= AT_ONCE]
     assert not slow, f"{len(slow)} garbage connections not closed at once, e.g. {slow[:3]}"
     closings = scene.closings()
@@ -460,7 +460,8 @@ def test_garbage_flood_is_closed_logged_and_memory_stays_bounded(scene: Scene) -
     assert not unlogged, f"{len(unlogged)} closed without a log line, e.g. {unlogged[:3]}"
     reasons = {closings[name].split(":")[0] for name, _ in flood.results}
     assert reasons == {"protocol error"}, reasons
-    assert after - before < 30 * MIB, f"VmRSS grew by {(after - before) / MIB:.1f} MiB"
+    growth = (after - before) / MIB
+    assert growth < 30, f"VmRSS grew by {growth:.1f} MiB over {len(flood.results)} connections"
     scene.friend_says("after the flood")
 
 
