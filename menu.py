@@ -439,6 +439,8 @@ def describe_send(r: SendResult) -> str:
         )
     if r.outcome is Outcome.REFUSED:
         return f"Message refused by {who}: {display_safe(r.detail)}."
+    if r.outcome is Outcome.NOT_SENT:
+        return f"Message to {who} not sent: {r.detail}."
     return f"Failed to connect to {where} - {r.detail}"
 
 

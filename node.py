@@ -183,7 +183,8 @@ class Outcome(enum.Enum):
     DELIVERED = "delivered"
     QUEUED = "queued"
     PENDING = "pending"
-    FAILED = "failed"
+    FAILED = "failed"  # the peer could not be reached (and could not be queued for)
+    NOT_SENT = "not sent"  # refused here: the queue is full, or it cannot be stored
     KEY_CHANGED = "key changed"
     REFUSED = "refused"
 
@@ -712,19 +713,37 @@ class Node:
         )
 
     def _enqueue(self, rows: list[StoredMessage]) -> None:
-        """Persist as pending, then queue: a crash after this still sends them."""
+        """Persist as pending, then queue: a crash after this still sends them.
+
+        All or nothing: a batch that does not fit in a peer's queue is refused
+        before anything is stored, so no message is pending outside the queue.
+        """
+        wanted: dict[str, int] = {}
+        for row in rows:
+            assert row.peer_fp is not None
+            wanted[row.peer_fp] = wanted.get(row.peer_fp, 0) + 1
+        for fp, count in wanted.items():
+            if self._outbox.pending_count(fp) + count > self.config.max_queued_per_peer:
+                raise QueueFull(fp)
         self.store.add_outgoing(rows)
         for row in rows:
             assert row.peer_fp is not None
-            try:
-                self._outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
-            except QueueFull:
-                self.store.mark_failed([row.msg_id], "queue full")
-                raise
+            self._outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
             self._outgoing_meta[row.msg_id] = row
 
-    def _record_failed(self, host: str, port: int, text: str, detail: str) -> None:
-        row = self._new_outgoing(None, "?", host, port, text=text, state=DeliveryState.FAILED)
+    def _queue_full_detail(self) -> str:
+        limit = self.config.max_queued_per_peer
+        return f"the queue for this peer is full ({limit:,} messages waiting)"
+
+    def _record_failed(
+        self, host: str, port: int, text: str, detail: str, peer: tuple[str, str] | None = None
+    ) -> None:
+        """Keep a message that could not be sent in history, as failed, with why.
+
+        `peer` is (fingerprint, name) when the recipient is a known identity.
+        """
+        fp, name = peer if peer is not None else (None, "?")
+        row = self._new_outgoing(fp, name, host, port, text=text, state=DeliveryState.FAILED)
         row = dataclasses.replace(row, detail=detail)
         try:
             self.store.add_outgoing([row])
@@ -779,9 +798,10 @@ class Node:
         try:
             self._enqueue([row])
         except StorageError as exc:
-            return SendResult(Outcome.FAILED, host, port, name, f"cannot store it: {exc}")
+            return SendResult(Outcome.NOT_SENT, host, port, name, f"cannot store it: {exc}")
         except QueueFull:
-            return SendResult(Outcome.FAILED, host, port, name, "the queue for this peer is full")
+            self._record_failed(host, port, text, "queue full", (fp, name))
+            return SendResult(Outcome.NOT_SENT, host, port, name, self._queue_full_detail())
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._waiters[row.msg_id] = waiter
         self._pump(fp)
@@ -807,9 +827,10 @@ class Node:
         try:
             self._enqueue([row])
         except StorageError as exc:
-            return SendResult(Outcome.FAILED, host, port, name, f"cannot store it: {exc}")
+            return SendResult(Outcome.NOT_SENT, host, port, name, f"cannot store it: {exc}")
         except QueueFull:
-            return SendResult(Outcome.FAILED, host, port, name, "the queue for this peer is full")
+            self._record_failed(host, port, text, "queue full", (fp, name))
+            return SendResult(Outcome.NOT_SENT, host, port, name, self._queue_full_detail())
         self._schedule_retry(fp)
         return SendResult(Outcome.QUEUED, host, port, name, why)
 

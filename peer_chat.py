@@ -134,9 +134,16 @@ def prepare_data_dir(path: Path) -> Path:
     return path
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log that cannot be written (a full disk) must not print on the menu's terminal."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _setup_logging(log_file: Path, verbose: bool) -> None:
     try:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = _QuietFileHandler(log_file, encoding="utf-8")
     except OSError as exc:
         raise PeerChatError(f"Cannot open log file {log_file}: {exc.strerror or exc}.") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

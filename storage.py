@@ -355,8 +355,13 @@ class HistoryStore:
             missing = ", ".join(sorted(_TABLES - tables))
             raise StorageError(f"chat history {path} is corrupt (missing tables: {missing})")
         # Read-only files (or a read-only mount) are refused here, before any write.
+        # SQLite quietly opens such a file read-only and still grants the write
+        # lock, so try a real (rolled-back) write: it fails with "readonly".
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
+        try:
+            conn.execute(f"PRAGMA user_version = {version}")
+        finally:
+            conn.execute("ROLLBACK")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StorageError(f"cannot open chat history {path}: WAL mode unavailable ({mode})")

@@ -912,10 +912,10 @@ async def hold_sessions(
                 *(open_client(credentials[i], peer.address, source=sources[i]) for i in wave),
                 return_exceptions=True,
             )
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise RuntimeError(f"session {len(clients) + 1} failed: {result}")
-                clients.append(result)
+            clients += [r for r in results if isinstance(r, ChannelClient)]
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                raise RuntimeError(f"{len(failed)} sessions of a wave failed: {failed[0]}")
         samples = max(3, int(sizes.hold_seconds / 0.5))
         held = await _settled_rss(
             peer.proc.pid, samples=samples, interval=sizes.hold_seconds / samples

@@ -31,7 +31,15 @@ import pytest
 
 from crypto_utils import KeyManager
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
-from tests.support import ROOT, Peer, child_env, free_tcp_port, free_udp_port, peer_args
+from tests.support import (
+    ROOT,
+    Peer,
+    child_env,
+    free_tcp_port,
+    free_udp_port,
+    peer_args,
+    strip_ansi,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -396,12 +404,14 @@ def behind_gate(gate: FrameGate) -> dict[str, Any]:
 
 
 def sum_delivered(peer: Peer, total: int) -> None:
-    """Wait until the "Delivered N queued message(s)" lines add up to `total`."""
-    seen = 0
-    while seen < total:
-        peer.expect(DELIVERED_QUEUED.pattern, timeout=WAIT)
-        seen += int(peer.child.match.group(1))
-    assert seen == total
+    """Wait until the "Delivered N queued message(s) to Bob" lines add up to `total`.
+
+    Counted over everything the peer showed, including what it printed before
+    its first menu (a restarted sender may deliver that fast).
+    """
+    while (shown := delivered_later(strip_ansi(peer.screen()))) < total:
+        peer.expect_text("queued message(s) to Bob", timeout=WAIT)
+    assert shown == total
 
 
 # -- the tests ------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def assert_history_kept(data: Path, text: str) -> None:
 
 
 def assert_one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert result.returncode == 1, f"exit code {result.returncode}, stderr {result.stderr!r}"
     assert "Traceback" not in result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -261,6 +261,7 @@ def test_read_only_database_at_start_is_one_clear_line_and_untouched(
         assert digest(db) == before
     finally:
         undo()
+    assert result.returncode != 0, "peer_chat started on a read-only history instead of refusing"
     assert_one_clear_line(result, DB, "read-only")
     assert digest(db) == before
     assert_history_kept(data, "kept read-only")
