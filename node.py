@@ -58,6 +58,7 @@ BYE_IDLE = "idle"
 BYE_SELF = "connected to itself"
 BYE_STORAGE = "cannot store messages"
 
+PROBLEM_REPEAT = 30.0  # seconds before the same problem line is shown again
 TICK = 0.25  # seconds between housekeeping passes (liveness, pings, retries)
 RETRY_MIN, RETRY_MAX = 1.0, 10.0  # reconnect backoff for peers with queued messages
 
@@ -264,6 +265,7 @@ class Node:
         self._retries: dict[str, _Retry] = {}
         self._submitted: set[str] = set()
         self._delivery_watches: list[tuple[set[str], asyncio.Future[None]]] = []
+        self._problems_said: dict[str, float] = {}
         self._peer_cache_dirty = False
         self._closing = False
 
@@ -1076,6 +1078,14 @@ class Node:
     # -- helpers -----------------------------------------------------------------
 
     def _emit(self, event: UiEvent) -> None:
+        if isinstance(event, Problem):
+            # The same local trouble (a full disk) recurs with every retry: say it once a while.
+            now = self.loop.time()
+            if now - self._problems_said.get(event.text, -PROBLEM_REPEAT) < PROBLEM_REPEAT:
+                return
+            if len(self._problems_said) > 256:
+                self._problems_said.clear()
+            self._problems_said[event.text] = now
         try:
             self._emit_to_ui(event)
         except Exception:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import os
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from errors import PeerChatError, UsageError
 __version__ = "1.0.0"
 
 PROG = "peer_chat"
+LOG_MAX_BYTES = 5 * 1024 * 1024  # per log file; the log keeps LOG_BACKUPS older files
+LOG_BACKUPS = 2
 PASSPHRASE_ENV = "PEER_CHAT_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
 
 
@@ -134,8 +137,9 @@ def prepare_data_dir(path: Path) -> Path:
     return path
 
 
-class _QuietFileHandler(logging.FileHandler):
-    """A log that cannot be written (a full disk) must not print on the menu's terminal."""
+class _QuietFileHandler(logging.handlers.RotatingFileHandler):
+    """The log: bounded on disk (a flood of hostile connections logs a line each),
+    and silent when it cannot be written (a full disk) so the menu's terminal stays clean."""
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass
@@ -143,7 +147,9 @@ class _QuietFileHandler(logging.FileHandler):
 
 def _setup_logging(log_file: Path, verbose: bool) -> None:
     try:
-        handler = _QuietFileHandler(log_file, encoding="utf-8")
+        handler = _QuietFileHandler(
+            log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+        )
     except OSError as exc:
         raise PeerChatError(f"Cannot open log file {log_file}: {exc.strerror or exc}.") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -132,6 +132,10 @@ class Session(asyncio.Protocol):
     def fail(self, why: str) -> None:
         """Drop the connection at once: it broke the protocol or a limit."""
         log.warning("closing connection %s:%d: %s", self.remote_ip, self.remote_port, why)
+        if not self.ready.done():
+            # Whoever waits for this session (option 1 or 4) learns why it failed.
+            self.ready.set_exception(ConnectionError(why))
+            self.ready.exception()
         self.closed = True
         self.channel.close()
         if self.transport is not None:

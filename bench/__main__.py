@@ -80,6 +80,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("history", "bench.bench_history", HISTORY),
     Entry("node", "bench.bench_node", LATENCY + THROUGHPUT + HANDSHAKE + SESSIONS + START_TO_MENU),
     Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
+    Entry("flood", "bench.bench_flood"),
 )
 
 

@@ -20,13 +20,19 @@ figure's own runs where both are cheap):
   vs a bare asyncio server holding as many plain TCP connections;
 - start to menu with existing keys, vs `python -c pass`.
 
-Then a cProfile of A's network thread and of B's network thread on the latency
-and the throughput paths, written to bench/results/profile-*.txt.
+Beside them, to explain the message figures: the floor of the design (a call
+from this thread into an event-loop thread that sends to another asyncio
+process and awaits its echo: send_to_peer minus crypto, storage and
+bookkeeping), and the CPU time per message of A's network thread and of B.
+
+Then a cProfile (clock: the thread's CPU time) of A's network thread and of
+B's network thread on the latency and the throughput paths, written to
+bench/results/profile-latency.txt and profile-throughput.txt.
 
 Identities: A and B use 3072-bit keys made by KeyManager, the session clients
 2048-bit ones; all are generated once and kept under bench/.cache/.
 
-    python -m bench.bench_node [--quick]
+    python -m bench.bench_node [--quick] [--only messages sessions start profile]
 """
 
 from __future__ import annotations
@@ -272,14 +278,19 @@ class PeerProcess:
         self._err_path = data_dir.parent / f"{name}-{self.port}.err"
         self._out = open(self._out_path, "wb")  # noqa: SIM115 (closed in close())
         self._err = open(self._err_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, *prefix, *peer_command(name, self.port, data_dir)],
-            cwd=ROOT,
-            env=child_env(),
-            stdin=subprocess.PIPE,
-            stdout=self._out,
-            stderr=self._err,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, *prefix, *peer_command(name, self.port, data_dir)],
+                cwd=ROOT,
+                env=child_env(),
+                stdin=subprocess.PIPE,
+                stdout=self._out,
+                stderr=self._err,
+            )
+        except BaseException:
+            self._out.close()
+            self._err.close()
+            raise
 
     @property
     def address(self) -> tuple[str, int]:
@@ -300,9 +311,6 @@ class PeerProcess:
             errors="replace"
         )
         return text.strip()[-500:] or f"exit code {self.proc.poll()}"
-
-    def rss_kib(self) -> int:
-        return rss_kib(self.proc.pid)
 
     def close(self, timeout: float = 10.0) -> None:
         """End of input is the user leaving: the peer says goodbye and exits."""
@@ -541,9 +549,6 @@ async def handshake_times(
     return samples
 
 
-# --------------------------------------------------------------------------- measurements
-
-
 # --------------------------------------------------------------------------- architecture floor
 
 _ASYNCIO_ECHO = """
@@ -661,6 +666,9 @@ def loop_thread_echo() -> Iterator[LoopThreadEcho]:
         yield echo
     finally:
         echo.close()
+
+
+# --------------------------------------------------------------------------- measurements
 
 
 def process_cpu_seconds(pid: int) -> float:

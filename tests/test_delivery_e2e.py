@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -35,7 +36,6 @@ from tests.support import (
     ROOT,
     Peer,
     child_env,
-    free_tcp_port,
     free_udp_port,
     peer_args,
     strip_ansi,
@@ -64,6 +64,29 @@ WRONG = (
     "Traceback",
 )
 DELIVERED_QUEUED = re.compile(r"Delivered (\d+) queued message\(s\) to Bob ")
+
+
+def quiet_port() -> int:
+    """A free TCP port below the ephemeral range.
+
+    support.free_tcp_port() hands out an ephemeral port, which any process's
+    outgoing connection may take as its source port before the peer binds it
+    ("Port ... is already in use"); these tests restart peers on their port
+    many times, so they keep clear of that range.
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    for _ in range(100):
+        port = random.randrange(max(1024, ephemeral - 10_000), ephemeral)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free TCP port below the ephemeral range")
 
 
 def texts(first: int, last: int) -> list[str]:
@@ -100,7 +123,7 @@ class PipedPeer:
         extra: Sequence[str] = (),
     ) -> None:
         self.name = name
-        self.port = port or free_tcp_port()
+        self.port = port or quiet_port()
         self.data_dir = data_dir or tmp / name
         args = peer_args(
             name,
@@ -241,7 +264,7 @@ class FrameGate:
     """
 
     def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", quiet_port()))
         self.port = int(self._listener.getsockname()[1])
         self._limits: tuple[int | None, int | None] = (None, None)
         self._lock = threading.Lock()
@@ -383,6 +406,7 @@ def cleanup() -> Iterator[list[Peer | PipedPeer | FrameGate]]:
 def peer(
     cleanup: list[Peer | PipedPeer | FrameGate], name: str, tmp: Path, dport: int | None, **kw: Any
 ) -> Peer:
+    kw.setdefault("port", quiet_port())
     started = Peer(
         name, tmp, dport, beacon_interval=BEACON_INTERVAL, peer_timeout=PEER_TIMEOUT, **kw
     )
@@ -592,3 +616,41 @@ def test_sender_killed_mid_delivery_resumes_from_its_database(
 
     assert_received_once_in_order(bob_dir, ["hello", *everything])
     assert_sender_delivered_all(alice.data_dir, ["hello", *everything])
+
+
+def test_queues_both_ways_meet_once_in_order(
+    tmp_path: Path, discovery_port: int, cleanup: list[Peer | PipedPeer | FrameGate]
+) -> None:
+    """Each queued for the other while it was away; when both are up, both start connecting."""
+    alice = piped(cleanup, "Alice", tmp_path, discovery_port)
+    bob = piped(cleanup, "Bob", tmp_path, discovery_port)
+    alice.expect("Discovered peer Bob")
+    alice.write(send_lines(["hello"]))
+    bob.expect(received_line("hello"))
+    assert bob.quit() == 0
+    alice.expect("is offline (left)")
+    to_bob = [f"a{n:03d}" for n in range(1, 301)]
+    alice.write(send_lines(to_bob))
+    alice.wait_until("300 queued", lambda out: out.count(QUEUED) == 300)
+    assert alice.quit() == 0
+
+    bob = piped(cleanup, "Bob", tmp_path, discovery_port, port=bob.port)
+    to_alice = [f"b{n:03d}" for n in range(1, 301)]
+    bob.write("".join(f"1\nAlice\n{text}\n" for text in to_alice))
+    bob.wait_until("300 queued", lambda out: out.count(QUEUED) == 300)
+    alice = piped(cleanup, "Alice", tmp_path, discovery_port, port=alice.port)
+    alice.expect("(Bob): b300\n")
+    bob.expect(received_line("a300"))
+    alice.wait_until("300 delivered", lambda out: delivered_later(out) >= 300)
+    bob.wait_until(
+        "300 delivered",
+        lambda out: (
+            sum(int(n) for n in re.findall(r"Delivered (\d+) queued .* to Alice ", out)) >= 300
+        ),
+    )
+    assert alice.quit() == 0
+    assert bob.quit() == 0
+    assert_received_once_in_order(bob.data_dir, ["hello", *to_bob])
+    assert_received_once_in_order(alice.data_dir, to_alice)
+    assert_sender_delivered_all(alice.data_dir, ["hello", *to_bob])
+    assert_sender_delivered_all(bob.data_dir, to_alice)
