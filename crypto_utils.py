@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from errors import KeyFileError, ProtocolError, StorageError
@@ -67,6 +68,9 @@ PASSPHRASE_ENV: Final = "PEER_CHAT_PASSPHRASE"  # noqa: S105 (a variable name)
 _FILE_MODE: Final = 0o600
 _DIR_MODE: Final = 0o700
 _MAX_KEY_FILE_BYTES: Final = 64 * 1024
+_SEAL_V2: Final = b"\x02"  # history body format: AES-256-GCM under an HKDF subkey
+_SEAL_NONCE: Final = 12
+_SEAL_INFO: Final = b"peer_chat/1 history seal"
 _SELF_TEST_DATA: Final = b"peer_chat/key-self-test"
 
 _PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LENGTH)
@@ -201,29 +205,39 @@ class Identity:
 
 
 class Sealer:
-    """Seals history bodies at rest with this peer's own Fernet key.
+    """Seals history bodies at rest with a key derived from this peer's secret.key.
 
-    On the hot path (every stored message): one Fernet instance, no per-call
-    setup. Fernet keeps no mutable state, so one Sealer is safe from any thread.
+    A body is b"\x02" + 12-byte random nonce + AES-256-GCM(text) under
+    HKDF-SHA256(Fernet key, info=_SEAL_INFO): one AEAD call (~1.5 us) on the hot
+    path of every stored message, where a Fernet token (AES-CBC + HMAC + base64)
+    costs ~15 us. Bodies written as Fernet tokens (they start with b"gAAAAA")
+    still open. Stateless, so one Sealer is safe from any thread.
     """
 
-    __slots__ = ("_fernet",)
+    __slots__ = ("_aead", "_fernet")
 
     def __init__(self, key: bytes) -> None:
         """`key` is a Fernet key (32 bytes, url-safe base64); ValueError otherwise."""
         self._fernet = Fernet(key)
+        raw = base64.urlsafe_b64decode(key)
+        subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_INFO)
+        self._aead = AESGCM(subkey.derive(raw))
 
     @classmethod
     def generate(cls) -> Sealer:
         return cls(Fernet.generate_key())
 
     def seal(self, plaintext: bytes) -> bytes:
-        return self._fernet.encrypt(plaintext)
+        nonce = secrets.token_bytes(_SEAL_NONCE)
+        return _SEAL_V2 + nonce + self._aead.encrypt(nonce, plaintext, None)
 
     def open(self, token: bytes) -> bytes:
         try:
+            if token[:1] == _SEAL_V2:
+                nonce = token[1 : 1 + _SEAL_NONCE]
+                return self._aead.decrypt(nonce, token[1 + _SEAL_NONCE :], None)
             return self._fernet.decrypt(token)
-        except InvalidToken as exc:
+        except (InvalidToken, InvalidTag, ValueError) as exc:
             raise StorageError(
                 "a stored message cannot be decrypted: secret.key does not match this history"
             ) from exc

@@ -267,6 +267,7 @@ class Node:
         self._delivery_watches: list[tuple[set[str], asyncio.Future[None]]] = []
         self._problems_said: dict[str, float] = {}
         self._peer_cache_dirty = False
+        self._peer_cache_write: asyncio.Future[None] | None = None
         self._closing = False
 
     # -- lifecycle (menu thread) ---------------------------------------------
@@ -362,7 +363,10 @@ class Node:
         for retry in self._retries.values():
             if retry.task is not None:
                 retry.task.cancel()
-        self._write_peer_cache()
+        if self._peer_cache_write is not None:
+            with contextlib.suppress(Exception):
+                await self._peer_cache_write
+        await self.loop.run_in_executor(None, self._write_peer_cache_now)
 
     # -- public API (menu thread) -----------------------------------------------
 
@@ -1038,7 +1042,17 @@ class Node:
             self._emit(QueuedExpired(name, count))
 
     def _write_peer_cache(self) -> None:
+        """Rewrite peers.json from a worker thread, one write at a time.
+
+        The write fsyncs the file and its folder (milliseconds, tens under load),
+        which would stall every session if done on the network thread.
+        """
+        if self._peer_cache_write is not None and not self._peer_cache_write.done():
+            return  # still dirty: a later tick writes again
         self._peer_cache_dirty = False
+        self._peer_cache_write = self.loop.run_in_executor(None, self._write_peer_cache_now)
+
+    def _write_peer_cache_now(self) -> None:
         try:
             write_peer_cache(self.config.data_dir / "peers.json", self.store.known_peers())
         except (OSError, StorageError) as exc:

@@ -58,6 +58,9 @@ class PipedPeer:
         self.addr = f"127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k != "PEER_CHAT_PASSPHRASE"}
         env.update({"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "LC_ALL": "C.UTF-8"})
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._stderr_path = data_dir / "stderr.txt"
+        self._stderr = self._stderr_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -81,7 +84,7 @@ class PipedPeer:
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._stderr,
             text=True,
             encoding="utf-8",
         )
@@ -122,6 +125,9 @@ class PipedPeer:
                 left = deadline - time.monotonic()
                 if self._eof or left <= 0:
                     why = "it exited" if self._eof else f"not within {timeout} s"
+                    if self._eof:
+                        with contextlib.suppress(OSError):
+                            why += ": " + self._stderr_path.read_text(encoding="utf-8").strip()
                     raise RuntimeError(f"{self.name}: {text!r} not printed ({why})")
                 self._changed.wait(left)
 
@@ -146,6 +152,7 @@ class PipedPeer:
             self.proc.kill()
             self.proc.wait()
         self._reader.join(5)
+        self._stderr.close()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):

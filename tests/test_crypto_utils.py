@@ -444,3 +444,24 @@ def test_key_encrypted_elsewhere_with_the_raw_passphrase_loads(tmp_path: Path) -
     assert identity.public_der == key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def test_history_bodies_sealed_as_fernet_tokens_still_open() -> None:
+    key = Fernet.generate_key()
+    old_body = Fernet(key).encrypt(b"written by an earlier version")
+    assert Sealer(key).open(old_body) == b"written by an earlier version"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_damaged_sealed_body_is_a_storage_error(damage: str) -> None:
+    sealer = Sealer.generate()
+    body = bytearray(sealer.seal(b"private words"))
+    assert b"private words" not in body
+    if damage == "flip":
+        body[-1] ^= 1
+    elif damage == "truncate":
+        del body[20:]
+    else:
+        body.clear()
+    with pytest.raises(StorageError):
+        sealer.open(bytes(body))
