@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.harness import Row, bounded, figure_row, format_table, summarize
+from tests.support import free_tcp_port, free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "peer_chat.py"
@@ -43,18 +43,12 @@ START_WAIT = 20.0  # a peer that has not started or been discovered by then has 
 FULL_RUNS, QUICK_RUNS = 9, 3
 
 
-def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PipedPeer:
     """A peer_chat process with piped standard input; its output lines, timestamped."""
 
     def __init__(self, name: str, data_dir: Path, discovery_port: int) -> None:
         self.name = name
-        self.port = _free_port(socket.SOCK_STREAM)
+        self.port = free_tcp_port()
         self.addr = f"127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k != "PEER_CHAT_PASSPHRASE"}
         env.update({"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "LC_ALL": "C.UTF-8"})
@@ -195,7 +189,7 @@ def kill_to_removal(observer: PipedPeer, victim_dir: Path, discovery_port: int) 
 
 def measure(runs: int, max_seconds: float) -> list[float]:
     """Seconds from kill to removal, `runs` times (at least once, fewer if time runs out)."""
-    discovery_port = _free_port(socket.SOCK_DGRAM)
+    discovery_port = free_udp_port()
     with (
         tempfile.TemporaryDirectory(prefix="bench-liveness-") as tmp,
         _peer("Observer", Path(tmp) / "observer", discovery_port) as observer,

@@ -48,7 +48,6 @@ import pstats
 import resource
 import selectors
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -88,6 +87,7 @@ from errors import ProtocolError
 from messages import Bye, Ping, Pong
 from node import Node, NodeConfig, Outcome, Problem, UiEvent
 from storage import HistoryStore
+from tests.support import free_tcp_port
 
 T = TypeVar("T")
 
@@ -150,12 +150,6 @@ QUICK = Sizes(
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_fd_limit(wanted: int) -> None:

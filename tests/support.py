@@ -8,6 +8,7 @@ test, so no test traffic ever leaves this machine.
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -30,9 +31,25 @@ PROMPT = "Enter choice:"
 
 
 def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free TCP port below the ephemeral range.
+
+    A port from the ephemeral range may be taken as the source port of any
+    outgoing connection before the peer binds it ("Port ... is already in
+    use"), and tests restart peers on their port many times.
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, ephemeral - 12_000), ephemeral)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 def free_udp_port() -> int:

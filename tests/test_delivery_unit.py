@@ -451,9 +451,10 @@ def test_a_full_queue_refuses_the_next_message_and_says_so(
     started, path, bob = start_alice
     alice = run_alice(started, path, bob_identity, sealer, max_queued_per_peer=3)
     results = [alice.node.send_to_peer(bob, f"q{n}") for n in range(4)]
-    assert [r.outcome for r in results] == [Outcome.QUEUED] * 3 + [Outcome.FAILED]
+    assert [r.outcome for r in results] == [Outcome.QUEUED] * 3 + [Outcome.NOT_SENT]
     shown = describe_send(results[3])
-    assert "queue for this peer is full" in shown
+    assert shown.startswith(f"Message to Bob (127.0.0.1:{results[3].port}) not sent:")
+    assert "queue for this peer is full (3 messages waiting)" in shown
     assert "queued for delivery" not in shown
     assert "queued for delivery" in describe_send(results[0])
     assert states(alice.store) == {
