@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import limits
 from errors import PeerChatError, UsageError
 
 __version__ = "1.0.0"
@@ -56,6 +57,22 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected seconds") from None
     if not 0.05 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"invalid duration {value}: expected 0.05 to 86400")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected 1 to 1000000")
+    return int(text)
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of days {text!r}") from None
+    if not 0.001 <= value <= 3650:
+        raise argparse.ArgumentTypeError(f"invalid number of days {value}: expected up to 3650")
     return value
 
 
@@ -110,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--no-discovery", action="store_true", help="no beacons: peers reach us by address only"
+    )
+    parser.add_argument(
+        "--queue-limit",
+        type=_count,
+        default=limits.MAX_QUEUED_PER_PEER,
+        help=f"undelivered messages kept for one peer (default: {limits.MAX_QUEUED_PER_PEER:,})",
+    )
+    parser.add_argument(
+        "--queue-days",
+        type=_days,
+        default=limits.MAX_QUEUED_AGE / 86400,
+        help="days a queued message may wait before it is marked failed (default: 7)",
     )
     parser.add_argument("--passphrase-file", type=Path, help="file holding the key passphrase")
     parser.add_argument("--log-file", type=Path, help="log file (default: DATA_DIR/peer_chat.log)")
@@ -188,6 +217,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         beacon_interval=args.beacon_interval,
         peer_timeout=args.peer_timeout,
         discovery=not args.no_discovery,
+        max_queued_per_peer=args.queue_limit,
+        max_queued_age=args.queue_days * 86400,
     )
     menu = Menu(store=store, identity=identity, data_dir=data_dir)
     node = Node(config, identity, store, menu.show_event)

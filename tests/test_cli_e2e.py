@@ -180,6 +180,8 @@ def _assert_clean_failure(result: object, *needles: str) -> None:
         (["--name", "A", "--port", "5000", "--colour"], "unrecognized arguments: --colour"),
         (["--name", "A", "--port", "5000", "--broadcast", "nowhere"], "invalid IPv4 address"),
         (["--name", "A\x1b[2J", "--port", "5000"], "invalid name"),
+        (["--name", "A", "--port", "5000", "--queue-limit", "0"], "invalid count '0'"),
+        (["--name", "A", "--port", "5000", "--queue-days", "soon"], "invalid number of days"),
     ],
 )
 def test_wrong_flags(args: list[str], needle: str, tmp_path: Path) -> None:
