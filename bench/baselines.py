@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import socket
 import subprocess
 import sys
@@ -24,7 +23,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import Row, Summary, bounded, figure_row, summarize, summarize_runs, time_calls
+from bench.harness import (
+    Row,
+    Summary,
+    bounded,
+    figure_row,
+    read_line,
+    stop_child,
+    summarize,
+    summarize_runs,
+    time_calls,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -105,22 +114,12 @@ def echo_server(max_seconds: float = 900.0) -> Iterator[Address]:
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            if not selector.select(timeout=SOCKET_TIMEOUT):
-                raise RuntimeError("echo server did not start")
-        line = proc.stdout.readline()
-        if not line.strip().isdigit():
+        line = read_line(proc.stdout, SOCKET_TIMEOUT, error="echo server did not start")
+        if not line.isdigit():
             raise RuntimeError(f"echo server did not start (exit code {proc.poll()})")
         yield (LOOPBACK, int(line))
     finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        stop_child(proc, 5)
 
 
 def _connect(address: Address) -> socket.socket:

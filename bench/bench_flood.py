@@ -32,9 +32,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from bench.harness import Row, figure_row, format_table, summarize, summarize_runs
+from bench.harness import (
+    Row,
+    figure_row,
+    format_table,
+    read_line,
+    rss_kib,
+    stop_child,
+    summarize,
+    summarize_runs,
+)
 from channel import Credentials, HandshakeComplete, MessageReceived, Role, SecureChannel
 from crypto_utils import KeyManager
 from messages import Ack, Chat, Ping, Pong, new_msg_id
@@ -141,32 +149,18 @@ def flooding(port: int, source: str, max_seconds: float) -> Iterator[list[float]
     )
     assert proc.stdin is not None and proc.stdout is not None
     counts: list[float] = []
+    silent = f"nothing read within {SOCKET_TIMEOUT} s"
     try:
-        if _read_line(proc.stdout, SOCKET_TIMEOUT) != b"ready":
+        if read_line(proc.stdout, SOCKET_TIMEOUT, error=silent) != b"ready":
             raise RuntimeError(f"the flood did not start (exit code {proc.poll()})")
         yield counts
         proc.stdin.close()
-        line = _read_line(proc.stdout, SOCKET_TIMEOUT).split()
+        line = read_line(proc.stdout, SOCKET_TIMEOUT, error=silent).split()
         if len(line) != 3:
             raise RuntimeError("the flood did not report")
         counts.extend(float(x) for x in line)
     finally:
-        if not proc.stdin.closed:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-
-
-def _read_line(stream: IO[bytes], timeout: float) -> bytes:
-    with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            raise RuntimeError(f"nothing read within {timeout} s")
-    return stream.readline().strip()
+        stop_child(proc, 10)
 
 
 # --------------------------------------------------------------------------- the peer
@@ -200,21 +194,9 @@ def running_peer(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]
             raise RuntimeError(f"the peer did not start (exit code {proc.poll()})")
         yield proc, port
     finally:
-        proc.stdin.close()  # end of input quits the menu
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(5)
+        stop_child(proc, 10, close_stdout=False)  # end of input quits the menu
+        reader.join(5)  # the reader ends at the end of output; only then close it
         stdout.close()
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 class Client:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.harness import Row, bounded, figure_row, format_table, summarize
+from bench.harness import Row, bounded, figure_row, format_table, stop_child, summarize
 from tests.support import free_tcp_port, free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,23 +134,16 @@ class PipedPeer:
 
     def quit(self) -> None:
         """End of input quits the menu, as option 0 does."""
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
         self._reap()
 
     def _reap(self) -> None:
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """Close standard input (end of input), wait for the exit, then close the rest."""
+        stop_child(self.proc, 5, close_stdout=False)  # the reader owns stdout until it ends
         self._reader.join(5)
         self._stderr.close()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        if self.proc.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdout.close()
 
 
 @contextlib.contextmanager

@@ -59,7 +59,7 @@ from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -78,6 +78,9 @@ from bench.harness import (
     Summary,
     figure_row,
     format_table,
+    read_line,
+    rss_kib,
+    stop_child,
     summarize,
     summarize_runs,
 )
@@ -158,14 +161,6 @@ def raise_fd_limit(wanted: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def child_env() -> dict[str, str]:
@@ -309,14 +304,7 @@ class PeerProcess:
     def close(self, timeout: float = 10.0) -> None:
         """End of input is the user leaving: the peer says goodbye and exits."""
         try:
-            if self.proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_child(self.proc, timeout)
         finally:
             self._out.close()
             self._err.close()
@@ -601,7 +589,7 @@ class LoopThreadEcho:
         self._payload = TEXT.encode()
         try:
             assert self._proc.stdout is not None
-            port = int(_read_line(self._proc.stdout, STEP_TIMEOUT))
+            port = int(read_line(self._proc.stdout, STEP_TIMEOUT))
             self._thread.start()
             self._call(self._connect(port))
         except BaseException:
@@ -642,15 +630,7 @@ class LoopThreadEcho:
             if not self._thread.is_alive():
                 self._loop.close()
         finally:
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
+            stop_child(self._proc, 5)
 
 
 @contextlib.contextmanager
@@ -851,26 +831,12 @@ def bare_server() -> Iterator[tuple[subprocess.Popen[bytes], tuple[str, int]]]:
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        line = _read_line(proc.stdout, STEP_TIMEOUT)
-        if not line.strip().isdigit():
+        line = read_line(proc.stdout, STEP_TIMEOUT)
+        if not line.isdigit():
             raise RuntimeError("bare server did not start")
         yield proc, (LOOPBACK, int(line))
     finally:
-        proc.stdin.close()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-
-
-def _read_line(stream: IO[bytes], timeout: float) -> bytes:
-    with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            raise RuntimeError("no answer from a child process")
-    return stream.readline()
+        stop_child(proc, 5)
 
 
 def source_addresses(count: int, per_address: int) -> list[str]:
@@ -1009,13 +975,7 @@ def start_to_menu_times(data_dir: Path, *, count: int, max_seconds: float) -> li
                     seen += chunk
             samples.append((time.perf_counter_ns() - start) / 1e9)
         finally:
-            proc.stdin.close()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+            stop_child(proc, 10)
     return samples
 
 

@@ -8,18 +8,21 @@ importing anything; `figure_row` builds a complete one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import os
 import platform
+import selectors
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, AnyStr, TypeVar
 
 Row = dict[str, object]
 T = TypeVar("T")
@@ -134,6 +137,47 @@ def timed(fn: Callable[[], object]) -> float:
 def time_calls(fn: Callable[[], object], *, count: int, max_seconds: float) -> list[float]:
     """Seconds taken by each of up to `count` calls of `fn` (at least one)."""
     return bounded(lambda: timed(fn), count=count, max_seconds=max_seconds)
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def read_line(
+    stream: IO[AnyStr], timeout: float, *, error: str = "no answer from a child process"
+) -> AnyStr:
+    """One line of a child process's output, stripped; RuntimeError(`error`) if
+    nothing comes within `timeout` seconds."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise RuntimeError(error)
+    return stream.readline().strip()
+
+
+def stop_child(
+    proc: subprocess.Popen[AnyStr], timeout: float, *, close_stdout: bool = True
+) -> None:
+    """End of input asks a child process to exit: close its stdin, wait up to `timeout`
+    seconds, kill it after that; then close its stdout (a pipe) unless told not to."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        with contextlib.suppress(OSError):  # a peer that was written to may have gone
+            proc.stdin.close()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if close_stdout and proc.stdout is not None:
+        proc.stdout.close()
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB, from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 # --------------------------------------------------------------------------- rows and units

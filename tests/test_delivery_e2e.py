@@ -415,9 +415,39 @@ def piped(
     return started
 
 
-def behind_gate(gate: FrameGate) -> dict[str, Any]:
-    """Receiver options: listen on RECEIVER_HOST at the relay's port, in a fixed profile."""
-    return {"port": gate.port, "extra": ["--bind", RECEIVER_HOST]}
+def bob_behind(
+    cleanup: list[Peer | PipedPeer | FrameGate], tmp: Path, dport: int, gate: FrameGate
+) -> PipedPeer:
+    """Bob (again), his data in tmp/Bob, listening on RECEIVER_HOST at the relay's port."""
+    return piped(
+        cleanup,
+        "Bob",
+        tmp,
+        dport,
+        data_dir=tmp / "Bob",
+        port=gate.port,
+        extra=["--bind", RECEIVER_HOST],
+    )
+
+
+def gated_pair(
+    cleanup: list[Peer | PipedPeer | FrameGate], tmp: Path, dport: int
+) -> tuple[FrameGate, PipedPeer, PipedPeer]:
+    """A relay, Bob behind it, and Alice once she has discovered Bob at the relay."""
+    gate = FrameGate()
+    cleanup.append(gate)
+    bob = bob_behind(cleanup, tmp, dport, gate)
+    alice = piped(cleanup, "Alice", tmp, dport)
+    alice.expect(f"Discovered peer Bob at 127.0.0.1:{gate.port}")
+    return gate, alice, bob
+
+
+def meet_then_leave(alice: PipedPeer, bob: PipedPeer) -> None:
+    """An earlier session: Alice meets Bob ("hello" arrives), then Bob quits."""
+    alice.write(send_lines(["hello"]))
+    bob.expect(received_line("hello"))
+    assert bob.quit() == 0
+    alice.expect("is offline (left)")
 
 
 def sum_delivered(peer: Peer, total: int) -> None:
@@ -512,12 +542,8 @@ def test_sender_restarted_with_a_queue_delivers_it(
 def test_burst_survives_receiver_killed_three_times(
     tmp_path: Path, discovery_port: int, cleanup: list[Peer | PipedPeer | FrameGate]
 ) -> None:
-    gate = FrameGate()
-    cleanup.append(gate)
-    bob_dir = tmp_path / "Bob"
-    bob = piped(cleanup, "Bob", tmp_path, discovery_port, data_dir=bob_dir, **behind_gate(gate))
-    alice = piped(cleanup, "Alice", tmp_path, discovery_port)
-    alice.expect(f"Discovered peer Bob at 127.0.0.1:{gate.port}")
+    gate, alice, bob = gated_pair(cleanup, tmp_path, discovery_port)
+    bob_dir = bob.data_dir
 
     # Kill 1, during a live burst: 100 of these 300 get through, m0101 is on its
     # way when Bob dies, the other 199 are typed while he is gone.
@@ -535,19 +561,19 @@ def test_burst_survives_receiver_killed_three_times(
     # his acknowledgements are lost, so Alice must send those 50 again to the
     # next Bob, who has them already.
     gate.gate(up=2 + 50, down=1)
-    bob = piped(cleanup, "Bob", tmp_path, discovery_port, data_dir=bob_dir, **behind_gate(gate))
+    bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
     bob.expect(received_line(pending[49]))
     bob.kill()
     assert received_line(pending[50]) not in bob.output
 
     # Kill 3, during a live burst again, with the backlog still in flight.
     gate.gate(up=None, down=None)
-    bob = piped(cleanup, "Bob", tmp_path, discovery_port, data_dir=bob_dir, **behind_gate(gate))
+    bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
     alice.write(send_lines(texts(301, 700)))
     bob.expect(received_line("m0500"))
     bob.kill()
 
-    bob = piped(cleanup, "Bob", tmp_path, discovery_port, data_dir=bob_dir, **behind_gate(gate))
+    bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
     alice.write(send_lines(texts(701, 1000)))
     bob.expect(received_line("m1000"))
     out = alice.wait_until(
@@ -569,16 +595,9 @@ def test_sender_killed_mid_delivery_resumes_from_its_database(
     cleanup: list[Peer | PipedPeer | FrameGate],
     acks_reach_sender: bool,
 ) -> None:
-    gate = FrameGate()
-    cleanup.append(gate)
-    bob_dir = tmp_path / "Bob"
-    bob = piped(cleanup, "Bob", tmp_path, discovery_port, data_dir=bob_dir, **behind_gate(gate))
-    alice = piped(cleanup, "Alice", tmp_path, discovery_port)
-    alice.expect(f"Discovered peer Bob at 127.0.0.1:{gate.port}")
-    alice.write(send_lines(["hello"]))  # an earlier session: Alice meets Bob
-    bob.expect(received_line("hello"))
-    assert bob.quit() == 0
-    alice.expect("is offline (left)")
+    gate, alice, bob = gated_pair(cleanup, tmp_path, discovery_port)
+    bob_dir = bob.data_dir
+    meet_then_leave(alice, bob)
 
     everything = texts(1, 1000)
     alice.write(send_lines(everything))
@@ -588,7 +607,7 @@ def test_sender_killed_mid_delivery_resumes_from_its_database(
     # Bob comes back; exactly 100 messages get through before Alice dies, their
     # acknowledgements recorded by Alice or lost on the way.
     gate.gate(up=2 + 100, down=None if acks_reach_sender else 1)
-    bob = piped(cleanup, "Bob", tmp_path, discovery_port, data_dir=bob_dir, **behind_gate(gate))
+    bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
     bob.expect(received_line("m0100"))
     if acks_reach_sender:
         wait_for_pending(alice.data_dir, 900)
@@ -619,10 +638,7 @@ def test_queues_both_ways_meet_once_in_order(
     alice = piped(cleanup, "Alice", tmp_path, discovery_port)
     bob = piped(cleanup, "Bob", tmp_path, discovery_port)
     alice.expect("Discovered peer Bob")
-    alice.write(send_lines(["hello"]))
-    bob.expect(received_line("hello"))
-    assert bob.quit() == 0
-    alice.expect("is offline (left)")
+    meet_then_leave(alice, bob)
     to_bob = [f"a{n:03d}" for n in range(1, 301)]
     alice.write(send_lines(to_bob))
     alice.wait_until("300 queued", lambda out: out.count(QUEUED) == 300)
@@ -654,22 +670,15 @@ def test_a_network_gone_silent_mid_delivery_is_noticed_and_the_rest_resent(
     tmp_path: Path, discovery_port: int, cleanup: list[Peer | PipedPeer | FrameGate]
 ) -> None:
     """No reset, no goodbye: the connection just stops passing anything, both ways."""
-    gate = FrameGate()
-    cleanup.append(gate)
-    bob_dir = tmp_path / "Bob"
-    bob = piped(cleanup, "Bob", tmp_path, discovery_port, data_dir=bob_dir, **behind_gate(gate))
-    alice = piped(cleanup, "Alice", tmp_path, discovery_port)
-    alice.expect(f"Discovered peer Bob at 127.0.0.1:{gate.port}")
-    alice.write(send_lines(["hello"]))
-    bob.expect(received_line("hello"))
-    assert bob.quit() == 0
-    alice.expect("is offline (left)")
+    gate, alice, bob = gated_pair(cleanup, tmp_path, discovery_port)
+    bob_dir = bob.data_dir
+    meet_then_leave(alice, bob)
     everything = texts(1, 600)
     alice.write(send_lines(everything))
     alice.wait_until("600 queued", lambda out: out.count(QUEUED) == 600)
 
     gate.gate(up=2 + 100, down=None)
-    bob = piped(cleanup, "Bob", tmp_path, discovery_port, data_dir=bob_dir, **behind_gate(gate))
+    bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
     bob.expect(received_line("m0100"))
     gate.cut()
     gate.gate(up=None, down=None)

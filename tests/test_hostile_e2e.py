@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -320,6 +321,43 @@ def scene(tmp_path: Path, discovery_port: int) -> Iterator[Scene]:
 # -- bounded attackers ------------------------------------------------------------------
 
 
+class Background:
+    """start / running / stop of an attacker whose `run()` goes on in a thread until stopped.
+
+    A subclass (a dataclass) has `max_seconds`, `errors`, `_stop` and `_thread`
+    fields, and says what its thread is called, how long past `max_seconds`
+    stop() waits for it, and what it is called in the failure message.
+    """
+
+    thread_name: ClassVar[str]
+    stop_grace: ClassVar[float]
+    what: ClassVar[str]
+    max_seconds: float
+    errors: list[BaseException]
+    _stop: threading.Event
+    _thread: threading.Thread | None
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self.run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.max_seconds + self.stop_grace)
+        assert not self.running, f"the {self.what} did not stop"
+        if self.errors:
+            raise self.errors[0]
+
+
 def await_closes(
     socks: list[socket.socket], timeout: float, *, since: float | None = None
 ) -> dict[int, float]:
@@ -352,13 +390,17 @@ def await_closes(
 
 
 @dataclass
-class GarbageFlood:
+class GarbageFlood(Background):
     """Connections from `source` that each send random bytes, in batches, in a thread.
 
     It makes at least `minimum` connections and goes on until stopped, never
     more than `maximum` and never longer than `max_seconds`. For every
     connection it records our address and how long the victim took to close it.
     """
+
+    thread_name = "garbage-flood"
+    stop_grace = 10.0
+    what = "flood"
 
     port: int
     minimum: int
@@ -399,23 +441,6 @@ class GarbageFlood:
                     sock.close()
         except BaseException as exc:
             self.errors.append(exc)
-
-    def start(self) -> GarbageFlood:
-        self._thread = threading.Thread(target=self.run, name="garbage-flood", daemon=True)
-        self._thread.start()
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.max_seconds + 10)
-        assert not self.running, "the flood did not stop"
-        if self.errors:
-            raise self.errors[0]
 
 
 def assert_closed_and_logged(
@@ -805,13 +830,17 @@ def _broadcaster(source: str) -> socket.socket:
 
 
 @dataclass
-class BeaconFlood:
+class BeaconFlood(Background):
     """Datagrams to the loopback broadcast on the discovery port, from several sources.
 
     Paced at about `rate` datagrams a second (a flood, but not one that only
     measures the kernel's socket buffers), in a thread, until stopped and at
     least `minimum` are sent; never more than `maximum` nor longer than `max_seconds`.
     """
+
+    thread_name = "beacon-flood"
+    stop_grace = 5.0
+    what = "beacon flood"
 
     port: int
     by_source: dict[str, list[bytes]]
@@ -845,22 +874,6 @@ class BeaconFlood:
         finally:
             for sock in socks.values():
                 sock.close()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="beacon-flood", daemon=True)
-        self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.max_seconds + 5)
-        assert not self.running, "the beacon flood did not stop"
-        if self.errors:
-            raise self.errors[0]
 
 
 def test_forged_and_replayed_beacons_leave_the_active_list_alone(

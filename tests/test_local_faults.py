@@ -148,6 +148,43 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def first_message(sender: Peer, receiver: Peer, text: str) -> None:
+    """`sender` sends `text` to `receiver` by address, before any fault: it arrives."""
+    sender.send_to("127.0.0.1", text, port=receiver.port)
+    sender.expect_text(f"Message sent to {receiver.addr}")
+    receiver.expect_text(f"Received from {sender.addr} (Sender): {text}")
+
+
+def assert_held_back(sender: Peer, receiver: Peer, text: str, problem: str) -> None:
+    """`text`, sent during a fault at the receiver, is neither stored nor acknowledged there:
+    the receiver shows `problem`, the sender keeps the message pending."""
+    sender.send_to("Receiver", text)
+    receiver.expect_text("Problem: Cannot store messages from Sender: ")
+    receiver.expect_text(problem)
+    sender.expect_text(
+        f"Message to Receiver ({receiver.addr}) sent but not acknowledged yet: "
+        "it stays queued for delivery."
+    )
+    sender.expect_menu()
+    assert f"[pending]: {text}" in sender.history("Receiver")
+    receiver.expect_menu()
+    assert text not in receiver.history("Sender")  # reading works, writing not
+    assert text not in screen(receiver)
+
+
+def assert_delivered_once_after(sender: Peer, receiver: Peer, text: str, earlier: str) -> None:
+    """Once the fault is gone the sender's retry delivers the held-back `text`, once,
+    beside the `earlier` message."""
+    receiver.expect_text(f"Received from {sender.addr} (Sender): {text}", timeout=ARRIVAL)
+    sender.expect_text(f"Delivered 1 queued message(s) to Receiver ({receiver.addr}).")
+    sender.expect_menu()
+    assert f"[delivered]: {text}" in sender.history("Receiver")
+    receiver.expect_menu()
+    history = receiver.history("Sender")
+    assert history.count(text) == 1
+    assert earlier in history
+
+
 # -- a database locked by another process -------------------------------------------------
 
 
@@ -169,32 +206,12 @@ def test_locked_database_holds_the_message_back_until_released(
 ) -> None:
     receiver = start(peers, "Receiver", tmp_path)
     sender = start(peers, "Sender", tmp_path)
-    sender.send_to("127.0.0.1", "before the lock", port=receiver.port)
-    sender.expect_text(f"Message sent to {receiver.addr}")
-    receiver.expect_text(f"Received from {sender.addr} (Sender): before the lock")
+    first_message(sender, receiver, "before the lock")
 
     with exclusive_lock(receiver.data_dir / DB):
-        sender.send_to("Receiver", "while locked")
-        receiver.expect_text("Problem: Cannot store messages from Sender: ")
-        receiver.expect_text("the database is locked")
-        sender.expect_text(
-            f"Message to Receiver ({receiver.addr}) sent but not acknowledged yet: "
-            "it stays queued for delivery."
-        )
-        sender.expect_menu()
-        assert "[pending]: while locked" in sender.history("Receiver")
-        receiver.expect_menu()
-        assert "while locked" not in receiver.history("Sender")  # reading works, writing not
-        assert "while locked" not in screen(receiver)
+        assert_held_back(sender, receiver, "while locked", "the database is locked")
     # Released: the sender's retry delivers it, once.
-    receiver.expect_text(f"Received from {sender.addr} (Sender): while locked", timeout=ARRIVAL)
-    sender.expect_text(f"Delivered 1 queued message(s) to Receiver ({receiver.addr}).")
-    sender.expect_menu()
-    assert "[delivered]: while locked" in sender.history("Receiver")
-    receiver.expect_menu()
-    history = receiver.history("Sender")
-    assert history.count("while locked") == 1
-    assert "before the lock" in history
+    assert_delivered_once_after(sender, receiver, "while locked", "before the lock")
     assert receiver.quit() == 0
     assert sender.quit() == 0
 
@@ -287,36 +304,16 @@ def test_full_disk_at_the_receiver_keeps_the_message_pending_at_the_sender(
     data = mount_tmpfs(mounts, tmp_path / "receiver-disk", "8m")
     receiver = start(peers, "Receiver", tmp_path, data_dir=data)
     sender = start(peers, "Sender", tmp_path)
-    sender.send_to("127.0.0.1", "before the disk filled", port=receiver.port)
-    sender.expect_text(f"Message sent to {receiver.addr}")
-    receiver.expect_text(f"Received from {sender.addr} (Sender): before the disk filled")
+    first_message(sender, receiver, "before the disk filled")
     receiver = restarted(peers, receiver, tmp_path)
 
     filler = fill(data)
-    sender.send_to("Receiver", "while the disk is full")
-    receiver.expect_text("Problem: Cannot store messages from Sender: ")
-    receiver.expect_text("database or disk is full")
-    sender.expect_text(
-        f"Message to Receiver ({receiver.addr}) sent but not acknowledged yet: "
-        "it stays queued for delivery."
-    )
-    sender.expect_menu()
-    assert "[pending]: while the disk is full" in sender.history("Receiver")
-    receiver.expect_menu()
-    assert "while the disk is full" not in receiver.history("Sender")
-    assert "while the disk is full" not in screen(receiver)
+    assert_held_back(sender, receiver, "while the disk is full", "database or disk is full")
 
     filler.unlink()
-    receiver.expect_text(
-        f"Received from {sender.addr} (Sender): while the disk is full", timeout=ARRIVAL
+    assert_delivered_once_after(
+        sender, receiver, "while the disk is full", "before the disk filled"
     )
-    sender.expect_text(f"Delivered 1 queued message(s) to Receiver ({receiver.addr}).")
-    sender.expect_menu()
-    assert "[delivered]: while the disk is full" in sender.history("Receiver")
-    receiver.expect_menu()
-    history = receiver.history("Sender")
-    assert history.count("while the disk is full") == 1
-    assert "before the disk filled" in history
     assert receiver.quit() == 0
     assert sender.quit() == 0
 
@@ -327,9 +324,7 @@ def test_full_disk_at_the_sender_refuses_to_send_what_it_cannot_store(
     receiver = start(peers, "Receiver", tmp_path)
     data = mount_tmpfs(mounts, tmp_path / "sender-disk", "8m")
     sender = start(peers, "Sender", tmp_path, data_dir=data)
-    sender.send_to("127.0.0.1", "before the disk filled", port=receiver.port)
-    sender.expect_text(f"Message sent to {receiver.addr}")
-    receiver.expect_text(f"Received from {sender.addr} (Sender): before the disk filled")
+    first_message(sender, receiver, "before the disk filled")
     sender = restarted(peers, sender, tmp_path)
 
     filler = fill(data)
