@@ -424,8 +424,8 @@ def _cell_spread(spread: object) -> str:
 TABLE_COLUMNS = ("figure", "value", "spread", "baseline", "ratio", "target", "holds")
 
 
-def format_table(rows: Sequence[Mapping[str, object]]) -> str:
-    cells = [
+def _cells(rows: Sequence[Mapping[str, object]]) -> list[tuple[str, ...]]:
+    return [
         (
             str(row.get("figure", "")),
             _cell_value(row.get("value"), row.get("unit")),
@@ -437,6 +437,30 @@ def format_table(rows: Sequence[Mapping[str, object]]) -> str:
         )
         for row in rows
     ]
+
+
+def format_markdown(rows: Sequence[Mapping[str, object]], machine: Mapping[str, object]) -> str:
+    """The table as Markdown, headed by the machine it ran on (for the README)."""
+    heading = (
+        f"Measured {machine.get('date', '?')} on {machine.get('cpu_model', '?')} "
+        f"({machine.get('cpu_count', '?')} cores), Python {machine.get('python', '?')}, "
+        f"{machine.get('platform', '?')}; load average at start "
+        f"{machine.get('load_average', '?')}."
+    )
+    lines = [
+        heading,
+        "",
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "---|" * len(TABLE_COLUMNS),
+    ]
+    lines += [
+        "| " + " | ".join(c.strip().replace("|", "/") for c in line) + " |" for line in _cells(rows)
+    ]
+    return "\n".join(lines)
+
+
+def format_table(rows: Sequence[Mapping[str, object]]) -> str:
+    cells = _cells(rows)
     widths = [
         max([len(header), *(len(line[i]) for line in cells)])
         for i, header in enumerate(TABLE_COLUMNS)

@@ -28,6 +28,7 @@ from bench.harness import (
     complete_row,
     convert,
     figure_row,
+    format_markdown,
     format_table,
     percentile,
     ratio_at_most,
@@ -320,3 +321,26 @@ def test_command_line_writes_table_and_json(
     document = json.loads(path.read_text())
     assert document["modules"] == ["baselines"]
     assert all(as_number(row["value"]) is not None for row in document["rows"])
+
+
+def test_markdown_table_names_the_machine_and_every_row() -> None:
+    rows = [
+        complete_row({"figure": "echo | median", "value": 0.07, "unit": "ms"}),
+        complete_row(
+            {
+                "figure": "send",
+                "value": 0.5,
+                "unit": "ms",
+                "baseline": 0.07,
+                "baseline_unit": "ms",
+                "target": "at most 8x",
+                "holds": True,
+            }
+        ),
+    ]
+    text = format_markdown(rows, {"date": "2026-01-01", "cpu_model": "CPU X", "cpu_count": 2})
+    lines = text.splitlines()
+    assert "CPU X (2 cores)" in lines[0] and "2026-01-01" in lines[0]
+    assert lines[2].startswith("| figure | value |")
+    assert lines[4].startswith("| echo / median | 0.07")  # a pipe cannot break the table
+    assert lines[5].endswith("| at most 8x | yes |")
