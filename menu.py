@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 import limits
 from crypto_utils import Identity, format_fingerprint, short_id
@@ -107,29 +107,44 @@ class Menu:
         self.identity = identity
         self.data_dir = data_dir
         self._lock = threading.Lock()
+        self._terminal: TextIO = sys.stdout  # the real stdout, even under patch_stdout
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
         self._node: Node | None = None
 
     # -- output --------------------------------------------------------------
 
     def say(self, text: str) -> None:
+        """The menu's own output, printed while no prompt is on screen.
+
+        Written straight to the terminal: through patch_stdout it would be
+        flushed by another thread, which could decide "no prompt" just before
+        the next prompt is drawn and then write over it.
+        """
         with self._lock:
-            print(text, flush=True)
+            self._terminal.write(text + "\n")
+            self._terminal.flush()
 
     def _write_prompt(self, text: str) -> None:
         with self._lock:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            self._terminal.write(text)
+            self._terminal.flush()
 
     def show_event(self, event: UiEvent) -> None:
-        """Called from the network thread: one line per piece of news."""
-        self.say(describe_event(event))
+        """Called from the network thread: one line per piece of news.
+
+        On a terminal, sys.stdout is then patch_stdout's proxy, which prints the
+        line above the prompt and draws the prompt again with what was typed.
+        """
+        text = describe_event(event)
+        with self._lock:
+            print(text, flush=True)
 
     # -- the loop ------------------------------------------------------------
 
     def run(self, node: Node, *, port: int) -> None:
         self._node = node
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        self._terminal = sys.stdout
         with self._output_context(interactive):
             reader: LineReader = TerminalReader() if interactive else PipeReader(self._write_prompt)
             self.say(f"Server listening on port {port}...")
