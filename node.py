@@ -790,7 +790,11 @@ class Node:
         port = peer.port if peer else (record.port if record and record.port else 0)
         if conflict is not None and fp not in self._sessions:
             return SendResult(Outcome.KEY_CHANGED, host, port, name, _key_changed_detail(conflict))
-        if fp not in self._sessions and host != "?" and port:
+        # With discovery on, a known peer that is not listed is most likely away:
+        # queue at once and let the background retry find it, rather than make
+        # the user wait for a connection to a host that may not answer at all.
+        reachable = fp in self._active or not self.config.discovery
+        if fp not in self._sessions and reachable and host != "?" and port:
             try:
                 await self._open_session(host, port)
             except _KeyChangedError as exc:
@@ -799,7 +803,7 @@ class Node:
             except (_Refused, OSError, ConnectionError, TimeoutError) as exc:
                 return await self._queue_for(fp, text, _describe(exc))
         if fp not in self._sessions:
-            return await self._queue_for(fp, text, "not connected")
+            return await self._queue_for(fp, text, "offline" if not reachable else "not connected")
         row = self._new_outgoing(fp, name, host, port, text=text, state=DeliveryState.PENDING)
         try:
             self._enqueue([row])
@@ -884,12 +888,12 @@ class Node:
         fp = self._fingerprint_at(host, port)
         if fp is not None and fp in self._sessions:
             return self._sessions[fp]
-        timeout = self.config.connect_timeout + self.config.handshake_timeout
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(self.config.connect_timeout):
             _, session = await self.loop.create_connection(
                 lambda: Session(self, Role.INITIATOR), host, port
             )
-            return await session.ready
+        # The session fails itself at its handshake deadline, which ends this wait.
+        return await session.ready
 
     async def _connect(self, host: str, port: int) -> ConnectResult:
         if self._is_self(host, port):
@@ -1035,6 +1039,7 @@ class Node:
             self.store.mark_failed(ids, "expired in the queue")
         by_peer: dict[str, int] = {}
         for item in items:
+            self._submitted.discard(item.msg_id)
             meta = self._outgoing_meta.pop(item.msg_id, None)
             name = meta.peer_name if meta else "?"
             by_peer[name] = by_peer.get(name, 0) + 1
