@@ -16,7 +16,7 @@ import logging.handlers
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -50,30 +50,33 @@ def _port(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected seconds") from None
-    if not 0.05 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"invalid duration {value}: expected 0.05 to 86400")
-    return value
+def _number_between(what: str, low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of `what` from `low` to `high` (NaN and infinity refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} {text!r}: expected a number"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} {value:g}: expected {low:g} to {high:g}"
+            )
+        return value
+
+    return parse
+
+
+_seconds = _number_between("duration", 0.05, 86400)
+_days = _number_between("number of days", 0.001, 3650)
 
 
 def _count(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
         raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected 1 to 1000000")
     return int(text)
-
-
-def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of days {text!r}") from None
-    if not 0.001 <= value <= 3650:
-        raise argparse.ArgumentTypeError(f"invalid number of days {value}: expected up to 3650")
-    return value
 
 
 def _ipv4(text: str) -> str:

@@ -182,6 +182,7 @@ def _assert_clean_failure(result: object, *needles: str) -> None:
         (["--name", "A\x1b[2J", "--port", "5000"], "invalid name"),
         (["--name", "A", "--port", "5000", "--queue-limit", "0"], "invalid count '0'"),
         (["--name", "A", "--port", "5000", "--queue-days", "soon"], "invalid number of days"),
+        (["--name", "A", "--port", "5000", "--peer-timeout", "nan"], "invalid duration nan"),
     ],
 )
 def test_wrong_flags(args: list[str], needle: str, tmp_path: Path) -> None:
