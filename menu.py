@@ -109,7 +109,6 @@ class Menu:
         self._lock = threading.Lock()
         self._terminal: TextIO = sys.stdout  # the real stdout, even under patch_stdout
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
-        self._node: Node | None = None
 
     # -- output --------------------------------------------------------------
 
@@ -142,7 +141,6 @@ class Menu:
     # -- the loop ------------------------------------------------------------
 
     def run(self, node: Node, *, port: int) -> None:
-        self._node = node
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         self._terminal = sys.stdout
         with self._output_context(interactive):

@@ -37,7 +37,6 @@ class Session(asyncio.Protocol):
         self.remote_ip = "?"
         self.remote_port = 0
         self.peer: PeerHello | None = None
-        self.opened_at = 0.0
         self.last_received = 0.0
         self.last_chat = 0.0
         self.last_ping = 0.0
@@ -55,7 +54,7 @@ class Session(asyncio.Protocol):
         if isinstance(peername, tuple) and len(peername) >= 2:
             self.remote_ip, self.remote_port = str(peername[0]), int(peername[1])
         now = self.node.loop.time()
-        self.opened_at = self.last_received = self.last_chat = self.last_ping = now
+        self.last_received = self.last_chat = self.last_ping = now
         if not self.node.admit(self):
             transport.abort()
             return
