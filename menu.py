@@ -26,11 +26,10 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 import limits
 from crypto_utils import Identity, format_fingerprint, short_id
 from errors import StorageError
-from node import (
+from events import (
     ActivePeer,
     KeyChanged,
     MessageArrived,
-    Node,
     Outcome,
     PeerConnected,
     PeerDiscovered,
@@ -41,6 +40,7 @@ from node import (
     SendResult,
     UiEvent,
 )
+from node import Node
 from sanitize import display_safe
 from storage import Direction, HistoryStore, StoredMessage
 from trust import pin_key

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import errno
 import functools
 import logging
@@ -39,6 +38,22 @@ from channel import Credentials, Event, HandshakeComplete, MessageReceived, Peer
 from crypto_utils import Identity
 from discovery import BeaconAccepted, DiscoveryService, broadcast_targets
 from errors import BindError, StorageError
+from events import (
+    ActivePeer,
+    ConnectResult,
+    KeyChanged,
+    KeyConflict,
+    MessageArrived,
+    Outcome,
+    PeerConnected,
+    PeerDiscovered,
+    PeerOffline,
+    Problem,
+    QueuedDelivered,
+    QueuedExpired,
+    SendResult,
+    UiEvent,
+)
 from liveness import Liveness
 from messages import Ack, Bye, Chat, Message, Ping, Pong, new_msg_id
 from outbox import Outbox, OutgoingItem, QueueFull
@@ -84,128 +99,6 @@ class NodeConfig:
     max_pending_handshakes: int = limits.MAX_PENDING_HANDSHAKES
     max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER
     max_queued_age: float = limits.MAX_QUEUED_AGE
-
-
-# -- what the node tells the user interface ----------------------------------
-
-
-@dataclass(frozen=True)
-class MessageArrived:
-    name: str
-    host: str
-    port: int
-    fingerprint: str
-    text: str
-
-
-@dataclass(frozen=True)
-class PeerDiscovered:
-    name: str
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class PeerConnected:
-    name: str
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class PeerOffline:
-    name: str
-    host: str
-    port: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class KeyChanged:
-    name: str
-    host: str
-    port: int
-    pinned_fingerprint: str
-    presented_fingerprint: str
-
-
-@dataclass(frozen=True)
-class QueuedDelivered:
-    name: str
-    host: str
-    port: int
-    count: int
-
-
-@dataclass(frozen=True)
-class QueuedExpired:
-    name: str
-    count: int
-
-
-@dataclass(frozen=True)
-class Problem:
-    text: str
-
-
-UiEvent = (
-    MessageArrived
-    | PeerDiscovered
-    | PeerConnected
-    | PeerOffline
-    | KeyChanged
-    | QueuedDelivered
-    | QueuedExpired
-    | Problem
-)
-
-
-@dataclass
-class ActivePeer:
-    fingerprint: str
-    name: str
-    host: str
-    port: int
-    verified: bool
-    last_seen: float  # wall clock, for display
-
-
-@dataclass(frozen=True)
-class KeyConflict:
-    name: str
-    host: str
-    port: int
-    pinned_fingerprint: str
-    presented_fingerprint: str
-    public_der: bytes
-
-
-class Outcome(enum.Enum):
-    DELIVERED = "delivered"
-    QUEUED = "queued"
-    PENDING = "pending"
-    FAILED = "failed"  # the peer could not be reached (and could not be queued for)
-    NOT_SENT = "not sent"  # refused here: the queue is full, or it cannot be stored
-    KEY_CHANGED = "key changed"
-    REFUSED = "refused"
-
-
-@dataclass(frozen=True)
-class SendResult:
-    outcome: Outcome
-    host: str
-    port: int
-    name: str | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class ConnectResult:
-    ok: bool
-    host: str
-    port: int
-    name: str | None = None
-    detail: str = ""
 
 
 @dataclass

@@ -87,8 +87,9 @@ from bench.harness import (
 from channel import Credentials, HandshakeComplete, MessageReceived, Role, SecureChannel
 from crypto_utils import Identity, KeyManager
 from errors import ProtocolError
+from events import Outcome, Problem, UiEvent
 from messages import Bye, Ping, Pong
-from node import Node, NodeConfig, Outcome, Problem, UiEvent
+from node import Node, NodeConfig
 from storage import HistoryStore
 from tests.support import free_tcp_port
 

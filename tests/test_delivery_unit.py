@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 
 from crypto_utils import Identity, Sealer, fingerprint_of
 from errors import StorageError
+from events import Outcome, QueuedExpired, UiEvent
 from limits import MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
 from menu import describe_event, describe_send
-from node import Node, NodeConfig, Outcome, QueuedExpired, UiEvent
+from node import Node, NodeConfig
 from outbox import Outbox, OutgoingItem, QueueFull
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 from tests.support import free_tcp_port

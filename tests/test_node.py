@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from crypto_utils import KeyManager
-from node import MessageArrived, Node, NodeConfig, Outcome, UiEvent
+from events import MessageArrived, Outcome, UiEvent
+from node import Node, NodeConfig
 from storage import DeliveryState, Direction, HistoryStore
 from tests.support import free_tcp_port
 
