@@ -18,7 +18,6 @@ operations), with its spread. Identities are RSA-3072, as peer_chat creates.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from bench.harness import complete_row, format_table, summarize
+from bench.harness import module_main, summarize
 from channel import STATIC_KEY_CONTEXT, Credentials, Role, SecureChannel
 from crypto_utils import Identity, fingerprint_of, verify_signature
 from messages import Chat, encode_message, new_msg_id
@@ -198,11 +197,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
-    args = parser.parse_args(argv)
-    print(format_table([complete_row(row) for row in run(args.quick)]))
-    return 0
+    return module_main(run, __doc__.splitlines()[0] if __doc__ else "crypto costs", argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ signature check costs ~0.1 ms instead of ~0.06 ms).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import socket
@@ -35,7 +34,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from bench.harness import Row, figure_row, format_table, summarize
+from bench.harness import Row, figure_row, module_main, summarize
 from crypto_utils import Identity
 from discovery import BeaconAccepted, BeaconFilter, DiscoveryService
 from limits import BEACON_VERIFY_GLOBAL_RATE
@@ -177,11 +176,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="discovery convergence on loopback")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    print(format_table(run(args.quick)))
-    return 0
+    return module_main(run, "discovery convergence on loopback", argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ peer's memory growth over all flooded runs are reported beside them.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import random
@@ -36,7 +35,7 @@ from pathlib import Path
 from bench.harness import (
     Row,
     figure_row,
-    format_table,
+    module_main,
     read_line,
     rss_kib,
     stop_child,
@@ -327,11 +326,7 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_flood", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer and shorter runs")
-    args = parser.parse_args(argv)
-    print(format_table(run(args.quick)))
-    return 0
+    return module_main(run, __doc__ or "garbage connection flood", argv)
 
 
 if __name__ == "__main__":

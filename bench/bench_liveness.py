@@ -19,7 +19,6 @@ cycle. The target is "within timeout + 1 s".
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import random
@@ -31,7 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.harness import Row, bounded, figure_row, format_table, stop_child, summarize
+from bench.harness import Row, bounded, figure_row, module_main, stop_child, summarize
 from tests.support import free_tcp_port, free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,11 +221,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="kill-to-removal time on loopback")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    print(format_table(run(args.quick)))
-    return 0
+    return module_main(run, "kill-to-removal time on loopback", argv)
 
 
 if __name__ == "__main__":
