@@ -285,7 +285,7 @@ class SecureChannel:
         # Transport frames that arrived with the last handshake message.
         recv = self._recv
         assert recv is not None
-        events.extend(MessageReceived(decode_message(recv.decrypt(b))) for b in decoder.feed(b""))
+        events.extend(_received(decode_message(recv.decrypt(b))) for b in decoder.feed(b""))
         return events
 
     def _handshake_frame(self, body: bytes) -> HandshakeComplete | None:

@@ -70,7 +70,6 @@ BYE_QUIT = "quit"
 BYE_DUPLICATE = "duplicate session"
 BYE_UNTRUSTED = "key not trusted"
 BYE_IDLE = "idle"
-BYE_SELF = "connected to itself"
 BYE_STORAGE = "cannot store messages"
 
 PROBLEM_REPEAT = 30.0  # seconds before the same problem line is shown again
@@ -367,10 +366,6 @@ class Node:
         addr = session.listen_address
         assert addr is not None
         host, port = addr
-        if fp == self.identity.fingerprint:
-            session.close(BYE_SELF)
-            self._fail_ready(session, _Refused("that address is this peer itself"))
-            return
         decision = trust.decide(self._pins, hello.name, fp)
         if decision.verdict is trust.Verdict.CHANGED:
             assert decision.pinned_fingerprint is not None
