@@ -671,11 +671,7 @@ class Node:
 
     async def _send_to_peer(self, fp: str, text: str) -> SendResult:
         conflict = next((c for c in self._conflicts.values() if c.pinned_fingerprint == fp), None)
-        peer = self._active.get(fp)
-        record = None if peer else self.store.get_peer(fp)
-        name = peer.name if peer else (record.name if record else "?")
-        host = peer.host if peer else (record.host if record and record.host else "?")
-        port = peer.port if peer else (record.port if record and record.port else 0)
+        name, host, port = self._who(fp)
         if conflict is not None and fp not in self._sessions:
             return SendResult(Outcome.KEY_CHANGED, host, port, name, _key_changed_detail(conflict))
         # With discovery on, a known peer that is not listed is most likely away:
@@ -716,11 +712,7 @@ class Node:
         return SendResult(Outcome.DELIVERED, host, port, name)
 
     async def _queue_for(self, fp: str, text: str, why: str) -> SendResult:
-        record = self.store.get_peer(fp)
-        peer = self._active.get(fp)
-        name = peer.name if peer else (record.name if record else "?")
-        host = peer.host if peer else (record.host if record and record.host else "?")
-        port = peer.port if peer else (record.port if record and record.port else 0)
+        name, host, port = self._who(fp)
         row = self._new_outgoing(fp, name, host, port, text=text, state=DeliveryState.PENDING)
         try:
             self._enqueue([row])
@@ -1014,15 +1006,21 @@ class Node:
                 return record.fingerprint
         return None
 
-    def _address_of(self, fp: str) -> tuple[str, int] | None:
+    def _who(self, fp: str) -> tuple[str, str, int]:
+        """Name, host and port of a peer: as listed now, else as last stored ("?", 0)."""
         peer = self._active.get(fp)
         if peer is not None:
-            return (peer.host, peer.port)
+            return peer.name, peer.host, peer.port
+        record = None
         with contextlib.suppress(StorageError):
             record = self.store.get_peer(fp)
-            if record is not None and record.host and record.port:
-                return (record.host, record.port)
-        return None
+        if record is None:
+            return "?", "?", 0
+        return record.name, record.host or "?", record.port or 0
+
+    def _address_of(self, fp: str) -> tuple[str, int] | None:
+        _, host, port = self._who(fp)
+        return (host, port) if host != "?" and port else None
 
     def _is_self(self, host: str, port: int) -> bool:
         if port != self.config.port:
