@@ -18,6 +18,7 @@ peer's memory growth over all flooded runs are reported beside them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import random
@@ -45,6 +46,7 @@ from bench.harness import (
 from channel import Credentials, HandshakeComplete, MessageReceived, Role, SecureChannel
 from crypto_utils import KeyManager
 from messages import Ack, Chat, Ping, Pong, new_msg_id
+from tests.support import free_tcp_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "peer_chat.py"
@@ -168,9 +170,7 @@ def flooding(port: int, source: str, max_seconds: float) -> Iterator[list[float]
 @contextlib.contextmanager
 def running_peer(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A peer_chat process with piped stdin; yields it and its port once it is listening."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port = int(probe.getsockname()[1])
+    port = free_tcp_port()
     args = [sys.executable, str(SCRIPT), "--name", "Bench", "--port", str(port)]
     args += ["--data-dir", str(data_dir), "--no-discovery"]
     proc = subprocess.Popen(
@@ -179,10 +179,12 @@ def running_peer(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]
     assert proc.stdin is not None and proc.stdout is not None
     listening = threading.Event()
     stdout = proc.stdout
+    last_lines: collections.deque[bytes] = collections.deque(maxlen=5)
 
     def drain() -> None:
         # The peer prints a line per message: read everything so it never blocks on us.
         for line in stdout:
+            last_lines.append(line)
             if b"Server listening on port" in line:
                 listening.set()
 
@@ -190,7 +192,8 @@ def running_peer(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]
     reader.start()
     try:
         if not listening.wait(SOCKET_TIMEOUT):
-            raise RuntimeError(f"the peer did not start (exit code {proc.poll()})")
+            said = b" / ".join(line.strip() for line in last_lines).decode("utf-8", "replace")
+            raise RuntimeError(f"the peer did not start (exit code {proc.poll()}): {said}")
         yield proc, port
     finally:
         stop_child(proc, 10, close_stdout=False)  # end of input quits the menu
