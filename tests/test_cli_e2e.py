@@ -186,7 +186,8 @@ def _assert_clean_failure(result: object, *needles: str) -> None:
     ],
 )
 def test_wrong_flags(args: list[str], needle: str, tmp_path: Path) -> None:
-    result = run_cli([*args, "--data-dir", str(tmp_path / "d")])
+    # --no-discovery: should a flag ever pass by mistake, nothing is broadcast off loopback.
+    result = run_cli([*args, "--data-dir", str(tmp_path / "d"), "--no-discovery"])
     _assert_clean_failure(result, needle)
     assert result.returncode == 2
 
@@ -234,7 +235,9 @@ def test_discovery_port_in_use(tmp_path: Path) -> None:
 def test_data_dir_not_writable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = run_cli(["--name", "A", "--port", "5000", "--data-dir", str(blocker / "profile")])
+    result = run_cli(
+        ["--name", "A", "--port", "5000", "--data-dir", str(blocker / "profile"), "--no-discovery"]
+    )
     _assert_clean_failure(result, "Data folder", "not writable")
 
 
