@@ -28,6 +28,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -250,6 +251,26 @@ def _create_empty(path: Path) -> None:
         raise StorageError(f"cannot create chat history {path}: {exc.strerror or exc}") from exc
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Set WAL mode and return the mode SQLite reports.
+
+    The switch needs an exclusive lock, and SQLite answers SQLITE_BUSY at once,
+    without its busy handler, when another connection is opening the same file
+    at that moment; so retry for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class _Checkpointer:
     """Copies the write-ahead log back into the database, off the writer's path.
 
@@ -362,8 +383,8 @@ class HistoryStore:
             conn.execute(f"PRAGMA user_version = {version}")
         finally:
             conn.execute("ROLLBACK")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
+        mode = _switch_to_wal(conn)
+        if mode != "wal":
             raise StorageError(f"cannot open chat history {path}: WAL mode unavailable ({mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")

@@ -126,27 +126,38 @@ def test_history_persists_across_reopen(db_path: Path, sealer: Sealer) -> None:
         assert [m.msg_id for m in second.pending_messages()] == [msg(1).msg_id]
 
 
-def test_concurrent_first_open_creates_one_schema(db_path: Path, sealer: Sealer) -> None:
-    barrier = threading.Barrier(4)
+def _open_and_write_concurrently(path: Path, sealer: Sealer, openers: int) -> list[object]:
+    """`openers` threads open the same history at once and each adds one message."""
+    barrier = threading.Barrier(openers)
     outcomes: list[object] = []
 
-    def opener() -> None:
+    def opener(number: int) -> None:
         barrier.wait()
         try:
-            with HistoryStore.open(db_path, sealer) as opened:
-                opened.add_outgoing([msg(threading.get_ident() % 1_000_000)])
+            with HistoryStore.open(path, sealer) as opened:
+                opened.add_outgoing([msg(number)])
             outcomes.append("ok")
         except BaseException as exc:
             outcomes.append(exc)
 
-    threads = [threading.Thread(target=opener) for _ in range(4)]
+    threads = [threading.Thread(target=opener, args=(n,)) for n in range(openers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert outcomes == ["ok"] * 4
-    with HistoryStore.open(db_path, sealer) as opened:
-        assert len(opened.history()) == 4
+    return outcomes
+
+
+def test_concurrent_first_open_creates_one_schema(tmp_path: Path, sealer: Sealer) -> None:
+    # Peers opening a new history at the same moment race for the switch to WAL;
+    # a single round lost that race about one time in five, so run many rounds.
+    openers = 8
+    for round_number in range(30):
+        db_path = tmp_path / f"round-{round_number}" / "chat_history.db"
+        outcomes = _open_and_write_concurrently(db_path, sealer, openers)
+        assert outcomes == ["ok"] * openers, f"round {round_number}"
+        with HistoryStore.open(db_path, sealer) as opened:
+            assert len(opened.history()) == openers
 
 
 def test_closed_store_raises_storage_error(db_path: Path, sealer: Sealer) -> None:
