@@ -10,11 +10,9 @@ Ownership, which is what keeps the threads free of data races:
 - The history store is the single writer of the database and carries its own
   lock, so the menu thread may read history directly.
 
-Delivery: a chat message is stored as pending before it is put on the wire,
-the receiver stores it (a committed transaction) before acknowledging it, and
-the acknowledgement marks it delivered. Unacknowledged messages go back to the
-head of the outbox when a session is lost and are sent again, in order, on the
-next session; the receiver drops the duplicates by id and acknowledges them.
+Delivery (delivery.py) keeps the queue and the store in step; the node puts
+its messages on the wire, feeds it the acknowledgements and lost sessions, and
+reconnects, with backoff, to peers that have messages waiting.
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ import limits
 import trust
 from channel import Credentials, Event, HandshakeComplete, MessageReceived, PeerHello, Role
 from crypto_utils import Identity
+from delivery import Delivery, outgoing_message, received_messages
 from discovery import BeaconAccepted, DiscoveryService, broadcast_targets
 from errors import BindError, StorageError
 from events import (
@@ -55,11 +54,11 @@ from events import (
     UiEvent,
 )
 from liveness import Liveness
-from messages import Ack, Bye, Chat, Message, Ping, Pong, new_msg_id
-from outbox import Outbox, OutgoingItem, QueueFull
+from messages import Ack, Bye, Chat, Message, Ping, Pong
+from outbox import QueueFull
 from peer_cache import write_peer_cache
 from session import Session
-from storage import DeliveryState, Direction, HistoryStore, StoredMessage
+from storage import DeliveryState, HistoryStore, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +142,12 @@ class Node:
         self._sessions: dict[str, Session] = {}  # fingerprint -> the one live session
         self._active: dict[str, ActivePeer] = {}
         self._liveness = Liveness(config.peer_timeout)
-        self._outbox = Outbox(
-            max_per_peer=config.max_queued_per_peer,
-            max_age=config.max_queued_age,
-            max_in_flight=limits.MAX_IN_FLIGHT,
+        self._delivery = Delivery(
+            store,
+            lambda text: self._emit(Problem(text)),
+            max_queued_per_peer=config.max_queued_per_peer,
+            max_queued_age=config.max_queued_age,
         )
-        self._outgoing_meta: dict[str, StoredMessage] = {}  # msg_id -> stored row, until acked
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._pins: dict[str, str] = {}
         self._conflicts: dict[str, KeyConflict] = {}  # presented fingerprint -> conflict
@@ -172,7 +171,7 @@ class Node:
         except BaseException:
             self._close_loop_now()
             raise
-        self._load_outbox()
+        self._delivery.load()
 
     def run(self) -> None:
         """Start processing in the background thread (after the banner is on screen)."""
@@ -193,7 +192,7 @@ class Node:
         asyncio.set_event_loop(self.loop)
         self.loop.set_exception_handler(_log_loop_exception)
         self._tick_handle = self.loop.call_soon(self._tick)
-        for fp in self._outbox.peers_with_pending():
+        for fp in self._delivery.peers_with_pending():
             self._schedule_retry(fp, at_once=True)
         try:
             self.loop.run_forever()
@@ -332,8 +331,8 @@ class Node:
         if fp is not None and self._sessions.get(fp) is session:
             log.info("session with [%s] at %s closed", fp[:8], session.listen_address)
             del self._sessions[fp]
-            self._outbox.session_lost(fp)
-            if self._outbox.pending_count(fp) and not self._closing:
+            self._delivery.session_lost(fp)
+            if self._delivery.pending_count(fp) and not self._closing:
                 self._schedule_retry(fp)
 
     def handle_events(self, session: Session, events: list[Event]) -> None:
@@ -390,7 +389,7 @@ class Node:
             loser = session if keep is existing else existing
             if loser is existing:
                 self._sessions[fp] = session
-                self._outbox.session_lost(fp)
+                self._delivery.session_lost(fp)
             loser.close(BYE_DUPLICATE)
             if loser is session:
                 if not session.ready.done():
@@ -465,22 +464,7 @@ class Node:
         addr = session.listen_address
         if hello is None or addr is None or self._sessions.get(hello.fingerprint) is not session:
             return  # a losing duplicate: the peer resends on the kept session
-        now = time.time()
-        rows = [
-            StoredMessage(
-                msg_id=chat.msg_id,
-                peer_fp=hello.fingerprint,
-                peer_name=hello.name,
-                peer_host=addr[0],
-                peer_port=addr[1],
-                direction=Direction.IN,
-                text=chat.text,
-                sent_at=chat.sent_at,
-                stored_at=now,
-                state=DeliveryState.RECEIVED,
-            )
-            for chat in chats
-        ]
+        rows = received_messages(hello.fingerprint, hello.name, *addr, chats, now=time.time())
         try:
             fresh = self.store.add_incoming(rows)
         except StorageError as exc:
@@ -522,7 +506,7 @@ class Node:
             self._fail_ready(session, _Refused(reason))
         refused = reason == BYE_UNTRUSTED
         if refused:
-            for msg_id in self._in_flight_ids(fp):
+            for msg_id in self._delivery.queued_ids(fp):
                 waiter = self._waiters.get(msg_id)
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(_Refused(reason))
@@ -533,21 +517,12 @@ class Node:
         if reason == BYE_QUIT:
             self._depart(fp, "left")
 
-    def _in_flight_ids(self, fp: str) -> list[str]:
-        return [m for m, meta in self._outgoing_meta.items() if meta.peer_fp == fp]
-
     def _on_ack(self, fp: str, msg_ids: tuple[str, ...]) -> None:
-        done = self._outbox.acknowledge(fp, msg_ids)
-        if not done:
+        ids = [row.msg_id for row in self._delivery.acknowledge(fp, msg_ids)]
+        if not ids:
             return
-        ids = [item.msg_id for item in done]
-        try:
-            self.store.mark_delivered(ids)
-        except StorageError as exc:
-            self._emit(Problem(f"Cannot record delivery: {exc}"))
         unattended = 0  # queued earlier, with nobody waiting: tell the user here
         for msg_id in ids:
-            self._outgoing_meta.pop(msg_id, None)
             waiter = self._waiters.pop(msg_id, None)
             if waiter is not None:
                 if not waiter.done():
@@ -573,61 +548,15 @@ class Node:
         session = self._sessions.get(fp)
         if session is None or not session.established:
             return
-        items = self._outbox.take_sendable(fp)
-        if items:
-            session.send([Chat(item.msg_id, item.created_at, item.text) for item in items])
+        chats = self._delivery.take_chats(fp)
+        if chats:
+            session.send(chats)
             session.last_chat = self.loop.time()
-
-    def _load_outbox(self) -> None:
-        for row in self.store.pending_messages():
-            if row.peer_fp is None:
-                continue
-            try:
-                self._outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
-            except QueueFull:
-                self.store.mark_failed([row.msg_id], "queue full")
-                continue
-            self._outgoing_meta[row.msg_id] = row
 
     def _new_outgoing(
         self, fp: str | None, name: str, host: str, port: int, *, text: str, state: DeliveryState
     ) -> StoredMessage:
-        now = time.time()
-        return StoredMessage(
-            msg_id=new_msg_id(),
-            peer_fp=fp,
-            peer_name=name,
-            peer_host=host,
-            peer_port=port,
-            direction=Direction.OUT,
-            text=text,
-            sent_at=now,
-            stored_at=now,
-            state=state,
-        )
-
-    def _enqueue(self, rows: list[StoredMessage]) -> None:
-        """Persist as pending, then queue: a crash after this still sends them.
-
-        All or nothing: a batch that does not fit in a peer's queue is refused
-        before anything is stored, so no message is pending outside the queue.
-        """
-        wanted: dict[str, int] = {}
-        for row in rows:
-            assert row.peer_fp is not None
-            wanted[row.peer_fp] = wanted.get(row.peer_fp, 0) + 1
-        for fp, count in wanted.items():
-            if self._outbox.pending_count(fp) + count > self.config.max_queued_per_peer:
-                raise QueueFull(fp)
-        self.store.add_outgoing(rows)
-        for row in rows:
-            assert row.peer_fp is not None
-            self._outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
-            self._outgoing_meta[row.msg_id] = row
-
-    def _queue_full_detail(self) -> str:
-        limit = self.config.max_queued_per_peer
-        return f"the queue for this peer is full ({limit:,} messages waiting)"
+        return outgoing_message(fp, name, host, port, text, state=state, now=time.time())
 
     def _record_failed(
         self, host: str, port: int, text: str, detail: str, peer: tuple[str, str] | None = None
@@ -638,9 +567,8 @@ class Node:
         """
         fp, name = peer if peer is not None else (None, "?")
         row = self._new_outgoing(fp, name, host, port, text=text, state=DeliveryState.FAILED)
-        row = dataclasses.replace(row, detail=detail)
         try:
-            self.store.add_outgoing([row])
+            self._delivery.record_failed(dataclasses.replace(row, detail=detail))
         except StorageError as exc:
             self._emit(Problem(f"Cannot record the failed message: {exc}"))
 
@@ -688,41 +616,45 @@ class Node:
                 return await self._queue_for(fp, text, _describe(exc))
         if fp not in self._sessions:
             return await self._queue_for(fp, text, "offline" if not reachable else "not connected")
-        row = self._new_outgoing(fp, name, host, port, text=text, state=DeliveryState.PENDING)
-        try:
-            self._enqueue([row])
-        except StorageError as exc:
-            return SendResult(Outcome.NOT_SENT, host, port, name, f"cannot store it: {exc}")
-        except QueueFull:
-            self._record_failed(host, port, text, "queue full", (fp, name))
-            return SendResult(Outcome.NOT_SENT, host, port, name, self._queue_full_detail())
+        queued = self._queue_one(fp, text)
+        if isinstance(queued, SendResult):
+            return queued
         waiter: asyncio.Future[None] = self.loop.create_future()
-        self._waiters[row.msg_id] = waiter
+        self._waiters[queued] = waiter
         self._pump(fp)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), self.config.send_wait)
         except TimeoutError:
-            self._waiters.pop(row.msg_id, None)
+            self._waiters.pop(queued, None)
             return SendResult(
                 Outcome.PENDING, host, port, name, "no acknowledgement yet; it stays queued"
             )
         except _Refused as exc:
-            self._waiters.pop(row.msg_id, None)
+            self._waiters.pop(queued, None)
             return SendResult(Outcome.REFUSED, host, port, name, f"{exc}; it stays queued")
         return SendResult(Outcome.DELIVERED, host, port, name)
 
     async def _queue_for(self, fp: str, text: str, why: str) -> SendResult:
+        queued = self._queue_one(fp, text)
+        if isinstance(queued, SendResult):
+            return queued
+        self._schedule_retry(fp)
+        name, host, port = self._who(fp)
+        return SendResult(Outcome.QUEUED, host, port, name, why)
+
+    def _queue_one(self, fp: str, text: str) -> str | SendResult:
+        """Store and queue one message to a known peer: its id, or why it was not sent."""
         name, host, port = self._who(fp)
         row = self._new_outgoing(fp, name, host, port, text=text, state=DeliveryState.PENDING)
         try:
-            self._enqueue([row])
+            self._delivery.enqueue([row])
         except StorageError as exc:
             return SendResult(Outcome.NOT_SENT, host, port, name, f"cannot store it: {exc}")
         except QueueFull:
             self._record_failed(host, port, text, "queue full", (fp, name))
-            return SendResult(Outcome.NOT_SENT, host, port, name, self._queue_full_detail())
-        self._schedule_retry(fp)
-        return SendResult(Outcome.QUEUED, host, port, name, why)
+            detail = self._delivery.queue_full_detail()
+            return SendResult(Outcome.NOT_SENT, host, port, name, detail)
+        return row.msg_id
 
     async def _submit(self, fp: str, texts: Sequence[str]) -> list[str]:
         record = self.store.get_peer(fp)
@@ -739,7 +671,7 @@ class Node:
             )
             for t in texts
         ]
-        self._enqueue(rows)
+        self._delivery.enqueue(rows)
         self._submitted.update(r.msg_id for r in rows)
         if fp in self._sessions:
             self._pump(fp)
@@ -748,7 +680,7 @@ class Node:
         return [r.msg_id for r in rows]
 
     async def _wait_delivered(self, msg_ids: Sequence[str], timeout: float) -> bool:
-        remaining = {m for m in msg_ids if m in self._outgoing_meta}
+        remaining = {m for m in msg_ids if self._delivery.is_queued(m)}
         if not remaining:
             return True
         watch: tuple[set[str], asyncio.Future[None]] = (remaining, self.loop.create_future())
@@ -803,7 +735,7 @@ class Node:
 
     def _run_retries(self, now: float) -> None:
         for fp, retry in list(self._retries.items()):
-            if fp in self._sessions or not self._outbox.pending_count(fp):
+            if fp in self._sessions or not self._delivery.pending_count(fp):
                 del self._retries[fp]
                 continue
             if retry.next_at > now or (retry.task is not None and not retry.task.done()):
@@ -848,7 +780,7 @@ class Node:
             self._emit(PeerDiscovered(beacon.name, host, port))
             if self._discovery is not None:
                 self._discovery.announce_soon()
-        if self._outbox.pending_count(fp) and fp not in self._sessions:
+        if self._delivery.pending_count(fp) and fp not in self._sessions:
             self._schedule_retry(fp, at_once=True)
 
     def _mark_active(self, fp: str, name: str, host: str, port: int) -> bool:
@@ -906,23 +838,18 @@ class Node:
             elif silent > ping_every and now - session.last_ping > ping_every:
                 session.last_ping = now
                 session.send([Ping(int(now * 1000) & 0xFFFFFFFFFFFFFFFF)])
-        expired = self._outbox.expire(time.time())
+        expired = self._delivery.expire(time.time())
         if expired:
-            self._expire(expired)
+            self._expired(expired)
         self._run_retries(now)
         if self._peer_cache_dirty:
             self._write_peer_cache()
 
-    def _expire(self, items: list[OutgoingItem]) -> None:
-        ids = [item.msg_id for item in items]
-        with contextlib.suppress(StorageError):
-            self.store.mark_failed(ids, "expired in the queue")
+    def _expired(self, rows: list[StoredMessage]) -> None:
         by_peer: dict[str, int] = {}
-        for item in items:
-            self._submitted.discard(item.msg_id)
-            meta = self._outgoing_meta.pop(item.msg_id, None)
-            name = meta.peer_name if meta else "?"
-            by_peer[name] = by_peer.get(name, 0) + 1
+        for row in rows:
+            self._submitted.discard(row.msg_id)
+            by_peer[row.peer_name] = by_peer.get(row.peer_name, 0) + 1
         for name, count in by_peer.items():
             self._emit(QueuedExpired(name, count))
 

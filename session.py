@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from channel import ChannelState, Event, Role, SecureChannel
@@ -110,7 +111,7 @@ class Session(asyncio.Protocol):
             return None
         return (self.remote_ip, self.peer.listen_port)
 
-    def send(self, messages: list[Message]) -> None:
+    def send(self, messages: Sequence[Message]) -> None:
         if not self.established:
             return
         self.channel.send_messages(messages)

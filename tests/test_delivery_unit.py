@@ -4,7 +4,7 @@ tests/test_storage.py and tests/test_outbox.py test each part alone; these
 tests check what delivery needs from them together: a duplicate is still
 recognised after a restart, a batch that was not stored is not remembered as
 seen, a queue rebuilt from the database keeps its order and its age, and the
-node's algorithm over these parts delivers every message exactly once and in
+node's Delivery over these parts delivers every message exactly once and in
 order whatever is lost or crashes. The last section runs a node in this
 process with small limits to see the queue limits as the user sees them.
 """
@@ -24,12 +24,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto_utils import Identity, Sealer, fingerprint_of
+from delivery import Delivery, outgoing_message, received_messages
 from errors import StorageError
 from events import Outcome, QueuedExpired, UiEvent
 from limits import MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
 from menu import describe_event, describe_send
+from messages import Chat
 from node import Node, NodeConfig
-from outbox import Outbox, OutgoingItem, QueueFull
+from outbox import QueueFull
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 from tests.support import free_tcp_port
 
@@ -191,44 +193,87 @@ def test_dedupe_keeps_the_first_copy_of_each_message_across_restarts(
 # -- the sender: a queue rebuilt from the database ---------------------------------------
 
 
-def reload_outbox(store: HistoryStore, outbox: Outbox) -> None:
-    """What the node does at start: every pending row, oldest first, back in the queue."""
-    for row in store.pending_messages():
-        assert row.peer_fp is not None
-        outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
-
-
 def test_a_reloaded_queue_keeps_its_order_and_its_age(db_path: Path, sealer: Sealer) -> None:
     clock = Clock()
     max_age = 100.0
+    problems: list[str] = []
     with HistoryStore.open(db_path, sealer) as store:
-        outbox = Outbox(max_age=max_age, max_in_flight=2)
+        delivery = Delivery(store, problems.append, max_queued_age=max_age, max_in_flight=2)
         for n in range(1, 6):
-            row = outgoing(mid(n), f"m{n}", clock.now, peer=BOB if n != 3 else CAROL)
-            store.add_outgoing([row])
-            outbox.enqueue(OutgoingItem(row.msg_id, BOB if n != 3 else CAROL, row.text, clock.now))
+            peer, name = (BOB, "Bob") if n != 3 else (CAROL, "Carol")
+            row = outgoing_message(
+                peer, name, "127.0.0.1", 5001, f"m{n}", state=DeliveryState.PENDING, now=clock.now
+            )
+            delivery.enqueue([row])
             clock.advance(10)
-        sent = outbox.take_sendable(BOB)
-        assert [i.text for i in sent] == ["m1", "m2"]
-        done = outbox.acknowledge(BOB, [sent[0].msg_id])
-        store.mark_delivered([i.msg_id for i in done])
+        sent = delivery.take_chats(BOB)
+        assert [c.text for c in sent] == ["m1", "m2"]
+        assert [r.text for r in delivery.acknowledge(BOB, [sent[0].msg_id])] == ["m1"]
         # Crash here: m2 was in flight, unacknowledged; m4, m5 waiting; m3 for Carol.
 
     clock.advance(59)  # the restart: m2 was queued 99 s ago, m3 89 s ago
     with HistoryStore.open(db_path, sealer) as store:
-        outbox = Outbox(max_age=max_age, max_in_flight=2)
-        reload_outbox(store, outbox)
-        assert outbox.expire(clock.now) == []
+        delivery = Delivery(store, problems.append, max_queued_age=max_age, max_in_flight=2)
+        delivery.load()
+        assert delivery.expire(clock.now) == []
         clock.advance(1.5)  # m2 is now older than max_age, counted from when it was sent
-        expired = outbox.expire(clock.now)
-        assert [i.text for i in expired] == ["m2"]
-        store.mark_failed([i.msg_id for i in expired], "expired in the queue")
-        assert [i.text for i in outbox.take_sendable(BOB)] == ["m4", "m5"]
-        assert [i.text for i in outbox.take_sendable(CAROL)] == ["m3"]
+        assert [r.text for r in delivery.expire(clock.now)] == ["m2"]
+        assert [c.text for c in delivery.take_chats(BOB)] == ["m4", "m5"]
+        assert [c.text for c in delivery.take_chats(CAROL)] == ["m3"]
         states = {m.text: (m.state, m.detail) for m in store.history()}
         assert states["m1"] == (DeliveryState.DELIVERED, None)
         assert states["m2"] == (DeliveryState.FAILED, "expired in the queue")
         assert [m.text for m in store.pending_messages()] == ["m3", "m4", "m5"]
+    assert problems == []
+
+
+def to_bob(text: str, now: float = 1000.0) -> StoredMessage:
+    return outgoing_message(
+        BOB, "Bob", "127.0.0.1", 5001, text, state=DeliveryState.PENDING, now=now
+    )
+
+
+def test_a_batch_over_the_queue_limit_is_refused_whole(db_path: Path, sealer: Sealer) -> None:
+    problems: list[str] = []
+    with HistoryStore.open(db_path, sealer) as store:
+        delivery = Delivery(store, problems.append, max_queued_per_peer=3)
+        delivery.enqueue([to_bob("one"), to_bob("two")])
+        with pytest.raises(QueueFull):
+            delivery.enqueue([to_bob("three"), to_bob("four")])
+        assert [m.text for m in store.pending_messages()] == ["one", "two"]
+        assert delivery.pending_count(BOB) == 2
+        delivery.enqueue([to_bob("three")])
+        assert [c.text for c in delivery.take_chats(BOB)] == ["one", "two", "three"]
+    assert problems == []
+
+
+def test_a_store_that_fails_to_record_a_delivery_keeps_the_message_pending(
+    db_path: Path, sealer: Sealer
+) -> None:
+    problems: list[str] = []
+    store = HistoryStore.open(db_path, sealer)
+    delivery = Delivery(store, problems.append)
+    delivery.enqueue([to_bob("hello")])
+    [chat] = delivery.take_chats(BOB)
+    store.close()  # every later write fails
+    assert [r.text for r in delivery.acknowledge(BOB, [chat.msg_id])] == ["hello"]
+    assert len(problems) == 1
+    assert problems[0].startswith("Cannot record delivery: ")
+    # Still pending on disk: sent again after a restart, and the receiver's dedupe drops it.
+    with HistoryStore.open(db_path, sealer) as reopened:
+        assert [m.text for m in reopened.pending_messages()] == ["hello"]
+
+
+def test_a_message_the_store_refuses_is_not_queued(db_path: Path, sealer: Sealer) -> None:
+    problems: list[str] = []
+    store = HistoryStore.open(db_path, sealer)
+    delivery = Delivery(store, problems.append)
+    store.close()
+    with pytest.raises(StorageError):
+        delivery.enqueue([to_bob("lost?")])
+    assert delivery.pending_count(BOB) == 0
+    assert delivery.take_chats(BOB) == []
+    assert problems == []
 
 
 # -- the two together: the node's delivery algorithm over a link that loses things --------
@@ -236,14 +281,15 @@ def test_a_reloaded_queue_keeps_its_order_and_its_age(db_path: Path, sealer: Sea
 
 @dataclass
 class Sender:
-    """The sending side as node.py runs it: store as pending, queue, send, mark on ack."""
+    """The sending side: the node's Delivery over a store that may crash."""
 
     path: Path
     sealer: Sealer
     clock: Clock
     window: int
     store: HistoryStore = field(init=False)
-    outbox: Outbox = field(init=False)
+    delivery: Delivery = field(init=False)
+    problems: list[str] = field(default_factory=list)
     count: int = 0
 
     def __post_init__(self) -> None:
@@ -251,8 +297,8 @@ class Sender:
 
     def start(self) -> None:
         self.store = HistoryStore.open(self.path, self.sealer)
-        self.outbox = Outbox(max_in_flight=self.window)
-        reload_outbox(self.store, self.outbox)
+        self.delivery = Delivery(self.store, self.problems.append, max_in_flight=self.window)
+        self.delivery.load()
 
     def crash(self) -> None:
         self.store.close()
@@ -261,24 +307,21 @@ class Sender:
     def send(self) -> str:
         self.count += 1
         text = f"m{self.count:03d}"
-        row = outgoing(f"{self.count:032x}", text, self.clock.now)
-        self.store.add_outgoing([row])
-        self.outbox.enqueue(OutgoingItem(row.msg_id, BOB, text, row.sent_at))
+        row = outgoing_message(
+            BOB, "Bob", "127.0.0.1", 5001, text, state=DeliveryState.PENDING, now=self.clock.now
+        )
+        self.delivery.enqueue([row])
         self.clock.advance(1)
         return text
-
-    def on_ack(self, msg_ids: list[str]) -> None:
-        done = self.outbox.acknowledge(BOB, msg_ids)
-        if done:
-            self.store.mark_delivered([i.msg_id for i in done])
 
 
 @dataclass
 class Receiver:
-    """The receiving side as node.py runs it: store the batch, then acknowledge all of it."""
+    """The receiving side as the node runs it: store the batch, then acknowledge all of it."""
 
     path: Path
     sealer: Sealer
+    clock: Clock
     store: HistoryStore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -288,9 +331,10 @@ class Receiver:
         self.store.close()
         self.store = HistoryStore.open(self.path, self.sealer)
 
-    def on_chats(self, items: list[OutgoingItem]) -> list[str]:
-        self.store.add_incoming([incoming(i.msg_id, i.text, ALICE) for i in items])
-        return [i.msg_id for i in items]
+    def on_chats(self, chats: list[Chat]) -> list[str]:
+        rows = received_messages(ALICE, "Alice", "127.0.0.1", 5000, chats, now=self.clock.now)
+        self.store.add_incoming(rows)
+        return [chat.msg_id for chat in chats]
 
 
 _steps = st.lists(
@@ -316,13 +360,13 @@ def test_every_message_arrives_once_in_order_whatever_is_lost(
     sealer_a, sealer_b, clock = Sealer.generate(), Sealer.generate(), Clock()
     with tempfile.TemporaryDirectory() as folder:
         sender = Sender(Path(folder) / "a.db", sealer_a, clock, window)
-        receiver = Receiver(Path(folder) / "b.db", sealer_b)
-        wire: list[OutgoingItem] | None = None  # frames on the way; None: no session
+        receiver = Receiver(Path(folder) / "b.db", sealer_b, clock)
+        wire: list[Chat] | None = None  # frames on the way; None: no session
         sent: list[str] = []
 
         def pump() -> None:
             if wire is not None:
-                wire.extend(sender.outbox.take_sendable(BOB))
+                wire.extend(sender.delivery.take_chats(BOB))
 
         def deliver(count: int, ack_lost: bool) -> None:
             assert wire is not None
@@ -330,7 +374,7 @@ def test_every_message_arrives_once_in_order_whatever_is_lost(
             if batch:
                 acks = receiver.on_chats(batch)
                 if not ack_lost:
-                    sender.on_ack(acks)
+                    sender.delivery.acknowledge(BOB, acks)
             pump()
 
         try:
@@ -346,12 +390,12 @@ def test_every_message_arrives_once_in_order_whatever_is_lost(
                 elif step == "stored, then the session drops" and wire is not None:
                     deliver(n, ack_lost=True)  # TCP loses an acknowledgement only this way
                     wire = None
-                    sender.outbox.session_lost(BOB)
+                    sender.delivery.session_lost(BOB)
                 elif step in ("session lost", "receiver crash"):
                     if step == "receiver crash":
                         receiver.crash()
                     wire = None
-                    sender.outbox.session_lost(BOB)
+                    sender.delivery.session_lost(BOB)
                 elif step == "sender crash":
                     wire = None
                     sender.crash()
@@ -365,6 +409,8 @@ def test_every_message_arrives_once_in_order_whatever_is_lost(
             received = [m.text for m in receiver.store.history(limit=10_000)]
             assert received == sent
             assert sender.store.pending_messages() == []
+            assert sender.delivery.peers_with_pending() == []
+            assert sender.problems == []
             assert {m.state for m in sender.store.history(limit=10_000)} <= {
                 DeliveryState.DELIVERED
             }

@@ -1,0 +1,181 @@
+"""Exactly-once delivery between the history store and the wire (no sockets, no loop, no clock).
+
+The sender stores a message as pending before it is queued, so a crash after
+`enqueue` still sends it; the acknowledgement marks it delivered; a message
+that waits longer than the queue age is marked failed. At start the queue is
+rebuilt from the store's pending messages. `Outbox` decides the order and the
+window; `Delivery` keeps the store in step with it.
+
+The receiver stores a batch (one transaction) before it acknowledges it and
+acknowledges duplicates too; `received_messages` makes the rows it stores.
+
+Time is passed in. A store that fails while the queue moves on (marking a
+message delivered or failed) is reported through `report_problem` and the
+queue goes on: the message stays pending in the store and is sent again after
+a restart, which the receiver's dedupe makes harmless. A store that fails
+before a message is queued raises StorageError, and nothing is queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import limits
+from errors import StorageError
+from messages import Chat, new_msg_id
+from outbox import Outbox, OutgoingItem, QueueFull
+from storage import DeliveryState, Direction, HistoryStore, StoredMessage
+
+
+def outgoing_message(
+    peer_fp: str | None,
+    peer_name: str,
+    host: str,
+    port: int,
+    text: str,
+    *,
+    state: DeliveryState,
+    now: float,
+) -> StoredMessage:
+    """A new message from this peer, with a fresh id, as the history stores it."""
+    return StoredMessage(
+        msg_id=new_msg_id(),
+        peer_fp=peer_fp,
+        peer_name=peer_name,
+        peer_host=host,
+        peer_port=port,
+        direction=Direction.OUT,
+        text=text,
+        sent_at=now,
+        stored_at=now,
+        state=state,
+    )
+
+
+def received_messages(
+    peer_fp: str, peer_name: str, host: str, port: int, chats: Sequence[Chat], *, now: float
+) -> list[StoredMessage]:
+    """The rows a received batch is stored as, before it is acknowledged."""
+    return [
+        StoredMessage(
+            msg_id=chat.msg_id,
+            peer_fp=peer_fp,
+            peer_name=peer_name,
+            peer_host=host,
+            peer_port=port,
+            direction=Direction.IN,
+            text=chat.text,
+            sent_at=chat.sent_at,
+            stored_at=now,
+            state=DeliveryState.RECEIVED,
+        )
+        for chat in chats
+    ]
+
+
+class Delivery:
+    """The sender's queue of chat messages, kept in step with the history store."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        report_problem: Callable[[str], None],
+        *,
+        max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER,
+        max_queued_age: float = limits.MAX_QUEUED_AGE,
+        max_in_flight: int = limits.MAX_IN_FLIGHT,
+    ) -> None:
+        self._store = store
+        self._report_problem = report_problem
+        self.max_queued_per_peer = max_queued_per_peer
+        self._outbox = Outbox(
+            max_per_peer=max_queued_per_peer, max_age=max_queued_age, max_in_flight=max_in_flight
+        )
+        self._queued: dict[str, StoredMessage] = {}  # msg_id -> its row, until acked or expired
+
+    def load(self) -> None:
+        """Queue the store's pending messages again, oldest first (at start)."""
+        for row in self._store.pending_messages():
+            if row.peer_fp is None:
+                continue
+            try:
+                self._outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
+            except QueueFull:
+                self._store.mark_failed([row.msg_id], "queue full")
+                continue
+            self._queued[row.msg_id] = row
+
+    def enqueue(self, rows: Sequence[StoredMessage]) -> None:
+        """Store as pending, then queue.
+
+        All or nothing: a batch that does not fit in a peer's queue raises
+        QueueFull before anything is stored, so no message is pending outside
+        the queue; a StorageError leaves the queue as it was.
+        """
+        wanted: dict[str, int] = {}
+        for row in rows:
+            if row.peer_fp is None:
+                raise ValueError("a queued message needs a recipient's fingerprint")
+            wanted[row.peer_fp] = wanted.get(row.peer_fp, 0) + 1
+        for fp, count in wanted.items():
+            if self._outbox.pending_count(fp) + count > self.max_queued_per_peer:
+                raise QueueFull(fp)
+        self._store.add_outgoing(rows)
+        for row in rows:
+            assert row.peer_fp is not None  # checked above
+            self._outbox.enqueue(OutgoingItem(row.msg_id, row.peer_fp, row.text, row.sent_at))
+            self._queued[row.msg_id] = row
+
+    def record_failed(self, row: StoredMessage) -> None:
+        """Keep a message that was never queued in the history (its state says why not)."""
+        self._store.add_outgoing([row])
+
+    def queue_full_detail(self) -> str:
+        return f"the queue for this peer is full ({self.max_queued_per_peer:,} messages waiting)"
+
+    def take_chats(self, peer_fp: str) -> list[Chat]:
+        """The next messages to put on the wire to this peer, within the window."""
+        return [
+            Chat(item.msg_id, item.created_at, item.text)
+            for item in self._outbox.take_sendable(peer_fp)
+        ]
+
+    def acknowledge(self, peer_fp: str, msg_ids: Iterable[str]) -> list[StoredMessage]:
+        """Mark what the peer acknowledged as delivered; returns the rows, none twice."""
+        done = [item.msg_id for item in self._outbox.acknowledge(peer_fp, msg_ids)]
+        if not done:
+            return []
+        try:
+            self._store.mark_delivered(done)
+        except StorageError as exc:
+            self._report_problem(f"Cannot record delivery: {exc}")
+        return [row for msg_id in done if (row := self._queued.pop(msg_id, None)) is not None]
+
+    def session_lost(self, peer_fp: str) -> None:
+        """Whatever was in flight to this peer goes back to the head of its queue."""
+        self._outbox.session_lost(peer_fp)
+
+    def expire(self, now: float) -> list[StoredMessage]:
+        """Mark the messages that waited too long as failed; returns their rows."""
+        expired = self._outbox.expire(now)
+        if not expired:
+            return []
+        ids = [item.msg_id for item in expired]
+        try:
+            self._store.mark_failed(ids, "expired in the queue")
+        except StorageError as exc:
+            self._report_problem(f"Cannot record expired messages: {exc}")
+        return [row for msg_id in ids if (row := self._queued.pop(msg_id, None)) is not None]
+
+    def queued_ids(self, peer_fp: str) -> list[str]:
+        """Every message to this peer that is not acknowledged yet, in flight or waiting."""
+        return [msg_id for msg_id, row in self._queued.items() if row.peer_fp == peer_fp]
+
+    def is_queued(self, msg_id: str) -> bool:
+        return msg_id in self._queued
+
+    def pending_count(self, peer_fp: str) -> int:
+        return self._outbox.pending_count(peer_fp)
+
+    def peers_with_pending(self) -> list[str]:
+        return self._outbox.peers_with_pending()
