@@ -157,6 +157,9 @@ class Node:
         self._submitted: set[str] = set()
         self._delivery_watches: list[tuple[set[str], asyncio.Future[None]]] = []
         self._problems_said: dict[str, float] = {}
+        # News from start() (a beacon can arrive while it binds) waits for run(),
+        # so that nothing is shown before the banner.
+        self._held_events: list[UiEvent] | None = []
         self._peer_cache_dirty = False
         self._peer_cache_write: asyncio.Future[None] | None = None
         self._closing = False
@@ -175,6 +178,9 @@ class Node:
 
     def run(self) -> None:
         """Start processing in the background thread (after the banner is on screen)."""
+        held, self._held_events = self._held_events or [], None
+        for event in held:
+            self._show(event)
         self._thread.start()
 
     def close(self, timeout: float = 1.5) -> None:
@@ -912,6 +918,12 @@ class Node:
             if len(self._problems_said) > 256:
                 self._problems_said.clear()
             self._problems_said[event.text] = now
+        if self._held_events is not None:
+            self._held_events.append(event)
+            return
+        self._show(event)
+
+    def _show(self, event: UiEvent) -> None:
         try:
             self._emit_to_ui(event)
         except Exception:

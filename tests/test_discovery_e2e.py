@@ -29,6 +29,7 @@ from tests.support import (
     free_udp_port,
     own_fingerprint,
     peer_rows,
+    strip_ansi,
     wait_for_log,
 )
 
@@ -82,6 +83,10 @@ def start(
         extra=["-v"] if verbose else [],
     )
     peers.append(peer)
+    # Peers already on the port answer at once, while this one is still starting:
+    # that news waits for the banner, which stays the first line on the screen.
+    shown = strip_ansi(peer.screen()).lstrip()
+    assert shown.startswith(f"Server listening on port {peer.port}..."), shown[:300]
     return peer
 
 
