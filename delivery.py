@@ -179,3 +179,48 @@ class Delivery:
 
     def peers_with_pending(self) -> list[str]:
         return self._outbox.peers_with_pending()
+
+
+class ReconnectSchedule:
+    """When to try again to reach each peer that has messages waiting (time passed in).
+
+    A peer asked for `at_once` (just discovered, or messages just submitted) is
+    due now and its delay starts again from `shortest`; otherwise it is due
+    after its current delay, which doubles with every attempt up to `longest`.
+    """
+
+    def __init__(
+        self, shortest: float = limits.RECONNECT_MIN, longest: float = limits.RECONNECT_MAX
+    ) -> None:
+        self._shortest = shortest
+        self._longest = longest
+        self._next_at: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+
+    def want(self, peer: str, now: float, *, at_once: bool = False) -> None:
+        if at_once:
+            self._next_at[peer] = now
+            self._delay[peer] = self._shortest
+        elif self._next_at.get(peer, 0.0) <= now:
+            delay = self._delay.setdefault(peer, self._shortest)
+            self._next_at[peer] = now + delay
+
+    def drop(self, peer: str) -> None:
+        self._next_at.pop(peer, None)
+        self._delay.pop(peer, None)
+
+    def peers(self) -> list[str]:
+        return list(self._next_at)
+
+    def due(self, now: float) -> list[str]:
+        return [peer for peer, at in self._next_at.items() if at <= now]
+
+    def attempted(self, peer: str, now: float) -> None:
+        """An attempt was started: the next one waits the delay, and the delay doubles."""
+        delay = self._delay.get(peer, self._shortest)
+        self._next_at[peer] = now + delay
+        self._delay[peer] = min(delay * 2, self._longest)
+
+    def postpone(self, peer: str, now: float) -> None:
+        """Nothing to try now (no address known): look again after the longest delay."""
+        self._next_at[peer] = now + self._longest

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ import limits
 import trust
 from channel import Credentials, Event, HandshakeComplete, MessageReceived, PeerHello, Role
 from crypto_utils import Identity
-from delivery import Delivery, outgoing_message, received_messages
+from delivery import Delivery, ReconnectSchedule, outgoing_message, received_messages
 from discovery import BeaconAccepted, DiscoveryService, broadcast_targets
 from errors import BindError, StorageError
 from events import (
@@ -73,7 +73,6 @@ BYE_STORAGE = "cannot store messages"
 
 PROBLEM_REPEAT = 30.0  # seconds before the same problem line is shown again
 TICK = 0.25  # seconds between housekeeping passes (liveness, pings, retries)
-RETRY_MIN, RETRY_MAX = 1.0, 10.0  # reconnect backoff for peers with queued messages
 
 
 @dataclass(frozen=True)
@@ -97,13 +96,6 @@ class NodeConfig:
     max_pending_handshakes: int = limits.MAX_PENDING_HANDSHAKES
     max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER
     max_queued_age: float = limits.MAX_QUEUED_AGE
-
-
-@dataclass
-class _Retry:
-    next_at: float = 0.0
-    delay: float = RETRY_MIN
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class _Refused(Exception):
@@ -153,7 +145,8 @@ class Node:
         self._conflicts: dict[str, KeyConflict] = {}  # presented fingerprint -> conflict
         self._announced: dict[str, bytes] = {}  # fingerprint -> beacon instance announced
         self._departed: dict[str, bytes | None] = {}  # said goodbye/exit: beacon instance
-        self._retries: dict[str, _Retry] = {}
+        self._reconnects = ReconnectSchedule()
+        self._reconnect_tasks: dict[str, asyncio.Task[None]] = {}
         self._submitted: set[str] = set()
         self._delivery_watches: list[tuple[set[str], asyncio.Future[None]]] = []
         self._problems_said: dict[str, float] = {}
@@ -257,9 +250,8 @@ class Node:
             session.close(BYE_QUIT)
         # Give the goodbyes a moment to reach the wire.
         await asyncio.sleep(0.05)
-        for retry in self._retries.values():
-            if retry.task is not None:
-                retry.task.cancel()
+        for task in self._reconnect_tasks.values():
+            task.cancel()
         if self._peer_cache_write is not None:
             with contextlib.suppress(Exception):
                 await self._peer_cache_write
@@ -404,7 +396,7 @@ class Node:
         else:
             self._sessions[fp] = session
         self._departed.pop(fp, None)
-        self._retries.pop(fp, None)
+        self._reconnects.drop(fp)
         log.info(
             "session with %s [%s] at %s:%d established (%s)",
             hello.name,
@@ -731,28 +723,23 @@ class Node:
 
     def _schedule_retry(self, fp: str, at_once: bool = False) -> None:
         """Keep trying to reach a peer that has queued messages, with backoff."""
-        retry = self._retries.setdefault(fp, _Retry())
-        now = self.loop.time()
-        if at_once:
-            retry.next_at = now
-            retry.delay = RETRY_MIN
-        elif retry.next_at <= now:
-            retry.next_at = now + retry.delay
+        self._reconnects.want(fp, self.loop.time(), at_once=at_once)
 
     def _run_retries(self, now: float) -> None:
-        for fp, retry in list(self._retries.items()):
+        for fp in self._reconnects.peers():
             if fp in self._sessions or not self._delivery.pending_count(fp):
-                del self._retries[fp]
-                continue
-            if retry.next_at > now or (retry.task is not None and not retry.task.done()):
+                self._reconnects.drop(fp)
+                self._reconnect_tasks.pop(fp, None)  # an attempt under way may finish
+        for fp in self._reconnects.due(now):
+            task = self._reconnect_tasks.get(fp)
+            if task is not None and not task.done():
                 continue
             address = self._address_of(fp)
             if address is None:
-                retry.next_at = now + RETRY_MAX
+                self._reconnects.postpone(fp, now)
                 continue
-            retry.task = self.loop.create_task(self._retry_connect(*address))
-            retry.next_at = now + retry.delay
-            retry.delay = min(retry.delay * 2, RETRY_MAX)
+            self._reconnect_tasks[fp] = self.loop.create_task(self._retry_connect(*address))
+            self._reconnects.attempted(fp, now)
 
     async def _retry_connect(self, host: str, port: int) -> None:
         with contextlib.suppress(
