@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -88,14 +88,16 @@ def peer_args(
     beacon_interval: float = 0.5,
     peer_timeout: float = 3.0,
     extra: Sequence[str] = (),
+    broadcast: str | None = LOOPBACK_BROADCAST,
 ) -> list[str]:
+    """The peer's command line; `broadcast=None` keeps the program's default address."""
     args = [str(SCRIPT), "--name", name, "--port", str(port), "--data-dir", str(data_dir)]
     if discovery_port is None:
         args.append("--no-discovery")
     else:
+        if broadcast is not None:
+            args += ["--broadcast", broadcast]
         args += [
-            "--broadcast",
-            LOOPBACK_BROADCAST,
             "--discovery-port",
             str(discovery_port),
             "--beacon-interval",
@@ -122,28 +124,45 @@ class Peer:
         env: dict[str, str] | None = None,
         peer_timeout: float = 3.0,
         beacon_interval: float = 0.5,
+        host: str = "127.0.0.1",
+        broadcast: str | None = LOOPBACK_BROADCAST,
+        launch: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
+        """`launch` turns the peer's command line into the one to run (e.g. in a namespace).
+
+        The program's default broadcast address (`broadcast=None`) is for peers
+        launched in a namespace the test made; anywhere else it would leave the
+        machine.
+        """
+        if broadcast is None and launch is None:
+            raise ValueError("the default broadcast address is only for a test namespace")
         self.name = name
         self.port = port or free_tcp_port()
         self.data_dir = data_dir or tmp / name
-        self.addr = f"127.0.0.1:{self.port}"
-        args = peer_args(
-            name,
-            self.port,
-            self.data_dir,
-            discovery_port,
-            peer_timeout=peer_timeout,
-            beacon_interval=beacon_interval,
-            extra=extra,
-        )
+        self.addr = f"{host}:{self.port}"
+        command = [
+            sys.executable,
+            *peer_args(
+                name,
+                self.port,
+                self.data_dir,
+                discovery_port,
+                peer_timeout=peer_timeout,
+                beacon_interval=beacon_interval,
+                extra=extra,
+                broadcast=broadcast,
+            ),
+        ]
+        if launch is not None:
+            command = launch(command)
         self.log = open(tmp / f"{name}-{self.port}.screen.log", "a", encoding="utf-8")  # noqa: SIM115
         # Everything the terminal showed, so that a line printed while the test
         # waited for something else (news arrives at any time) is still found.
         self._screen: list[str] = []
         self._cursor = 0
         self.child = pexpect.spawn(
-            sys.executable,
-            args,
+            command[0],
+            command[1:],
             cwd=str(ROOT),
             env=child_env(env),
             encoding="utf-8",

@@ -18,24 +18,18 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import pexpect
 import pytest
 
 from tests.support import (
-    PROMPT,
-    ROOT,
-    SCRIPT,
+    WatchedPeer,
     await_lines,
     await_new_lines,
-    child_env,
     own_fingerprint,
     peer_rows,
-    strip_ansi,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -43,6 +37,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 SUBNET = "10.213.7"
 PREFIX = 24
 PORT = 5000  # every host has its own stack, so all may use the same port, as on a LAN
+DISCOVERY_PORT = 54545  # the program's default, as on a real LAN
 BEACON_INTERVAL = 0.5
 PEER_TIMEOUT = 3.0
 REMOVAL_MARGIN = 1.5
@@ -160,88 +155,22 @@ def lan() -> Iterator[Lan]:
         net.destroy()
 
 
-class HostPeer:
-    """A peer_chat process inside one host's namespace (default broadcast), on a terminal.
-
-    Started under `ip netns exec`, so not a tests.support.Peer; it offers the
-    same few menu actions this test needs.
-    """
+class HostPeer(WatchedPeer):
+    """A peer_chat process inside one host's namespace, with the default broadcast address."""
 
     def __init__(self, name: str, tmp: Path, namespace: str, address: str) -> None:
-        self.name = name
-        self.addr = f"{address}:{PORT}"
-        self.data_dir = tmp / name
-        args = [
-            str(SCRIPT),
-            "--name",
+        super().__init__(
             name,
-            "--port",
-            str(PORT),
-            "--data-dir",
-            str(self.data_dir),
-            "--beacon-interval",
-            str(BEACON_INTERVAL),
-            "--peer-timeout",
-            str(PEER_TIMEOUT),
-            "-v",
-        ]
-        self.log = open(tmp / f"{name}.screen.log", "a", encoding="utf-8")  # noqa: SIM115
-        self.child = pexpect.spawn(
-            "ip",
-            ["netns", "exec", namespace, sys.executable, *args],
-            cwd=str(ROOT),
-            env=child_env(),
-            encoding="utf-8",
-            timeout=20.0,
-            dimensions=(50, 200),
+            tmp,
+            DISCOVERY_PORT,
+            port=PORT,
+            host=address,
+            broadcast=None,
+            beacon_interval=BEACON_INTERVAL,
+            peer_timeout=PEER_TIMEOUT,
+            extra=["-v"],
+            launch=lambda command: ["ip", "netns", "exec", namespace, *command],
         )
-        self.child.logfile_read = self.log
-        self.child.expect_exact(f"Server listening on port {PORT}")
-        self.expect_menu()
-        # Discoveries can be printed before the first menu; keep them.
-        self.banner = strip_ansi(str(self.child.before))
-
-    def seen_at_start(self, text: str) -> bool:
-        if text not in self.banner:
-            return False
-        self.banner = self.banner.replace(text, "", 1)
-        return True
-
-    def choose(self, option: str) -> None:
-        self.child.sendline(option)
-
-    def expect(self, pattern: str | list[str], timeout: float | None = None) -> int:
-        return int(self.child.expect(pattern, timeout=timeout if timeout is not None else -1))
-
-    def expect_text(self, text: str) -> None:
-        self.child.expect_exact(text)
-
-    def expect_menu(self) -> None:
-        self.child.expect_exact(PROMPT)
-
-    def answer(self, prompt: str, value: str) -> None:
-        self.child.expect_exact(prompt)
-        self.child.sendline(value)
-
-    def send_to(self, target: str, text: str, port: int | None = None) -> None:
-        self.choose("1")
-        self.answer("Enter recipient's IP:", target)
-        if port is not None:
-            self.answer("Enter recipient's port number:", str(port))
-        self.answer("Enter your message:", text)
-
-    def peers_table(self) -> str:
-        self.choose("2")
-        if self.expect(["Connected Peers:", "No connected peers."]) == 1:
-            self.expect_menu()
-            return ""
-        self.expect_menu()
-        return str(self.child.before)
-
-    def close(self) -> None:
-        if self.child.isalive():
-            self.child.terminate(force=True)
-        self.log.close()
 
 
 @pytest.fixture
