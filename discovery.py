@@ -73,6 +73,7 @@ from limits import (
     BEACON_VERIFY_BURST,
     BEACON_VERIFY_GLOBAL_RATE,
     BEACON_VERIFY_RATE,
+    LIMITED_BROADCAST,
     MAX_NAME_CHARS,
 )
 from sanitize import validate_name
@@ -83,7 +84,6 @@ MAGIC: Final = b"PCHB"
 VERSION: Final = 1
 SIGNING_CONTEXT: Final = b"peer_chat/1 discovery beacon\x00"
 INSTANCE_SIZE: Final = 16
-LIMITED_BROADCAST: Final = "255.255.255.255"
 ANNOUNCE_MIN_GAP: Final = 0.5  # seconds between extra beacons (replies to newcomers)
 MAX_TRACKED_SOURCES: Final = 1024
 MAX_TRACKED_PEERS: Final = 1024

@@ -37,7 +37,13 @@ SEND_WAIT: Final = 5.0  # seconds option 1 waits for an acknowledgement
 RECONNECT_MIN: Final = 1.0  # seconds before reconnecting to a peer with messages waiting
 RECONNECT_MAX: Final = 10.0  # ... doubling with each attempt up to this
 
-# Discovery
+# Discovery: defaults of --broadcast, --discovery-port, --beacon-interval, --peer-timeout
+LIMITED_BROADCAST: Final = "255.255.255.255"  # plus each interface's directed broadcast
+DISCOVERY_PORT: Final = 54545
+BEACON_INTERVAL: Final = 5.0  # seconds between beacons
+PEER_TIMEOUT: Final = 15.0  # seconds of silence before a peer is offline (three beacons)
+
+# Discovery: limits
 BEACON_MAX_SIZE: Final = 2048  # bytes of one beacon datagram
 BEACON_MAX_SKEW: Final = 30.0  # seconds a beacon's timestamp may differ from ours
 BEACON_VERIFY_RATE: Final = 5.0  # signature checks per second per source address

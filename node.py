@@ -81,10 +81,10 @@ class NodeConfig:
     port: int
     data_dir: Path
     bind: str = "0.0.0.0"
-    broadcast: str = "255.255.255.255"
-    discovery_port: int = 54545
-    beacon_interval: float = 5.0
-    peer_timeout: float = 15.0
+    broadcast: str = limits.LIMITED_BROADCAST
+    discovery_port: int = limits.DISCOVERY_PORT
+    beacon_interval: float = limits.BEACON_INTERVAL
+    peer_timeout: float = limits.PEER_TIMEOUT
     discovery: bool = True
     handshake_timeout: float = limits.HANDSHAKE_TIMEOUT
     idle_timeout: float = limits.IDLE_SESSION_TIMEOUT

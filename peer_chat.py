@@ -110,23 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--broadcast",
         type=_ipv4,
-        default="255.255.255.255",
-        help="discovery broadcast address (default: 255.255.255.255 and each interface's)",
+        default=limits.LIMITED_BROADCAST,
+        help=f"discovery broadcast address (default: {limits.LIMITED_BROADCAST} "
+        "and each interface's)",
     )
     parser.add_argument(
-        "--discovery-port", type=_port, default=54545, help="UDP discovery port (default: 54545)"
+        "--discovery-port",
+        type=_port,
+        default=limits.DISCOVERY_PORT,
+        help=f"UDP discovery port (default: {limits.DISCOVERY_PORT})",
     )
     parser.add_argument(
         "--beacon-interval",
         type=_seconds,
-        default=5.0,
-        help="seconds between discovery beacons (default: 5)",
+        default=limits.BEACON_INTERVAL,
+        help=f"seconds between discovery beacons (default: {limits.BEACON_INTERVAL:g})",
     )
     parser.add_argument(
         "--peer-timeout",
         type=_seconds,
-        default=15.0,
-        help="seconds of silence before a peer is offline (default: 15)",
+        default=limits.PEER_TIMEOUT,
+        help=f"seconds of silence before a peer is offline (default: {limits.PEER_TIMEOUT:g})",
     )
     parser.add_argument(
         "--no-discovery", action="store_true", help="no beacons: peers reach us by address only"

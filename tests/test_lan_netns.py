@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from limits import DISCOVERY_PORT  # the program's default, as on a real LAN
 from tests.support import (
     WatchedPeer,
     await_lines,
@@ -37,7 +38,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 SUBNET = "10.213.7"
 PREFIX = 24
 PORT = 5000  # every host has its own stack, so all may use the same port, as on a LAN
-DISCOVERY_PORT = 54545  # the program's default, as on a real LAN
 BEACON_INTERVAL = 0.5
 PEER_TIMEOUT = 3.0
 REMOVAL_MARGIN = 1.5
