@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import pexpect
+import pytest
 
 from discovery import Beacon, decode_beacon
 from errors import ProtocolError
@@ -292,6 +293,29 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\r")
 
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
+
+
+def mount_tmpfs(target: Path, size: str) -> Path:
+    """A tmpfs of `size` at `target` (made if missing); skips the test when it cannot be mounted.
+
+    Mounting needs root; the caller unmounts with `unmount`.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
+    return target
+
+
+def unmount(target: Path) -> None:
+    """Unmount `target`, lazily if it is still busy."""
+    if subprocess.run(["umount", str(target)], capture_output=True, check=False).returncode:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
 
 
 def run_cli(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Peer, free_tcp_port, run_cli, strip_ansi
+from tests.support import Peer, free_tcp_port, mount_tmpfs, run_cli, strip_ansi, unmount
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +42,7 @@ def mounts() -> Iterator[list[Path]]:
     made: list[Path] = []
     yield made
     for target in reversed(made):
-        if subprocess.run(["umount", str(target)], capture_output=True, check=False).returncode:
-            subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+        unmount(target)
 
 
 @pytest.fixture
@@ -60,18 +59,9 @@ def start(peers: list[Peer], name: str, tmp: Path, **kw: object) -> Peer:
     return peer
 
 
-def mount_tmpfs(mounts: list[Path], target: Path, size: str) -> Path:
-    """A tmpfs of `size` at `target`, unmounted at teardown; skips when mounting is impossible."""
-    target.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
-    mounts.append(target)
+def small_disk(mounts: list[Path], target: Path, size: str) -> Path:
+    """A tmpfs of `size` at `target`, unmounted at teardown."""
+    mounts.append(mount_tmpfs(target, size))
     return target
 
 
@@ -301,7 +291,7 @@ def restarted(peers: list[Peer], peer: Peer, tmp: Path) -> Peer:
 def test_full_disk_at_the_receiver_keeps_the_message_pending_at_the_sender(
     tmp_path: Path, mounts: list[Path], peers: list[Peer]
 ) -> None:
-    data = mount_tmpfs(mounts, tmp_path / "receiver-disk", "8m")
+    data = small_disk(mounts, tmp_path / "receiver-disk", "8m")
     receiver = start(peers, "Receiver", tmp_path, data_dir=data)
     sender = start(peers, "Sender", tmp_path)
     first_message(sender, receiver, "before the disk filled")
@@ -322,7 +312,7 @@ def test_full_disk_at_the_sender_refuses_to_send_what_it_cannot_store(
     tmp_path: Path, mounts: list[Path], peers: list[Peer]
 ) -> None:
     receiver = start(peers, "Receiver", tmp_path)
-    data = mount_tmpfs(mounts, tmp_path / "sender-disk", "8m")
+    data = small_disk(mounts, tmp_path / "sender-disk", "8m")
     sender = start(peers, "Sender", tmp_path, data_dir=data)
     first_message(sender, receiver, "before the disk filled")
     sender = restarted(peers, sender, tmp_path)
@@ -351,7 +341,7 @@ def test_full_disk_at_the_sender_refuses_to_send_what_it_cannot_store(
 def test_full_disk_puts_no_logging_error_on_the_terminal(
     tmp_path: Path, mounts: list[Path], peers: list[Peer]
 ) -> None:
-    data = mount_tmpfs(mounts, tmp_path / "disk", "8m")
+    data = small_disk(mounts, tmp_path / "disk", "8m")
     peer = start(peers, "Receiver", tmp_path, data_dir=data)
     filler = fill(data)
     # Anyone on the network can make the peer log a line: here, connections of garbage,

@@ -23,6 +23,7 @@ from storage import (
     PeerRecord,
     StoredMessage,
 )
+from tests.support import mount_tmpfs, unmount
 from trust import pin_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,20 +91,11 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
     """A tiny tmpfs mounted at `path` (root only), unmounted afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a tmpfs")
-    path.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    mount_tmpfs(path, size)
     try:
         yield path
     finally:
-        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], check=False)
+        unmount(path)
 
 
 # --------------------------------------------------------------------------- opening
