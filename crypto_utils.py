@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from errors import KeyFileError, ProtocolError, StorageError
+from peerchat.errors import KeyFileError, ProtocolError, StorageError
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import limits
-from errors import PeerChatError, UsageError
+from peerchat import limits
+from peerchat.errors import PeerChatError, UsageError
 
 __version__ = "1.0.0"
 
@@ -198,9 +198,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported after parsing so that --help and a wrong flag answer at once.
     from crypto_utils import KeyManager, read_passphrase
-    from menu import Menu
-    from node import Node, NodeConfig
-    from sanitize import validate_name
+    from peerchat.net.node import Node, NodeConfig
+    from peerchat.policy.sanitize import validate_name
+    from peerchat.ui.menu import Menu
     from storage import HistoryStore
 
     try:

@@ -36,9 +36,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-import trust
 from crypto_utils import Sealer, fingerprint_of
-from errors import StorageError
+from peerchat.errors import StorageError
+from peerchat.policy import trust
 
 logger = logging.getLogger(__name__)
 

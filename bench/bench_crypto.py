@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bench.harness import module_main, summarize
-from channel import STATIC_KEY_CONTEXT, Credentials, Role, SecureChannel
 from crypto_utils import Identity, fingerprint_of, verify_signature
-from messages import Chat, encode_message, new_msg_id
-from noise import public_bytes
+from peerchat.protocol.channel import STATIC_KEY_CONTEXT, Credentials, Role, SecureChannel
+from peerchat.protocol.messages import Chat, encode_message, new_msg_id
+from peerchat.protocol.noise import public_bytes
 
 Row = dict[str, object]
 KEY_BITS = 3072

@@ -36,8 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from bench.harness import Row, figure_row, module_main, summarize
 from crypto_utils import Identity
-from discovery import BeaconAccepted, BeaconFilter, DiscoveryService
-from limits import BEACON_VERIFY_GLOBAL_RATE
+from discovery import DiscoveryService
+from peerchat.limits import BEACON_VERIFY_GLOBAL_RATE
+from peerchat.protocol.beacon import BeaconAccepted, BeaconFilter
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache" / "discovery-identities-2048"
 LOOPBACK_BROADCAST = "127.255.255.255"

@@ -43,9 +43,15 @@ from bench.harness import (
     summarize,
     summarize_runs,
 )
-from channel import Credentials, HandshakeComplete, MessageReceived, Role, SecureChannel
 from crypto_utils import KeyManager
-from messages import Ack, Chat, Ping, Pong, new_msg_id
+from peerchat.protocol.channel import (
+    Credentials,
+    HandshakeComplete,
+    MessageReceived,
+    Role,
+    SecureChannel,
+)
+from peerchat.protocol.messages import Ack, Chat, Ping, Pong, new_msg_id
 from tests.support import free_tcp_port
 
 ROOT = Path(__file__).resolve().parent.parent

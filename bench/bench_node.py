@@ -84,12 +84,18 @@ from bench.harness import (
     summarize,
     summarize_runs,
 )
-from channel import Credentials, HandshakeComplete, MessageReceived, Role, SecureChannel
 from crypto_utils import Identity, KeyManager
-from errors import ProtocolError
-from events import Outcome, Problem, UiEvent
-from messages import Bye, Ping, Pong
-from node import Node, NodeConfig
+from peerchat.errors import ProtocolError
+from peerchat.events import Outcome, Problem, UiEvent
+from peerchat.net.node import Node, NodeConfig
+from peerchat.protocol.channel import (
+    Credentials,
+    HandshakeComplete,
+    MessageReceived,
+    Role,
+    SecureChannel,
+)
+from peerchat.protocol.messages import Bye, Ping, Pong
 from storage import HistoryStore
 from tests.support import free_tcp_port
 
@@ -998,7 +1004,8 @@ def measure_start(sizes: Sizes, tmp: Path) -> tuple[Summary, Summary]:
 # Runs peer_chat with a profiler in the node's network thread; stats go to argv[1] at exit.
 _PROFILED_PEER = """
 import cProfile, sys, time
-import node, peer_chat
+import peer_chat
+from peerchat.net import node
 
 profiler = cProfile.Profile(time.thread_time)
 run_loop = node.Node._run_loop

@@ -31,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crypto_utils import Identity
-from discovery import (
+from peerchat.errors import ProtocolError
+from peerchat.limits import BEACON_MAX_SIZE
+from peerchat.protocol.beacon import (
     HEADER_SIZE,
     BeaconAccepted,
     BeaconFilter,
@@ -39,8 +41,6 @@ from discovery import (
     decode_beacon,
     encode_beacon,
 )
-from errors import ProtocolError
-from limits import BEACON_MAX_SIZE
 
 NOW = 1_700_000_000.0
 NAMES = ["Alice", "Bob", "Ünïcødé", "名前", "x" * 32, "a b", "Z"]

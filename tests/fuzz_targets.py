@@ -27,7 +27,9 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from channel import (
+from crypto_utils import Identity, fingerprint_of
+from peerchat.errors import ProtocolError
+from peerchat.protocol.channel import (
     PROLOGUE,
     PROTOCOL_NAME,
     ChannelState,
@@ -38,11 +40,18 @@ from channel import (
     encode_hello_payload,
     parse_hello_payload,
 )
-from crypto_utils import Identity, fingerprint_of
-from errors import ProtocolError
-from framing import FrameDecoder, encode_frame
-from messages import Ack, Bye, Chat, Message, Ping, Pong, decode_message, encode_message
-from noise import HandshakeState
+from peerchat.protocol.framing import FrameDecoder, encode_frame
+from peerchat.protocol.messages import (
+    Ack,
+    Bye,
+    Chat,
+    Message,
+    Ping,
+    Pong,
+    decode_message,
+    encode_message,
+)
+from peerchat.protocol.noise import HandshakeState
 
 Target = Callable[[bytes], None]
 

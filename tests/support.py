@@ -22,8 +22,8 @@ from typing import Any, Protocol, TextIO
 import pexpect
 import pytest
 
-from discovery import Beacon, decode_beacon
-from errors import ProtocolError
+from peerchat.errors import ProtocolError
+from peerchat.protocol.beacon import Beacon, decode_beacon
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "peer_chat.py"

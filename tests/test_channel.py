@@ -11,7 +11,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from channel import (
+from crypto_utils import Identity, fingerprint_of, verify_signature
+from peerchat.errors import ProtocolError
+from peerchat.limits import (
+    MAX_FRAME_SIZE,
+    MAX_HANDSHAKE_PAYLOAD,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+)
+from peerchat.protocol.channel import (
     PROLOGUE,
     PROTOCOL_NAME,
     STATIC_KEY_CONTEXT,
@@ -24,12 +32,9 @@ from channel import (
     SecureChannel,
     encode_hello_payload,
 )
-from crypto_utils import Identity, fingerprint_of, verify_signature
-from errors import ProtocolError
-from framing import encode_frame
-from limits import MAX_FRAME_SIZE, MAX_HANDSHAKE_PAYLOAD, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
-from messages import Ack, Bye, Chat, Message, Ping, Pong, new_msg_id
-from noise import HandshakeState, public_bytes
+from peerchat.protocol.framing import encode_frame
+from peerchat.protocol.messages import Ack, Bye, Chat, Message, Ping, Pong, new_msg_id
+from peerchat.protocol.noise import HandshakeState, public_bytes
 
 ESTABLISHED = ChannelState.ESTABLISHED
 CLOSED = ChannelState.CLOSED

@@ -27,7 +27,7 @@ from crypto_utils import (
     short_id,
     verify_signature,
 )
-from errors import KeyFileError, ProtocolError, StorageError
+from peerchat.errors import KeyFileError, ProtocolError, StorageError
 
 PASS = b"correct horse battery staple"
 

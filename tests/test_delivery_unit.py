@@ -24,14 +24,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto_utils import Identity, Sealer, fingerprint_of
-from delivery import Delivery, outgoing_message, received_messages
-from errors import StorageError
-from events import Outcome, QueuedExpired, UiEvent
-from limits import MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
-from menu import describe_event, describe_send
-from messages import Chat
-from node import Node, NodeConfig
-from outbox import QueueFull
+from peerchat.delivery import Delivery, outgoing_message, received_messages
+from peerchat.errors import StorageError
+from peerchat.events import Outcome, QueuedExpired, UiEvent
+from peerchat.limits import MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
+from peerchat.net.node import Node, NodeConfig
+from peerchat.policy.outbox import QueueFull
+from peerchat.protocol.messages import Chat
+from peerchat.ui.menu import describe_event, describe_send
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 from tests.support import free_tcp_port
 

@@ -16,10 +16,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import discovery
 from crypto_utils import Identity, fingerprint_of, verify_signature
-from discovery import (
-    ANNOUNCE_MIN_GAP,
+from discovery import ANNOUNCE_MIN_GAP, DiscoveryService, broadcast_targets
+from peerchat.errors import BindError, ProtocolError, UsageError
+from peerchat.limits import (
+    BEACON_MAX_SIZE,
+    BEACON_MAX_SKEW,
+    BEACON_VERIFY_BURST,
+    BEACON_VERIFY_GLOBAL_RATE,
+    BEACON_VERIFY_RATE,
+    MAX_NAME_CHARS,
+)
+from peerchat.protocol import beacon as beacon_module
+from peerchat.protocol.beacon import (
     BAD_SIGNATURE,
     HEADER_SIZE,
     MAGIC,
@@ -37,19 +46,8 @@ from discovery import (
     BeaconAccepted,
     BeaconFilter,
     BeaconRejected,
-    DiscoveryService,
-    broadcast_targets,
     decode_beacon,
     encode_beacon,
-)
-from errors import BindError, ProtocolError, UsageError
-from limits import (
-    BEACON_MAX_SIZE,
-    BEACON_MAX_SKEW,
-    BEACON_VERIFY_BURST,
-    BEACON_VERIFY_GLOBAL_RATE,
-    BEACON_VERIFY_RATE,
-    MAX_NAME_CHARS,
 )
 from tests.fuzz_beacon import fuzz
 from tests.support import LOOPBACK_BROADCAST, free_udp_port
@@ -148,7 +146,7 @@ def verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         return verify_signature(public_der, signature, data)
 
-    monkeypatch.setattr(discovery, "verify_signature", spy)
+    monkeypatch.setattr(beacon_module, "verify_signature", spy)
     return calls
 
 
@@ -472,7 +470,7 @@ def test_flood_from_many_sources_is_capped_globally(verifications: list[int]) ->
 def test_fingerprint_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     # Thousands of distinct keys: fake keys and a verifier that says yes, so that
     # only the bookkeeping is exercised.
-    monkeypatch.setattr(discovery, "verify_signature", lambda *_: True)
+    monkeypatch.setattr(beacon_module, "verify_signature", lambda *_: True)
     f = BeaconFilter(me().fingerprint, rate=1e9, burst=1e9, global_rate=1e9)
     for i in range(MAX_TRACKED_PEERS * 2):
         data = pack(name=b"P", der=b"key-%d" % i, signature=b"s")

@@ -19,7 +19,7 @@ import pexpect
 import pytest
 
 from crypto_utils import Identity, format_fingerprint
-from discovery import MAGIC, VERSION, decode_beacon, encode_beacon
+from peerchat.protocol.beacon import MAGIC, VERSION, decode_beacon, encode_beacon
 from tests.support import (
     BeaconSniffer,
     Peer,

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from errors import ProtocolError
-from framing import FrameDecoder, encode_frame
-from limits import MAX_FRAME_SIZE
+from peerchat.errors import ProtocolError
+from peerchat.limits import MAX_FRAME_SIZE
+from peerchat.protocol.framing import FrameDecoder, encode_frame
 
 
 def header(size: int) -> bytes:

@@ -27,7 +27,15 @@ from typing import ClassVar, Self
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from channel import (
+from crypto_utils import Identity, KeyManager
+from peerchat.limits import (
+    HANDSHAKE_TIMEOUT,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+)
+from peerchat.protocol.beacon import encode_beacon
+from peerchat.protocol.channel import (
     PROLOGUE,
     PROTOCOL_NAME,
     STATIC_KEY_CONTEXT,
@@ -39,12 +47,9 @@ from channel import (
     SecureChannel,
     encode_hello_payload,
 )
-from crypto_utils import Identity, KeyManager
-from discovery import encode_beacon
-from framing import FrameDecoder, encode_frame
-from limits import HANDSHAKE_TIMEOUT, MAX_CONNECTIONS_PER_ADDRESS, MAX_FRAME_SIZE, PROTOCOL_VERSION
-from messages import Ack, Chat, Message, Ping, Pong, new_msg_id
-from noise import HandshakeState, public_bytes
+from peerchat.protocol.framing import FrameDecoder, encode_frame
+from peerchat.protocol.messages import Ack, Chat, Message, Ping, Pong, new_msg_id
+from peerchat.protocol.noise import HandshakeState, public_bytes
 from tests.support import (
     BeaconSniffer,
     Peer,

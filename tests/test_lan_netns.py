@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from limits import DISCOVERY_PORT  # the program's default, as on a real LAN
+from peerchat.limits import DISCOVERY_PORT  # the program's default, as on a real LAN
 from tests.support import (
     WatchedPeer,
     await_lines,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveness import Liveness
+from peerchat.policy.liveness import Liveness
 
 T0 = 1000.0
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from events import KeyChanged, MessageArrived, Outcome, PeerDiscovered, PeerOffline, SendResult
-from menu import describe_event, describe_send, format_history_row
+from peerchat.events import (
+    KeyChanged,
+    MessageArrived,
+    Outcome,
+    PeerDiscovered,
+    PeerOffline,
+    SendResult,
+)
+from peerchat.ui.menu import describe_event, describe_send, format_history_row
 from storage import DeliveryState, Direction, StoredMessage
 
 FP_OLD = "A" * 52

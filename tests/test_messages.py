@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from errors import ProtocolError
-from limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
-from messages import (
+from peerchat.errors import ProtocolError
+from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.protocol.messages import (
     Ack,
     Bye,
     Chat,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from crypto_utils import KeyManager
-from events import MessageArrived, Outcome, UiEvent
-from node import Node, NodeConfig
+from peerchat.events import MessageArrived, Outcome, UiEvent
+from peerchat.net.node import Node, NodeConfig
 from storage import DeliveryState, Direction, HistoryStore
 from tests.support import free_tcp_port
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from errors import ProtocolError
-from noise import MAX_NONCE, CipherState, HandshakeState, public_bytes
+from peerchat.errors import ProtocolError
+from peerchat.protocol.noise import MAX_NONCE, CipherState, HandshakeState, public_bytes
 
 PROTOCOL = "Noise_XX_25519_AESGCM_SHA256"
 # The shared copy the project was given (../shared/vectors from the repository).

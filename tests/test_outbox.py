@@ -7,8 +7,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from limits import MAX_IN_FLIGHT, MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
-from outbox import Outbox, OutgoingItem, QueueFull
+from peerchat.limits import MAX_IN_FLIGHT, MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
+from peerchat.policy.outbox import Outbox, OutgoingItem, QueueFull
 
 ALICE = "A" * 52
 BOB = "B" * 52

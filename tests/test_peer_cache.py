@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crypto_utils import fingerprint_of
-from peer_cache import MAX_CACHED_PEERS, read_peer_cache, write_peer_cache
+from peerchat.net.peer_cache import MAX_CACHED_PEERS, read_peer_cache, write_peer_cache
 from storage import PeerRecord
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from delivery import ReconnectSchedule
+from peerchat.delivery import ReconnectSchedule
 
 BOB, CAROL = "bob", "carol"
 

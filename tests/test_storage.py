@@ -15,7 +15,8 @@ from cryptography.fernet import Fernet
 
 import storage
 from crypto_utils import Identity, Sealer, fingerprint_of
-from errors import StorageError
+from peerchat.errors import StorageError
+from peerchat.policy.trust import pin_key
 from storage import (
     DeliveryState,
     Direction,
@@ -24,7 +25,6 @@ from storage import (
     StoredMessage,
 )
 from tests.support import mount_tmpfs, unmount
-from trust import pin_key
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_A = fingerprint_of(b"peer a")

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crypto_utils import fingerprint_of
-from trust import TrustDecision, Verdict, decide, pin_key
+from peerchat.policy.trust import TrustDecision, Verdict, decide, pin_key
 
 ALICE = fingerprint_of(b"alice key")
 BOB = fingerprint_of(b"bob key")

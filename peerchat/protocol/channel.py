@@ -37,12 +37,12 @@ from typing import Any, Final, NoReturn, cast
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from crypto_utils import Identity, fingerprint_of, verify_signature
-from errors import ProtocolError
-from framing import FrameDecoder, encode_frame
-from limits import MAX_FRAME_SIZE, MAX_HANDSHAKE_PAYLOAD, PROTOCOL_VERSION
-from messages import Message, decode_message, encode_message
-from noise import DHLEN, TAGLEN, CipherState, HandshakeState, public_bytes
-from sanitize import validate_name
+from peerchat.errors import ProtocolError
+from peerchat.limits import MAX_FRAME_SIZE, MAX_HANDSHAKE_PAYLOAD, PROTOCOL_VERSION
+from peerchat.policy.sanitize import validate_name
+from peerchat.protocol.framing import FrameDecoder, encode_frame
+from peerchat.protocol.messages import Message, decode_message, encode_message
+from peerchat.protocol.noise import DHLEN, TAGLEN, CipherState, HandshakeState, public_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-import limits
 from crypto_utils import Identity, format_fingerprint, short_id
-from errors import StorageError
-from events import (
+from peerchat import limits
+from peerchat.errors import StorageError
+from peerchat.events import (
     ActivePeer,
     KeyChanged,
     MessageArrived,
@@ -40,10 +40,10 @@ from events import (
     SendResult,
     UiEvent,
 )
-from node import Node
-from sanitize import display_safe
+from peerchat.net.node import Node
+from peerchat.policy.sanitize import display_safe
+from peerchat.policy.trust import pin_key
 from storage import Direction, HistoryStore, StoredMessage
-from trust import pin_key
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from limits import MAX_NAME_CHARS
+from peerchat.limits import MAX_NAME_CHARS
 
 # Line breaks and tabs get a space before their marker so the words around them stay apart.
 _SPACED_MARKERS = {

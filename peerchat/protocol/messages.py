@@ -21,8 +21,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from errors import ProtocolError
-from limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.errors import ProtocolError
+from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
 
 KIND_CHAT: Final = 0x01
 KIND_ACK: Final = 0x02

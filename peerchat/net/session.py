@@ -13,13 +13,13 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from channel import ChannelState, Event, Role, SecureChannel
-from errors import ProtocolError
-from messages import Bye, Message
+from peerchat.errors import ProtocolError
+from peerchat.protocol.channel import ChannelState, Event, Role, SecureChannel
+from peerchat.protocol.messages import Bye, Message
 
 if TYPE_CHECKING:
-    from channel import PeerHello
-    from node import Node
+    from peerchat.net.node import Node
+    from peerchat.protocol.channel import PeerHello
 
 log = logging.getLogger(__name__)
 

@@ -30,14 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import limits
-import trust
-from channel import Credentials, Event, HandshakeComplete, MessageReceived, PeerHello, Role
 from crypto_utils import Identity
-from delivery import Delivery, ReconnectSchedule, outgoing_message, received_messages
-from discovery import BeaconAccepted, DiscoveryService, broadcast_targets
-from errors import BindError, StorageError
-from events import (
+from discovery import DiscoveryService, broadcast_targets
+from peerchat import limits
+from peerchat.delivery import Delivery, ReconnectSchedule, outgoing_message, received_messages
+from peerchat.errors import BindError, StorageError
+from peerchat.events import (
     ActivePeer,
     ConnectResult,
     KeyChanged,
@@ -53,11 +51,21 @@ from events import (
     SendResult,
     UiEvent,
 )
-from liveness import Liveness
-from messages import Ack, Bye, Chat, Message, Ping, Pong
-from outbox import QueueFull
-from peer_cache import write_peer_cache
-from session import Session
+from peerchat.net.peer_cache import write_peer_cache
+from peerchat.net.session import Session
+from peerchat.policy import trust
+from peerchat.policy.liveness import Liveness
+from peerchat.policy.outbox import QueueFull
+from peerchat.protocol.beacon import BeaconAccepted
+from peerchat.protocol.channel import (
+    Credentials,
+    Event,
+    HandshakeComplete,
+    MessageReceived,
+    PeerHello,
+    Role,
+)
+from peerchat.protocol.messages import Ack, Bye, Chat, Message, Ping, Pong
 from storage import DeliveryState, HistoryStore, StoredMessage
 
 log = logging.getLogger(__name__)

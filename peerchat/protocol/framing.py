@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 from typing import Final, NoReturn
 
-from errors import ProtocolError
-from limits import FRAME_HEADER_SIZE, MAX_FRAME_SIZE
+from peerchat.errors import ProtocolError
+from peerchat.limits import FRAME_HEADER_SIZE, MAX_FRAME_SIZE
 
 _HEADER: Final = struct.Struct(">I")
 _pack_header = _HEADER.pack

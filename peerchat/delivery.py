@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-import limits
-from errors import StorageError
-from messages import Chat, new_msg_id
-from outbox import Outbox, OutgoingItem, QueueFull
+from peerchat import limits
+from peerchat.errors import StorageError
+from peerchat.policy.outbox import Outbox, OutgoingItem, QueueFull
+from peerchat.protocol.messages import Chat, new_msg_id
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 
 

@@ -1,0 +1,1 @@
+"""Networking: the node shell, its roles and the sessions they drive (the asyncio thread)."""

@@ -1,0 +1,1 @@
+"""Pure policy: decisions over plain data with time passed in; no sockets, no threads."""
