@@ -177,9 +177,9 @@ def test_wheel_installs_only_the_design_card_modules_and_the_package(tmp_path: P
             (source / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / relative, source / relative)
     wheels = tmp_path / "wheels"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(wheels), str(source)],
+        [*pip_wheel, "-q", "-w", str(wheels), str(source)],
         check=True,
         capture_output=True,
     )
