@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import importlib
 import json
+import mmap
 import os
 import sys
 import types
@@ -427,3 +428,29 @@ def test_output_watcher_counts_markers_split_across_reads() -> None:
         assert watcher.tail().endswith("from C\n")
         with pytest.raises(RuntimeError, match="saw 3 of 4"):
             watcher.expect(b"Received from ", 4)(0.1)  # output ended: no hanging
+
+
+def test_page_cache_counts_and_drops_a_files_pages(tmp_path: Path) -> None:
+    from bench.page_cache import drop_cached_pages, resident_pages
+
+    path = tmp_path / "data"
+    path.write_bytes(os.urandom(40 * mmap.PAGESIZE + 1))
+    path.read_bytes()
+
+    pages, resident = resident_pages(path)
+    assert pages == 41
+    assert 0 <= resident <= pages
+
+    dropped = drop_cached_pages([path, tmp_path / "missing-wal"])
+    assert dropped.pages == 41
+    assert dropped.cold == (dropped.resident == 0)
+    assert ("NOT dropped" in dropped.describe()) == (dropped.method == "none")
+
+
+def test_history_is_written_out_of_order() -> None:
+    history = importlib.import_module("bench.bench_history")
+
+    order = history.write_order(1000)
+    assert sorted(order) == list(range(1000))
+    assert order != sorted(order)
+    assert history.write_order(1000) == order  # the same database for the same count
