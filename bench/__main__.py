@@ -91,6 +91,8 @@ COST = (
     Target("at most 250 us", at_most(250.0, "us"), match=("CPU per sequential send",)),
     Target("at most 25 us", at_most(25.0, "us"), match=("CPU per pipelined message",)),
 )
+JUNK_KEY_FLOOD = (Target("p99 under 20 ms", under(20.0, "ms"), match=("junk identity", "p99")),)
+
 REGISTRY: tuple[Entry, ...] = (
     Entry("baselines", "bench.baselines"),
     Entry("crypto", "bench.bench_crypto"),
@@ -102,6 +104,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("profile", "bench.bench_profile"),
     Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
     Entry("flood", "bench.bench_flood"),
+    Entry("junkflood", "bench.bench_junk_flood", JUNK_KEY_FLOOD),
 )
 
 # Names that select several entries: "node" is what one module measured before it was split.

@@ -262,7 +262,10 @@ TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
     "start": _tiny("bench.bench_start", starts=1),
     "profile": _tiny_profile,
     "kill": _tiny_kill,
-    "flood": _tiny("bench.bench_flood", runs=1, seconds=0.2, warmup=5),
+    "flood": _tiny(
+        "bench.bench_flood", runs=1, work_runs=1, seconds=0.2, memory_seconds=0.2, warmup=5
+    ),
+    "junkflood": _tiny("bench.bench_junk_flood", runs=1, seconds=0.3, warmup=5),
 }
 
 
@@ -454,3 +457,36 @@ def test_history_is_written_out_of_order() -> None:
     assert sorted(order) == list(range(1000))
     assert order != sorted(order)
     assert history.write_order(1000) == order  # the same database for the same count
+
+
+def test_junk_identity_is_a_3072_bit_key_with_a_huge_exponent() -> None:
+    import random
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+    from bench.programs import flood
+
+    der, signature = flood.junk_identity_der(random.Random(1))
+    key = serialization.load_der_public_key(der)
+    assert isinstance(key, RSAPublicKey)
+    numbers = key.public_numbers()
+    assert key.key_size == 3072
+    assert numbers.e.bit_length() == 3071
+    assert len(signature) == 384
+    assert int.from_bytes(signature, "big") < numbers.n  # checked in full, not refused early
+
+
+def test_first_flood_message_is_a_valid_36_byte_noise_message() -> None:
+    import random
+
+    from bench.clients import session_identities
+    from bench.programs import flood
+    from peerchat.protocol.channel import Credentials, Role, SecureChannel
+
+    first, channel = flood.Flood("first", random.Random(1)).opening()
+    assert len(first) == 36 and channel is not None
+    credentials = Credentials.create(session_identities(1)[0], "Responder", 5000)
+    responder = SecureChannel(Role.RESPONDER, credentials)
+    assert responder.receive_data(first) == []
+    assert len(responder.data_to_send()) > 36  # message 2: the key exchange was done
