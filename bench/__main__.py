@@ -91,6 +91,16 @@ COST = (
     Target("at most 250 us", at_most(250.0, "us"), match=("CPU per sequential send",)),
     Target("at most 25 us", at_most(25.0, "us"), match=("CPU per pipelined message",)),
 )
+MENU = (
+    Target(
+        "at least 2,000 msg/s", at_least(2_000.0, "msg/s"), match=("through the menu", "per second")
+    ),
+    Target(
+        "within 1.5x of the node's sequential rate",
+        at_most(1.5, "x"),
+        match=("through the menu", "slower than"),
+    ),
+)
 JUNK_KEY_FLOOD = (Target("p99 under 20 ms", under(20.0, "ms"), match=("junk identity", "p99")),)
 
 REGISTRY: tuple[Entry, ...] = (
@@ -102,6 +112,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("sessions", "bench.bench_sessions", SESSIONS),
     Entry("start", "bench.bench_start", START_TO_MENU),
     Entry("profile", "bench.bench_profile"),
+    Entry("menu", "bench.bench_menu", MENU),
     Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
     Entry("flood", "bench.bench_flood"),
     Entry("junkflood", "bench.bench_junk_flood", JUNK_KEY_FLOOD),

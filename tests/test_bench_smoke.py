@@ -261,6 +261,7 @@ TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
     "sessions": _tiny("bench.bench_sessions", sessions=5, sessions_per_address=5, hold_seconds=0.1),
     "start": _tiny("bench.bench_start", starts=1),
     "profile": _tiny_profile,
+    "menu": _tiny("bench.bench_menu", runs=1, messages=10),
     "kill": _tiny_kill,
     "flood": _tiny(
         "bench.bench_flood", runs=1, work_runs=1, seconds=0.2, memory_seconds=0.2, warmup=5
@@ -490,3 +491,11 @@ def test_first_flood_message_is_a_valid_36_byte_noise_message() -> None:
     responder = SecureChannel(Role.RESPONDER, credentials)
     assert responder.receive_data(first) == []
     assert len(responder.data_to_send()) > 36  # message 2: the key exchange was done
+
+
+def test_menu_script_types_what_the_original_script_typed() -> None:
+    menu = importlib.import_module("bench.bench_menu")
+
+    assert len(menu.MESSAGE.encode()) == 100
+    script = menu.menu_script("127.0.0.1", 5000, 3).decode()
+    assert script == f"1\n127.0.0.1\n5000\n{menu.MESSAGE}\n" * 3
