@@ -177,7 +177,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return module_main(run, "discovery convergence on loopback", argv)
+    return module_main(run, "discovery convergence on loopback", argv, entry="discovery")
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return module_main(run, "kill-to-removal time on loopback", argv)
+    return module_main(run, "kill-to-removal time on loopback", argv, entry="kill")
 
 
 if __name__ == "__main__":

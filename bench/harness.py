@@ -444,12 +444,24 @@ def module_main(
     run: Callable[[bool], Sequence[Mapping[str, object]]],
     description: str,
     argv: Sequence[str] | None = None,
+    *,
+    entry: str | None = None,
 ) -> int:
-    """`python -m bench.<module> [--quick]`: run one figure module and print its table."""
+    """`python -m bench.<module> [--quick]`: run one figure module and print its table.
+
+    With `entry`, the name the module is registered under in bench/__main__.py,
+    the rows are judged against the registry's targets as in a full run.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs")
     args = parser.parse_args(argv)
-    print(format_table([complete_row(row) for row in run(args.quick)]))
+    rows = [complete_row(row) for row in run(args.quick)]
+    if entry is not None:
+        from bench.__main__ import REGISTRY  # the registry imports the modules by name only
+
+        targets = [t for e in REGISTRY if e.name == entry for t in e.targets]
+        rows = [apply_targets(row, targets) for row in rows]
+    print(format_table(rows))
     return 0
 
 
