@@ -1,8 +1,8 @@
 """One timer for the whole node, armed at the earliest time any part needs attention.
 
 Each timed part says when it next needs attention (`next_due`, on the loop's
-clock, None for never) and does what is due in `handle_timer(now)`, as
-aioquic's connection does with get_timer()/handle_timer(). A part whose due
+clock, None for never) and does what is due in `handle_timer(now)`, the way
+a sans-I/O protocol object exposes its timer. A part whose due
 time may have moved earlier calls `poke()`; the alarm looks again once the
 current callback is done. An idle node therefore sleeps until something is
 due, and a part that answers early costs one wake-up that finds nothing.
@@ -38,7 +38,6 @@ class Alarm:
         self._handle: asyncio.TimerHandle | None = None
         self._poked = False
         self._stopped = False
-        self.wakeups = 0  # times the timer fired (for tests and profiles)
 
     def attach(self, *parts: Timed) -> None:
         """Handle these parts too, after those already attached."""
@@ -72,7 +71,6 @@ class Alarm:
 
     def _fire(self) -> None:
         self._handle = None
-        self.wakeups += 1
         now = self._loop.time()
         for part in self._parts:
             try:
