@@ -18,7 +18,7 @@ before a message is queued raises StorageError, and nothing is queued.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from peerchat import limits
 from peerchat.errors import StorageError
@@ -180,6 +180,10 @@ class Delivery:
     def peers_with_pending(self) -> list[str]:
         return self._outbox.peers_with_pending()
 
+    def next_expiry(self) -> float | None:
+        """A wall-clock time no later than the next `expire` finds something (None: empty)."""
+        return self._outbox.next_expiry()
+
 
 class ReconnectSchedule:
     """When to try again to reach each peer that has messages waiting (time passed in).
@@ -220,6 +224,10 @@ class ReconnectSchedule:
         delay = self._delay.get(peer, self._shortest)
         self._next_at[peer] = now + delay
         self._delay[peer] = min(delay * 2, self._longest)
+
+    def next_due(self, skip: Collection[str] = ()) -> float | None:
+        """When the first peer not in `skip` is due (None: none is waiting)."""
+        return min((at for peer, at in self._next_at.items() if peer not in skip), default=None)
 
     def postpone(self, peer: str, now: float) -> None:
         """Nothing to try now (no address known): look again after the longest delay."""

@@ -13,17 +13,23 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 import pexpect
 import pytest
 
+from crypto_utils import Identity, KeyManager
+from discovery import DiscoveryService
 from peerchat.errors import ProtocolError
-from peerchat.protocol.beacon import Beacon, decode_beacon
+from peerchat.events import UiEvent
+from peerchat.net.node import Node, NodeConfig
+from peerchat.protocol.beacon import Beacon, BeaconAccepted, BeaconFilter, decode_beacon
+from storage import HistoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "peer_chat.py"
@@ -51,6 +57,73 @@ def free_tcp_port() -> int:
                 continue
         return port
     raise RuntimeError("no free TCP port below the ephemeral range")
+
+
+def open_profile(data_dir: Path) -> tuple[Identity, HistoryStore]:
+    """A peer's keys and history in `data_dir`, made as peer_chat makes them (created if new)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = KeyManager(data_dir)
+    identity = keys.load_or_create_identity()
+    return identity, HistoryStore.open(data_dir / "chat_history.db", keys.load_or_create_sealer())
+
+
+@dataclass
+class RunningNode:
+    """A Node in this test's process, with the news it has shown so far."""
+
+    node: Node
+    store: HistoryStore
+    port: int
+    events: list[UiEvent] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def on_event(self, event: UiEvent) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        self.node.close()
+        self.store.close()
+
+
+R = TypeVar("R", bound=RunningNode)
+
+
+def start_node(config: NodeConfig, identity: Identity, store: HistoryStore, kind: type[R]) -> R:
+    """A node started and running, as peer_chat starts one (`close()` it after)."""
+    running = kind(node=None, store=store, port=config.port)  # type: ignore[arg-type]
+    running.node = Node(config, identity, store, running.on_event)
+    try:
+        running.node.start()
+    except BaseException:
+        store.close()
+        raise
+    running.node.run()
+    return running
+
+
+def loopback_discovery(
+    identity: Identity,
+    name: str,
+    *,
+    tcp_port: int,
+    discovery_port: int,
+    on_beacon: Callable[[BeaconAccepted], None] = lambda _: None,
+    interval: float = 5.0,
+    beacon_filter: BeaconFilter | None = None,
+) -> DiscoveryService:
+    """A discovery service that beacons to the loopback broadcast address only."""
+    return DiscoveryService(
+        identity=identity,
+        name=name,
+        tcp_port=tcp_port,
+        targets=[LOOPBACK_BROADCAST],
+        discovery_port=discovery_port,
+        interval=interval,
+        on_beacon=on_beacon,
+        beacon_filter=beacon_filter,
+    )
 
 
 def free_udp_port() -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.support import Peer, free_tcp_port, free_udp_port, run_cli, strip_ansi
+from tests.support import Peer, free_tcp_port, free_udp_port, peer_rows, run_cli, strip_ansi
 
 pytestmark = pytest.mark.slow
 
@@ -306,6 +306,23 @@ def test_changed_key_is_refused_until_retrusted(tmp_path: Path, peers: list[Peer
     # Held back until now, the queued message arrives once the key is trusted
     # (possibly while the menu is still confirming).
     alice.expect_all("New key of Bob accepted.", f"Received from {impostor.addr} (Bob): trust me")
+
+
+def test_a_verified_peer_is_listed_as_verified_at_once(tmp_path: Path, peers: list[Peer]) -> None:
+    alice = start(peers, "Alice", tmp_path, None)
+    bob = start(peers, "Bob", tmp_path, None)
+    alice.connect("127.0.0.1", bob.port)
+    alice.expect_text(f"Connected to {bob.addr} (Bob)")
+    alice.expect_menu()
+    assert [(r.name, r.verified) for r in peer_rows(alice.peers_table())] == [("Bob", False)]
+
+    alice.choose("6")
+    alice.answer("Peer to verify (number, name, or c<number> to re-trust):", "1")
+    alice.answer("Do they match? Type yes to mark verified:", "yes")
+    alice.expect_text("Bob is now verified.")
+    alice.expect_menu()
+    # The same session, no reconnect: the listing shows what the user just did.
+    assert [(r.name, r.verified) for r in peer_rows(alice.peers_table())] == [("Bob", True)]
 
 
 def test_incoming_line_keeps_what_the_user_is_typing(tmp_path: Path, peers: list[Peer]) -> None:

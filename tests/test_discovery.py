@@ -50,7 +50,7 @@ from peerchat.protocol.beacon import (
     encode_beacon,
 )
 from tests.fuzz_beacon import fuzz
-from tests.support import LOOPBACK_BROADCAST, free_udp_port
+from tests.support import LOOPBACK_BROADCAST, free_udp_port, loopback_discovery
 
 NOW = 1_700_000_000.0
 INSTANCE_1 = bytes(range(16))
@@ -560,11 +560,10 @@ class Peers:
             if self.reply and accepted.new_instance:
                 self.services[fp].announce_soon()  # as the node does for a newcomer
 
-        service = DiscoveryService(
-            identity=who,
-            name=name,
+        service = loopback_discovery(
+            who,
+            name,
             tcp_port=tcp_port,
-            targets=[LOOPBACK_BROADCAST],
             discovery_port=self.port,
             interval=self.interval,
             on_beacon=on_beacon,
@@ -749,15 +748,7 @@ def test_port_in_use_is_a_clear_bind_error() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hog:
             hog.bind(("", 0))  # no SO_REUSEADDR/SO_REUSEPORT: nobody may share it
             port = hog.getsockname()[1]
-            service = DiscoveryService(
-                identity=alice(),
-                name="Alice",
-                tcp_port=5001,
-                targets=[LOOPBACK_BROADCAST],
-                discovery_port=port,
-                interval=5.0,
-                on_beacon=lambda _: None,
-            )
+            service = loopback_discovery(alice(), "Alice", tcp_port=5001, discovery_port=port)
             with pytest.raises(BindError, match=f"^Discovery port {port} is unavailable: .+"):
                 await service.start()
 
@@ -770,13 +761,11 @@ def test_receive_path_never_raises_and_throttles_its_log(caplog: pytest.LogCaptu
     def explode(_: BeaconAccepted) -> None:
         raise RuntimeError("callback bug")
 
-    service = DiscoveryService(
-        identity=me(),
-        name="Me",
+    service = loopback_discovery(
+        me(),
+        "Me",
         tcp_port=5000,
-        targets=[LOOPBACK_BROADCAST],
         discovery_port=54545,
-        interval=5.0,
         on_beacon=explode,
         beacon_filter=BeaconFilter(me().fingerprint, rate=1e9, burst=1e9, global_rate=1e9),
     )
@@ -792,15 +781,7 @@ def test_receive_path_never_raises_and_throttles_its_log(caplog: pytest.LogCaptu
 
 
 def test_close_before_start_and_twice_is_harmless() -> None:
-    service = DiscoveryService(
-        identity=me(),
-        name="Me",
-        tcp_port=5000,
-        targets=[LOOPBACK_BROADCAST],
-        discovery_port=54545,
-        interval=5.0,
-        on_beacon=lambda _: None,
-    )
+    service = loopback_discovery(me(), "Me", tcp_port=5000, discovery_port=54545)
     service.announce_soon()  # not started: nothing to do
     service.close()
     service.close()

@@ -10,7 +10,7 @@ BOB, CAROL = "bob", "carol"
 def attempts(
     schedule: ReconnectSchedule, peer: str, until: float, step: float = 0.25
 ) -> list[float]:
-    """The times at which `peer` is tried, ticking as the node does, from 0 to `until`."""
+    """The times at which `peer` is tried, looking every `step` seconds from 0 to `until`."""
     tried: list[float] = []
     now = 0.0
     while now <= until:
@@ -74,3 +74,14 @@ def test_peers_are_independent_and_a_dropped_peer_is_forgotten() -> None:
     schedule.want(BOB, 100.0)  # back with a fresh delay
     assert schedule.due(100.5) == [CAROL]
     assert sorted(schedule.due(101.0)) == [BOB, CAROL]
+
+
+def test_the_next_due_time_is_the_earliest_peer_not_skipped() -> None:
+    s = ReconnectSchedule(shortest=1.0, longest=10.0)
+    assert s.next_due() is None
+    s.want("a", 0.0)
+    s.want("b", 0.5, at_once=True)
+    assert s.next_due() == 0.5
+    assert s.next_due(skip=["b"]) == 1.0
+    s.attempted("b", 0.5)
+    assert s.next_due() == 1.0

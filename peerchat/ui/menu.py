@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 
 from crypto_utils import Identity, format_fingerprint, short_id
 from peerchat import limits
-from peerchat.errors import StorageError
+from peerchat.errors import NotAnswering, StorageError
 from peerchat.events import (
     ActivePeer,
     KeyChanged,
@@ -188,7 +188,10 @@ class Menu:
         if action is None:
             self.say("Invalid choice. Please enter a number from the menu.")
             return
-        action(reader, node)
+        try:
+            action(reader, node)
+        except NotAnswering as exc:
+            self.say(f"Not done: {exc}. Please try again.")
 
     # -- 1. send -------------------------------------------------------------
 
@@ -391,7 +394,7 @@ class Menu:
         )
         answer = reader.read("Do they match? Type yes to mark verified: ").strip().lower()
         if answer == "yes":
-            self.store.set_verified(record.fingerprint, True)
+            node.verify(record.fingerprint)
             self.say(f"{display_safe(record.name)} is now verified.")
         else:
             self.say("Not marked as verified.")

@@ -1,0 +1,45 @@
+"""What a node is told at start: its name and port, where to keep data, and its limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from peerchat import limits
+from peerchat.policy.session_table import AdmissionLimits
+from peerchat.policy.upkeep import UpkeepLimits
+
+# How long the menu waits for the loop beyond the time a call may take on its own.
+CALL_SLACK = 5.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    port: int
+    data_dir: Path
+    bind: str = "0.0.0.0"
+    broadcast: str = limits.LIMITED_BROADCAST
+    discovery_port: int = limits.DISCOVERY_PORT
+    beacon_interval: float = limits.BEACON_INTERVAL
+    peer_timeout: float = limits.PEER_TIMEOUT
+    discovery: bool = True
+    handshake_timeout: float = limits.HANDSHAKE_TIMEOUT
+    idle_timeout: float = limits.IDLE_SESSION_TIMEOUT
+    ping_interval: float = limits.PING_INTERVAL
+    connect_timeout: float = 3.0
+    send_wait: float = limits.SEND_WAIT
+    max_connections: int = limits.MAX_CONNECTIONS
+    max_connections_per_address: int = limits.MAX_CONNECTIONS_PER_ADDRESS
+    max_pending_handshakes: int = limits.MAX_PENDING_HANDSHAKES
+    max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER
+    max_queued_age: float = limits.MAX_QUEUED_AGE
+    call_slack: float = CALL_SLACK
+
+    def admission(self) -> AdmissionLimits:
+        return AdmissionLimits(
+            self.max_connections, self.max_connections_per_address, self.max_pending_handshakes
+        )
+
+    def upkeep(self) -> UpkeepLimits:
+        return UpkeepLimits(self.peer_timeout, self.idle_timeout, self.ping_interval)

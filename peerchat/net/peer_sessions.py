@@ -1,0 +1,218 @@
+"""The owner of every session: admission, the handshake's outcome, and messages in.
+
+It implements `session.SessionOwner`. A new connection is admitted within
+the limits of the session table; an authenticated peer is judged by the trust
+book, settled against a duplicate session, listed, and sent what is queued
+for it; a batch of chat messages is stored before it is acknowledged; an
+acknowledgement completes delivery; a goodbye ends the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from peerchat import limits
+from peerchat.completion import Completion
+from peerchat.delivery import Delivery, received_messages
+from peerchat.errors import StorageError
+from peerchat.events import (
+    MessageArrived,
+    PeerConnected,
+    PeerOffline,
+    Problem,
+    QueuedDelivered,
+    UiEvent,
+)
+from peerchat.net.connector import KeyChangedError, Refused
+from peerchat.net.liveness_checker import LivenessChecker
+from peerchat.net.reconnector import Reconnector
+from peerchat.net.session import (
+    BYE_DUPLICATE,
+    BYE_QUIT,
+    BYE_STORAGE,
+    BYE_UNTRUSTED,
+    Session,
+)
+from peerchat.net.trust_book import TrustBook
+from peerchat.policy.presence import Presence
+from peerchat.policy.session_table import SessionTable
+from peerchat.protocol.channel import Role
+from peerchat.protocol.messages import Ack, Bye, Chat, Message, Ping, Pong
+from storage import HistoryStore
+
+log = logging.getLogger(__name__)
+
+
+class PeerSessions:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        store: HistoryStore,
+        *,
+        table: SessionTable[Session],
+        trust_book: TrustBook,
+        presence: Presence,
+        delivery: Delivery,
+        completion: Completion,
+        reconnector: Reconnector,
+        liveness: LivenessChecker,
+        pump: Callable[[str], None],
+        emit: Callable[[UiEvent], None],
+    ) -> None:
+        self._loop = loop
+        self._store = store
+        self._table = table
+        self._trust = trust_book
+        self._presence = presence
+        self._delivery = delivery
+        self._completion = completion
+        self._reconnector = reconnector
+        self._liveness = liveness
+        self._pump = pump
+        self._emit = emit
+        self.closing = False
+
+    # -- SessionOwner -----------------------------------------------------------
+
+    def admit(self, session: Session) -> bool:
+        if self.closing:
+            return False
+        refused = self._table.admit(session)
+        if refused is not None:
+            log.warning("refusing %s: %s", session.remote_ip, refused)
+            return False
+        return True
+
+    def established(self, session: Session) -> None:
+        hello = session.peer
+        addr = session.listen_address
+        assert hello is not None and addr is not None
+        fp = hello.fingerprint
+        host, port = addr
+        conflict = self._trust.admit_hello(hello, host, port)
+        if conflict is not None:
+            session.close(BYE_UNTRUSTED)
+            session.fail_ready(KeyChangedError(conflict))
+            return
+        settled = self._table.settle(fp, session)
+        dropped = settled.dropped
+        if dropped is not None:
+            if dropped is not session:
+                self._delivery.session_lost(fp)  # its messages go again on the kept one
+            dropped.close(BYE_DUPLICATE)
+            if dropped is session:
+                session.resolve_ready(settled.kept)
+                return
+        self._reconnector.drop(fp)
+        log.info(
+            "session with %s [%s] at %s:%d established (%s)",
+            hello.name,
+            fp[:8],
+            host,
+            port,
+            "we connected" if session.role is Role.INITIATOR else "it connected",
+        )
+        newly = self._presence.session_up(
+            fp, hello.name, host, port, now=self._loop.time(), wall=time.time()
+        )
+        self._liveness.watch(session)
+        if newly and session.role is Role.RESPONDER:
+            self._emit(PeerConnected(hello.name, host, port))
+        session.resolve_ready(session)
+        self._pump(fp)
+
+    def received(self, session: Session, messages: list[Message]) -> None:
+        chats: list[Chat] = []
+        for message in messages:
+            if isinstance(message, Chat):
+                chats.append(message)
+                continue
+            if chats:
+                self._on_chats(session, chats)
+                chats = []
+            self._on_control(session, message)
+            if session.closed:
+                return
+        if chats:
+            self._on_chats(session, chats)
+        fp = session.fingerprint
+        if fp is not None and self._table.is_live(fp, session):
+            self._presence.heard(fp, self._loop.time(), time.time())
+
+    def closed(self, session: Session) -> None:
+        fp = session.fingerprint
+        if not self._table.remove(session, fp):
+            return
+        assert fp is not None
+        log.info("session with [%s] at %s closed", fp[:8], session.listen_address)
+        self._delivery.session_lost(fp)
+        if self._delivery.pending_count(fp) and not self.closing:
+            self._reconnector.want(fp)
+
+    # -- messages in ------------------------------------------------------------
+
+    def _on_chats(self, session: Session, chats: list[Chat]) -> None:
+        hello = session.peer
+        addr = session.listen_address
+        if hello is None or addr is None or not self._table.is_live(hello.fingerprint, session):
+            return  # a losing duplicate: the peer resends on the kept session
+        rows = received_messages(hello.fingerprint, hello.name, *addr, chats, now=time.time())
+        try:
+            fresh = self._store.add_incoming(rows)
+        except StorageError as exc:
+            # Not stored means not acknowledged: the sender keeps it and retries.
+            self._emit(Problem(f"Cannot store messages from {hello.name}: {exc}"))
+            session.close(BYE_STORAGE)
+            return
+        session.last_chat = self._loop.time()
+        ids = [chat.msg_id for chat in chats]
+        step = limits.MAX_IN_FLIGHT
+        session.send([Ack(tuple(ids[i : i + step])) for i in range(0, len(ids), step)])
+        for chat, is_new in zip(chats, fresh, strict=True):
+            if not is_new:
+                continue
+            self._emit(MessageArrived(hello.name, addr[0], addr[1], hello.fingerprint, chat.text))
+            if chat.text.strip().lower() == "exit":
+                self._depart(hello.fingerprint, "said exit")
+
+    def _on_control(self, session: Session, message: Message) -> None:
+        fp = session.fingerprint
+        if fp is None:
+            return
+        if isinstance(message, Ack):
+            self._on_ack(fp, message.msg_ids)
+        elif isinstance(message, Ping):
+            session.send([Pong(message.nonce)])
+        elif isinstance(message, Bye):
+            self._on_bye(session, fp, message.reason)
+
+    def _on_bye(self, session: Session, fp: str, reason: str) -> None:
+        kept = self._table.get(fp)
+        if reason == BYE_DUPLICATE and kept is not None and kept is not session:
+            # Both ends closed this one of two simultaneous sessions: use the other.
+            session.resolve_ready(kept)
+        else:
+            session.fail_ready(Refused(reason))
+        if reason == BYE_UNTRUSTED:
+            self._completion.refused(self._delivery.queued_ids(fp), Refused(reason))
+        session.hang_up()
+        if reason == BYE_QUIT:
+            self._depart(fp, "left")
+
+    def _on_ack(self, fp: str, msg_ids: tuple[str, ...]) -> None:
+        ids = [row.msg_id for row in self._delivery.acknowledge(fp, msg_ids)]
+        if not ids:
+            return
+        unattended = self._completion.acknowledged(ids)  # queued earlier, nobody waiting
+        peer = self._presence.get(fp)
+        if unattended and peer is not None:
+            self._emit(QueuedDelivered(peer.name, peer.host, peer.port, unattended))
+        self._pump(fp)
+
+    def _depart(self, fp: str, reason: str) -> None:
+        peer = self._presence.depart(fp)
+        if peer is not None:
+            self._emit(PeerOffline(peer.name, peer.host, peer.port, reason))
