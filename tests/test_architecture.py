@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "discovery": 2,
     "storage": 2,
     f"{PACKAGE}.delivery": 2,
+    f"{PACKAGE}.completion": 2,
     f"{PACKAGE}.events": 1,
     f"{PACKAGE}.protocol": 1,
     f"{PACKAGE}.policy": 1,
