@@ -44,7 +44,6 @@ from bench.clients import BlockingClient
 from bench.harness import (
     Row,
     figure_row,
-    module_main,
     read_line,
     rss_kib,
     stop_child,
@@ -52,6 +51,7 @@ from bench.harness import (
     summarize_runs,
 )
 from bench.peers import ROOT, PeerProcess, child_env, peer_process, peer_profile, program
+from bench.registry import module_main
 from crypto_utils import KeyManager
 from peerchat.protocol.channel import Credentials
 

@@ -41,7 +41,6 @@ from bench.harness import (
     Summary,
     bounded,
     figure_row,
-    module_main,
     summarize,
     summarize_runs,
     time_calls,
@@ -49,6 +48,7 @@ from bench.harness import (
 )
 from bench.page_cache import Dropped, drop_cached_pages
 from bench.peers import ROOT, STEP_TIMEOUT, child_env, program
+from bench.registry import module_main
 from crypto_utils import KeyManager, Sealer, fingerprint_of
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 

@@ -31,8 +31,9 @@ from pathlib import Path
 
 from bench.bench_flood import flooding
 from bench.clients import BlockingClient
-from bench.harness import Row, figure_row, module_main, summarize, summarize_runs
+from bench.harness import Row, figure_row, summarize, summarize_runs
 from bench.peers import peer_process, peer_profile, process_cpu_seconds
+from bench.registry import module_main
 from crypto_utils import KeyManager
 from peerchat.protocol.channel import Credentials
 

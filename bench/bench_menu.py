@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import Row, figure_row, module_main, read_line, stop_child, summarize
+from bench.harness import Row, figure_row, read_line, stop_child, summarize
 from bench.peers import (
     RECEIVED,
     ROOT,
@@ -39,6 +39,7 @@ from bench.peers import (
     peer_profile,
     program,
 )
+from bench.registry import module_main
 
 MESSAGE_BYTES = 100
 MESSAGE = ("a message typed at the menu, as the original's own test script typed it; " * 2)[

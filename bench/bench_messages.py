@@ -49,7 +49,6 @@ from bench.harness import (
     Row,
     Summary,
     figure_row,
-    module_main,
     read_line,
     stop_child,
     summarize,
@@ -70,6 +69,7 @@ from bench.peers import (
     program,
     stored_incoming,
 )
+from bench.registry import module_main
 from crypto_utils import Identity
 from peerchat.protocol.channel import Credentials
 from tests.support import free_tcp_port

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import RESULTS_DIR, Row, figure_row, module_main
+from bench.harness import RESULTS_DIR, Row, figure_row
 from bench.peers import CACHE_DIR, STEP_TIMEOUT, local_peer, peer_process, peer_profile, program
+from bench.registry import module_main
 
 
 @dataclass(frozen=True)

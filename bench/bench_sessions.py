@@ -28,7 +28,6 @@ from bench.harness import (
     Row,
     Summary,
     figure_row,
-    module_main,
     read_line,
     rss_kib,
     stop_child,
@@ -46,6 +45,7 @@ from bench.peers import (
     program,
     raise_fd_limit,
 )
+from bench.registry import module_main
 from crypto_utils import Identity
 from peerchat.protocol.channel import Credentials
 from tests.support import free_tcp_port

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.baselines import python_start_times
-from bench.harness import Row, Summary, figure_row, module_main, stop_child, summarize
+from bench.harness import Row, Summary, figure_row, stop_child, summarize
 from bench.peers import (
     PROMPT,
     ROOT,
@@ -31,6 +31,7 @@ from bench.peers import (
     peer_command,
     peer_profile,
 )
+from bench.registry import module_main
 from tests.support import free_tcp_port
 
 

@@ -8,7 +8,6 @@ importing anything; `figure_row` builds a complete one.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import json
@@ -438,31 +437,6 @@ def _cells(rows: Sequence[Mapping[str, object]]) -> list[tuple[str, ...]]:
         )
         for row in rows
     ]
-
-
-def module_main(
-    run: Callable[[bool], Sequence[Mapping[str, object]]],
-    description: str,
-    argv: Sequence[str] | None = None,
-    *,
-    entry: str | None = None,
-) -> int:
-    """`python -m bench.<module> [--quick]`: run one figure module and print its table.
-
-    With `entry`, the name the module is registered under in bench/__main__.py,
-    the rows are judged against the registry's targets as in a full run.
-    """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="fewer and shorter runs")
-    args = parser.parse_args(argv)
-    rows = [complete_row(row) for row in run(args.quick)]
-    if entry is not None:
-        from bench.__main__ import REGISTRY  # the registry imports the modules by name only
-
-        targets = [t for e in REGISTRY if e.name == entry for t in e.targets]
-        rows = [apply_targets(row, targets) for row in rows]
-    print(format_table(rows))
-    return 0
 
 
 def format_markdown(rows: Sequence[Mapping[str, object]], machine: Mapping[str, object]) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bench import baselines
-from bench.__main__ import REGISTRY, Entry, collect, main
+from bench.__main__ import collect, main
 from bench.harness import (
     Target,
     apply_targets,
@@ -41,6 +41,7 @@ from bench.harness import (
     within_baseline_plus,
     write_json,
 )
+from bench.registry import REGISTRY, Entry
 
 TINY = baselines.Sizes(
     runs=2,
@@ -374,7 +375,8 @@ def test_markdown_table_names_the_machine_and_every_row() -> None:
 
 
 def test_node_group_selects_what_the_node_module_measured() -> None:
-    from bench.__main__ import GROUPS, select
+    from bench.__main__ import select
+    from bench.registry import GROUPS
 
     assert not set(GROUPS) & {entry.name for entry in REGISTRY}
     assert all(part in {e.name for e in REGISTRY} for parts in GROUPS.values() for part in parts)
@@ -390,7 +392,7 @@ def test_node_group_selects_what_the_node_module_measured() -> None:
 
 def test_message_rows_keep_their_names_and_each_takes_its_own_target() -> None:
     messages = importlib.import_module("bench.bench_messages")
-    from bench.__main__ import REGISTRY as registry
+    from bench.registry import REGISTRY as registry
 
     one = summarize([0.001])
     figures = messages.MessageFigures(*([one] * len(dataclasses.fields(messages.MessageFigures))))
