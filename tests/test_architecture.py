@@ -46,9 +46,9 @@ IO_MODULES = frozenset(
 )
 
 
-def project_modules() -> dict[str, Path]:
+def project_modules(folders: tuple[str, ...] = (PACKAGE,)) -> dict[str, Path]:
     modules = {name: ROOT / f"{name}.py" for name in TOP_LEVEL_MODULES}
-    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+    for path in sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py")):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
@@ -76,8 +76,8 @@ def imports_of(name: str, path: Path) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    modules = project_modules()
+def import_graph(folders: tuple[str, ...] = (PACKAGE,)) -> dict[str, set[str]]:
+    modules = project_modules(folders)
     return {
         name: {dep for dep in imports_of(name, path) if dep in modules and dep != name}
         for name, path in modules.items()
@@ -135,7 +135,7 @@ def test_relative_and_from_imports_are_resolved(tmp_path: Path) -> None:
 
 
 def test_no_import_cycles() -> None:
-    cycle = find_cycle(import_graph())
+    cycle = find_cycle(import_graph((PACKAGE, "bench", "tests")))
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
