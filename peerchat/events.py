@@ -20,6 +20,7 @@ class MessageArrived:
     port: int
     fingerprint: str
     text: str
+    verified: bool = False  # the sender's key is one the user verified
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class KeyChanged:
     port: int
     pinned_fingerprint: str
     presented_fingerprint: str
+    was_verified: bool = False  # the pinned key was verified: the loudest warning
 
 
 @dataclass(frozen=True)
