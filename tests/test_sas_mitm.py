@@ -158,11 +158,16 @@ def test_a_relay_forwarding_the_exchange_unchanged_is_caught(
     assert isinstance(request, VerifyRequest)
     bob_side, out = Attempt.respond(binding(bob_ch, bob), request, 0.0, nonce=sas.new_nonce())
     out = alice_side.receive(relay_to_alice(out), 0.1)
-    out = bob_side.receive(relay_to_bob(out), 0.2)
-    out = alice_side.receive(relay_to_alice(out), 0.3)
+    alice_nonce = relay_to_bob(out)
+    bob_nonce = relay_to_alice(bob_side.receive(alice_nonce, 0.2))
+    out = alice_side.receive(bob_nonce, 0.3)
     # Bob's commitment names his session with Mallory, not Alice's: it does not open.
     assert out == [VerifyAbort(alice_side.attempt_id, AbortReason.BAD_REVEAL)]
     assert alice_side.ending is Ending.BAD_REVEAL and alice_side.code is None
+    # And had it opened, the same two nonces give a different code in Alice's session.
+    assert isinstance(alice_nonce, VerifyReveal) and isinstance(bob_nonce, VerifyReveal)
+    would_be = sas.short_code(alice_side.ctx, alice_nonce.nonce, bob_nonce.nonce)
+    assert bob_side.code is not None and would_be != bob_side.code
 
 
 # Fixed sessions, so that the search below is short: from GRIND_START the first nonce
