@@ -94,6 +94,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
     Entry("flood", "bench.bench_flood"),
     Entry("junkflood", "bench.bench_junk_flood", JUNK_KEY_FLOOD),
+    Entry("verify", "bench.bench_verify"),
 )
 
 # Names that select several entries: "node" is what one module measured before it was split.

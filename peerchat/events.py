@@ -20,6 +20,7 @@ class MessageArrived:
     port: int
     fingerprint: str
     text: str
+    verified: bool = False  # the sender's key is one the user verified
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class KeyChanged:
     port: int
     pinned_fingerprint: str
     presented_fingerprint: str
+    was_verified: bool = False  # the pinned key was verified: the loudest warning
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,50 @@ class Problem:
     text: str
 
 
+# -- code comparison -------------------------------------------------------------
+
+
+class Ending(enum.Enum):
+    """How a code comparison ended, or why it could not start."""
+
+    VERIFIED = "verified"  # both users saw the same code
+    SAID_NO = "said no"  # this user saw a different code
+    PEER_SAID_NO = "peer said no"
+    BAD_REVEAL = "bad reveal"  # a nonce did not open its commitment
+    CANCELLED = "cancelled"  # this user gave no yes or no
+    PEER_CANCELLED = "peer cancelled"
+    EXPIRED = "expired"  # nobody answered in time
+    NO_RESPONSE = "no response"  # the peer did not take part
+    RATE_LIMITED = "rate limited"  # too many failed comparisons with this peer here
+    PEER_RATE_LIMITED = "peer rate limited"  # ... there
+    NOT_CONNECTED = "not connected"
+    SESSION_LOST = "session lost"  # the session it was bound to closed
+    SUPERSEDED = "superseded"  # the peer started a new comparison
+    UNEXPECTED = "unexpected"  # a message out of order
+    IN_PROGRESS = "in progress"  # answered here already; waiting for the peer
+    ENDED_EARLIER = "ended earlier"  # the comparison answered had already ended
+
+    @property
+    def warns_of_middle(self) -> bool:
+        """The codes differed: someone may be in the middle."""
+        return self in {Ending.SAID_NO, Ending.PEER_SAID_NO, Ending.BAD_REVEAL}
+
+
+@dataclass(frozen=True)
+class CodeRequested:
+    """A peer asks this user to compare a code; its code is ready to be shown."""
+
+    name: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class VerificationEnded:
+    name: str
+    fingerprint: str
+    ending: Ending
+
+
 UiEvent = (
     MessageArrived
     | PeerDiscovered
@@ -81,7 +127,25 @@ UiEvent = (
     | QueuedDelivered
     | QueuedExpired
     | Problem
+    | CodeRequested
+    | VerificationEnded
 )
+
+
+@dataclass(frozen=True)
+class CodeShown:
+    """A code to show this user, and the attempt an answer about it belongs to."""
+
+    fingerprint: str
+    name: str
+    code: str  # six digits
+    attempt: bytes
+
+
+@dataclass(frozen=True)
+class CodeRefused:
+    ending: Ending
+    retry_after: float = 0.0  # seconds, for RATE_LIMITED
 
 
 @dataclass

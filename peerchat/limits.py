@@ -49,3 +49,13 @@ BEACON_MAX_SKEW: Final = 30.0  # seconds a beacon's timestamp may differ from ou
 BEACON_VERIFY_RATE: Final = 5.0  # signature checks per second per source address
 BEACON_VERIFY_BURST: Final = 10
 BEACON_VERIFY_GLOBAL_RATE: Final = 200.0  # signature checks per second from all sources
+
+# Code comparison (verification): see docs/PROTOCOL.md, "Comparing a code"
+VERIFY_CODE_WAIT: Final = 10.0  # seconds for both sides' nonces to be exchanged
+VERIFY_EXPIRY: Final = 120.0  # seconds from a request until it expires unanswered
+VERIFY_FREE_FAILURES: Final = 3  # failed comparisons with one peer before any wait
+VERIFY_BACKOFF: Final = 30.0  # seconds of wait after the next failure, doubling with each
+VERIFY_BACKOFF_MAX: Final = 900.0  # ... up to this
+VERIFY_FAILURE_MEMORY: Final = 3600.0  # seconds after the last failure when the count resets
+VERIFY_PEERS_TRACKED: Final = 1024  # peers whose failures are remembered (oldest dropped)
+SAFETY_NUMBER_ITERATIONS: Final = 5200  # hash iterations per side of a safety number

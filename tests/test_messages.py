@@ -10,12 +10,18 @@ from hypothesis import strategies as st
 from peerchat.errors import ProtocolError
 from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
 from peerchat.protocol.messages import (
+    AbortReason,
     Ack,
     Bye,
     Chat,
     Message,
     Ping,
     Pong,
+    VerifyAbort,
+    VerifyCommit,
+    VerifyConfirm,
+    VerifyRequest,
+    VerifyReveal,
     decode_message,
     encode_message,
     new_msg_id,
@@ -36,7 +42,17 @@ valid_messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Ping, st.integers(0, 2**64 - 1)),
     st.builds(Pong, st.integers(0, 2**64 - 1)),
     st.builds(Bye, st.text(max_size=MAX_REASON_CHARS)),
+    st.builds(VerifyRequest, st.binary(min_size=16, max_size=16)),
+    st.builds(
+        VerifyCommit, st.binary(min_size=16, max_size=16), st.binary(min_size=32, max_size=32)
+    ),
+    st.builds(
+        VerifyReveal, st.binary(min_size=16, max_size=16), st.binary(min_size=32, max_size=32)
+    ),
+    st.builds(VerifyConfirm, st.binary(min_size=16, max_size=16), st.booleans()),
+    st.builds(VerifyAbort, st.binary(min_size=16, max_size=16), st.sampled_from(AbortReason)),
 )
+ATTEMPT = bytes(range(16))
 
 
 def test_new_msg_id_is_32_lowercase_hex_and_fresh() -> None:
@@ -59,6 +75,12 @@ def test_chat_wire_layout() -> None:
         (Ping(1), b"\x03" + (1).to_bytes(8, "big")),
         (Pong(2**64 - 1), b"\x04" + b"\xff" * 8),
         (Bye("done"), b"\x05done"),
+        (VerifyRequest(ATTEMPT), b"\x06" + ATTEMPT),
+        (VerifyCommit(ATTEMPT, b"c" * 32), b"\x07" + ATTEMPT + b"c" * 32),
+        (VerifyReveal(ATTEMPT, b"n" * 32), b"\x08" + ATTEMPT + b"n" * 32),
+        (VerifyConfirm(ATTEMPT, True), b"\x09" + ATTEMPT + b"\x01"),
+        (VerifyConfirm(ATTEMPT, False), b"\x09" + ATTEMPT + b"\x00"),
+        (VerifyAbort(ATTEMPT, AbortReason.BAD_REVEAL), b"\x0a" + ATTEMPT + b"\x04"),
     ],
 )
 def test_other_wire_layouts(message: Message, wire: bytes) -> None:
@@ -92,7 +114,16 @@ def test_arbitrary_bytes_raise_only_protocol_error_and_decode_canonically(data: 
     [
         (b"", "empty"),
         (b"\x00", "unknown message kind"),
-        (b"\x06", "unknown message kind"),
+        (b"\x0b", "unknown message kind"),
+        (b"\x06", "wrong length"),
+        (b"\x06" + ATTEMPT + b"\x00", "wrong length"),
+        (b"\x07" + ATTEMPT + b"c" * 31, "wrong length"),
+        (b"\x08" + ATTEMPT + b"n" * 33, "wrong length"),
+        (b"\x09" + ATTEMPT, "wrong length"),
+        (b"\x09" + ATTEMPT + b"\x02", "neither 0 nor 1"),
+        (b"\x0a" + ATTEMPT + b"\x00", "abort reason"),
+        (b"\x0a" + ATTEMPT + b"\x06", "abort reason"),
+        (b"\x0a" + ATTEMPT + b"\x04\x00", "wrong length"),
         (b"\x01" + ID_BYTES + b"\x00" * 7, "too short"),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.nan), "not a valid time"),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.inf), "not a valid time"),
@@ -131,6 +162,11 @@ def test_malformed_messages_are_refused(wire: bytes, reason: str) -> None:
         Ping(-1),
         Pong(2**64),
         Bye("x" * (MAX_REASON_CHARS + 1)),
+        VerifyRequest(b"short"),
+        VerifyCommit(ATTEMPT, b"c" * 31),
+        VerifyReveal(ATTEMPT, b"n" * 33),
+        VerifyConfirm(b"x" * 17, True),
+        VerifyAbort(ATTEMPT, 9),  # type: ignore[arg-type]
     ],
 )
 def test_messages_that_could_not_be_decoded_are_not_encoded(message: Message) -> None:

@@ -239,6 +239,7 @@ class SecureChannel:
             s=credentials.static_private,
         )
         self._hs_step = 0  # handshake messages processed (read or written)
+        self._handshake_hash: bytes | None = None
         if role is Role.INITIATOR:
             self._out.append(encode_frame(self._hs.write_message(b"")))
             self._hs_step = 1
@@ -254,6 +255,16 @@ class SecureChannel:
     @property
     def peer(self) -> PeerHello | None:
         return self._peer
+
+    @property
+    def handshake_hash(self) -> bytes | None:
+        """Noise's final `h` once established: equal on both ends, unique to this session.
+
+        It hashes every handshake byte (both ephemeral and static keys, both hellos),
+        so a man in the middle ends up with a different value on each side. It is not
+        secret; it names the session (channel binding for code comparison).
+        """
+        return self._handshake_hash
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed received bytes; return the events they complete (ProtocolError on any fault)."""
@@ -305,6 +316,7 @@ class SecureChannel:
         if step == 1:  # initiator: message 2 read, message 3 answers it
             self._out.append(encode_frame(hs.write_message(self._hello())))
         self._send, self._recv = hs.split()
+        self._handshake_hash = hs.handshake_hash
         self._hs = None  # forget the ephemeral keys
         self._peer = peer
         self._decoder.max_frame_size = MAX_FRAME_SIZE

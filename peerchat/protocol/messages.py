@@ -9,6 +9,14 @@ Every message starts with a 1-byte kind; the layout after it is fixed per kind
     Pong  0x04  nonce (u64)
     Bye   0x05  reason (rest)
 
+and the code comparison (protocol/sas.py), each for one attempt:
+
+    VerifyRequest 0x06  attempt (16 raw bytes)
+    VerifyCommit  0x07  attempt | commitment (32 raw bytes)
+    VerifyReveal  0x08  attempt | nonce (32 raw bytes)
+    VerifyConfirm 0x09  attempt | same (u8, 0 or 1)
+    VerifyAbort   0x0A  attempt | reason (u8, an AbortReason)
+
 `decode_message` raises only `ProtocolError`; `encode_message` raises
 `ValueError` for a message that could never be decoded (a local mistake).
 """
@@ -19,6 +27,7 @@ import math
 import secrets
 import struct
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Final, cast
 
 from peerchat.errors import ProtocolError
@@ -29,6 +38,11 @@ KIND_ACK: Final = 0x02
 KIND_PING: Final = 0x03
 KIND_PONG: Final = 0x04
 KIND_BYE: Final = 0x05
+KIND_VERIFY_REQUEST: Final = 0x06
+KIND_VERIFY_COMMIT: Final = 0x07
+KIND_VERIFY_REVEAL: Final = 0x08
+KIND_VERIFY_CONFIRM: Final = 0x09
+KIND_VERIFY_ABORT: Final = 0x0A
 
 MSG_ID_BYTES: Final = 16
 MAX_ACK_IDS: Final = MAX_IN_FLIGHT * 4
@@ -41,6 +55,10 @@ _unpack_chat = _CHAT_HEAD.unpack_from
 _INF: Final = math.inf
 _ACK_HEAD: Final = struct.Struct(">BH")
 _NONCE: Final = struct.Struct(">BQ")
+
+ATTEMPT_ID_BYTES: Final = 16
+VERIFY_NONCE_BYTES: Final = 32
+COMMITMENT_BYTES: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +88,55 @@ class Bye:
     reason: str
 
 
-Message = Chat | Ack | Ping | Pong | Bye
+class AbortReason(IntEnum):
+    """Why one side ends a code comparison; any other value is a protocol error."""
+
+    CANCELLED = 1  # its user gave no answer, or it gave up waiting
+    EXPIRED = 2  # nobody answered in time
+    RATE_LIMITED = 3  # too many failed comparisons with this peer lately
+    BAD_REVEAL = 4  # the other's nonce did not open its commitment
+    UNEXPECTED = 5  # a message out of order
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    attempt: bytes  # ATTEMPT_ID_BYTES random bytes, fresh per attempt
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyCommit:
+    attempt: bytes
+    commitment: bytes  # COMMITMENT_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReveal:
+    attempt: bytes
+    nonce: bytes  # VERIFY_NONCE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyConfirm:
+    attempt: bytes
+    same: bool  # the user saw the same code on both screens
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyAbort:
+    attempt: bytes
+    reason: AbortReason
+
+
+VerifyMessage = VerifyRequest | VerifyCommit | VerifyReveal | VerifyConfirm | VerifyAbort
+VERIFY_MESSAGE_TYPES: Final = (
+    VerifyRequest,
+    VerifyCommit,
+    VerifyReveal,
+    VerifyConfirm,
+    VerifyAbort,
+)
+
+Message = Chat | Ack | Ping | Pong | Bye | VerifyMessage
 
 
 def new_msg_id() -> str:
@@ -120,6 +186,34 @@ def encode_message(message: Message) -> bytes:
         if len(message.reason) > MAX_REASON_CHARS:
             raise ValueError(f"reason over {MAX_REASON_CHARS} characters")
         return bytes((KIND_BYE,)) + _utf8(message.reason, "reason")
+    if isinstance(message, VERIFY_MESSAGE_TYPES):
+        return _encode_verify(message)
+    raise ValueError(f"not a message: {type(message).__name__}")
+
+
+def _fixed(value: bytes, size: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise ValueError(f"{what} must be {size} bytes")
+    return value
+
+
+def _encode_verify(message: VerifyMessage) -> bytes:
+    attempt = _fixed(message.attempt, ATTEMPT_ID_BYTES, "attempt")
+    if type(message) is VerifyRequest:
+        return bytes((KIND_VERIFY_REQUEST,)) + attempt
+    if type(message) is VerifyCommit:
+        commitment = _fixed(message.commitment, COMMITMENT_BYTES, "commitment")
+        return bytes((KIND_VERIFY_COMMIT,)) + attempt + commitment
+    if type(message) is VerifyReveal:
+        nonce = _fixed(message.nonce, VERIFY_NONCE_BYTES, "nonce")
+        return bytes((KIND_VERIFY_REVEAL,)) + attempt + nonce
+    if type(message) is VerifyConfirm:
+        if type(message.same) is not bool:
+            raise ValueError("same must be a bool")
+        return bytes((KIND_VERIFY_CONFIRM,)) + attempt + bytes((int(message.same),))
+    if type(message) is VerifyAbort:
+        reason = AbortReason(message.reason)  # ValueError for a value outside the enum
+        return bytes((KIND_VERIFY_ABORT,)) + attempt + bytes((reason,))
     raise ValueError(f"not a message: {type(message).__name__}")
 
 
@@ -194,4 +288,38 @@ def decode_message(data: bytes) -> Message:
         if len(reason) > MAX_REASON_CHARS:
             raise ProtocolError(f"bye reason over {MAX_REASON_CHARS} characters")
         return Bye(reason)
+    if KIND_VERIFY_REQUEST <= kind <= KIND_VERIFY_ABORT:
+        return _decode_verify(kind, data)
     raise ProtocolError(f"unknown message kind {kind:#04x}")
+
+
+# Whole length of each comparison message, kind byte included: every one is fixed.
+_VERIFY_SIZES: Final = {
+    KIND_VERIFY_REQUEST: 1 + ATTEMPT_ID_BYTES,
+    KIND_VERIFY_COMMIT: 1 + ATTEMPT_ID_BYTES + COMMITMENT_BYTES,
+    KIND_VERIFY_REVEAL: 1 + ATTEMPT_ID_BYTES + VERIFY_NONCE_BYTES,
+    KIND_VERIFY_CONFIRM: 1 + ATTEMPT_ID_BYTES + 1,
+    KIND_VERIFY_ABORT: 1 + ATTEMPT_ID_BYTES + 1,
+}
+_ABORT_REASONS: Final = frozenset(AbortReason)
+
+
+def _decode_verify(kind: int, data: bytes) -> VerifyMessage:
+    if len(data) != _VERIFY_SIZES[kind]:
+        raise ProtocolError(f"code comparison message {kind:#04x} has the wrong length")
+    attempt = data[1 : 1 + ATTEMPT_ID_BYTES]
+    rest = data[1 + ATTEMPT_ID_BYTES :]
+    if kind == KIND_VERIFY_REQUEST:
+        return VerifyRequest(attempt)
+    if kind == KIND_VERIFY_COMMIT:
+        return VerifyCommit(attempt, rest)
+    if kind == KIND_VERIFY_REVEAL:
+        return VerifyReveal(attempt, rest)
+    value = rest[0]
+    if kind == KIND_VERIFY_CONFIRM:
+        if value > 1:
+            raise ProtocolError(f"code comparison answer {value} is neither 0 nor 1")
+        return VerifyConfirm(attempt, value == 1)
+    if value not in _ABORT_REASONS:
+        raise ProtocolError(f"unknown code comparison abort reason {value}")
+    return VerifyAbort(attempt, AbortReason(value))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import socket
 import sys
 import threading
@@ -28,6 +29,10 @@ from peerchat import limits
 from peerchat.errors import NotAnswering, StorageError
 from peerchat.events import (
     ActivePeer,
+    CodeRefused,
+    CodeRequested,
+    CodeShown,
+    Ending,
     KeyChanged,
     MessageArrived,
     Outcome,
@@ -39,10 +44,13 @@ from peerchat.events import (
     QueuedExpired,
     SendResult,
     UiEvent,
+    VerificationEnded,
 )
 from peerchat.net.node import Node
+from peerchat.net.verification import Verifier
 from peerchat.policy.sanitize import display_safe
 from peerchat.policy.trust import pin_key
+from peerchat.protocol.sas import format_code, format_safety_number, safety_number
 from storage import Direction, HistoryStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -59,6 +67,7 @@ MENU = """***** Menu *****
 0. Quit"""
 
 HISTORY_LIMIT = 50
+SAFETY_NUMBERS_LISTED = 10  # option 5 lists this many connected peers' safety numbers
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,8 @@ class Menu:
         self._lock = threading.Lock()
         self._terminal: TextIO = sys.stdout  # the real stdout, even under patch_stdout
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
+        # Code comparison, set by the program once the node that offers it exists.
+        self.verifier: Verifier | None = None
 
     # -- output --------------------------------------------------------------
 
@@ -309,8 +320,12 @@ class Menu:
         if not rows:
             self.say("No messages.")
             return
+        verified: set[str] = set()
+        with contextlib.suppress(StorageError):
+            verified = {p.fingerprint for p in self.store.known_peers() if p.verified}
         header = f"Last {len(rows)} message(s), oldest first:"
-        self.say("\n".join([header, *(format_history_row(row) for row in rows)]))
+        lines = (format_history_row(row, verified=row.peer_fp in verified) for row in rows)
+        self.say("\n".join([header, *lines]))
 
     # -- 4. connect ----------------------------------------------------------
 
@@ -343,11 +358,24 @@ class Menu:
             f"{format_fingerprint(self.identity.fingerprint)}\n"
             f"Data folder: {self.data_dir}"
         )
+        # Listed, never asked for: option 5 stays a question-free path.
+        peers = node.active_peers()
+        if not peers:
+            return
+        lines = ["Safety numbers with connected peers (their screens show the same):"]
+        for peer in peers[:SAFETY_NUMBERS_LISTED]:
+            lines.append(f"  {display_safe(peer.name)} ({short_id(peer.fingerprint)}):")
+            number = safety_number(self.identity.fingerprint, peer.fingerprint)
+            lines += (f"    {line}" for line in format_safety_number(number))
+        if len(peers) > SAFETY_NUMBERS_LISTED:
+            lines.append(f"  ... and {len(peers) - SAFETY_NUMBERS_LISTED} more: see option 6.")
+        self.say("\n".join(lines))
 
     def verify_peer(self, reader: LineReader, node: Node) -> None:
         conflicts = node.key_conflicts()
         peers = node.active_peers()
         self._listing = peers
+        offers = self.verifier.waiting() if self.verifier is not None else []
         if conflicts:
             self.say("Peers whose key changed:")
             for number, c in enumerate(conflicts, 1):
@@ -355,6 +383,11 @@ class Menu:
                     f"  c{number}. {display_safe(c.name)} at {c.host}:{c.port}: pinned "
                     f"{short_id(c.pinned_fingerprint)}, now {short_id(c.presented_fingerprint)}"
                 )
+        for waiting in offers:
+            name = display_safe(waiting.name)
+            self.say(
+                f"{name} ({short_id(waiting.fingerprint)}) asks to compare a code: pick {name}."
+            )
         if not peers and not conflicts:
             self.say("No active peers to verify.")
             return
@@ -382,22 +415,58 @@ class Menu:
         if chosen.fingerprint is None:
             self.say(chosen.error or "Unknown peer.")
             return
+        offer = next((o for o in offers if o.fingerprint == chosen.fingerprint), None)
+        if offer is not None:  # that peer asked: its code is the question
+            self._compare_code(reader, offer)
+            return
         record = self.store.get_peer(chosen.fingerprint)
         if record is None:
             self.say("That peer has not connected yet: connect first (option 4).")
             return
+        name = display_safe(record.name)
+        safety = format_safety_number(safety_number(self.identity.fingerprint, record.fingerprint))
+        can_compare = self.verifier is not None and any(
+            p.fingerprint == record.fingerprint for p in peers
+        )
         self.say(
-            f"{display_safe(record.name)}'s fingerprint:\n"
+            f"{name}'s fingerprint:\n"
             f"  {format_fingerprint(record.fingerprint)}\n"
             f"Yours:\n  {format_fingerprint(self.identity.fingerprint)}\n"
-            f"Compare them with what {display_safe(record.name)} sees in option 5."
+            f"Compare them with what {name} sees in option 5.\n"
+            f"Or compare your safety number ({name} sees the same one):\n"
+            + "\n".join(f"  {line}" for line in safety)
+            + (f"\nOr type code to compare a six-digit code with {name}." if can_compare else "")
         )
         answer = reader.read("Do they match? Type yes to mark verified: ").strip().lower()
         if answer == "yes":
             node.verify(record.fingerprint)
-            self.say(f"{display_safe(record.name)} is now verified.")
+            self.say(f"{name} is now verified.")
+        elif answer == "code" and can_compare:
+            self._start_code(reader, record.fingerprint, record.name)
         else:
             self.say("Not marked as verified.")
+
+    def _start_code(self, reader: LineReader, fingerprint: str, peer_name: str) -> None:
+        assert self.verifier is not None
+        self.say(f"Asking {display_safe(peer_name)} to compare a code...")
+        result = self.verifier.start(fingerprint)
+        if isinstance(result, CodeRefused):
+            self.say(describe_ending(peer_name, result.ending, result.retry_after))
+            return
+        self._compare_code(reader, result)
+
+    def _compare_code(self, reader: LineReader, offer: CodeShown) -> None:
+        assert self.verifier is not None
+        name = display_safe(offer.name)
+        code = format_code(offer.code)
+        self.say(f"Code for you and {name}: {code}")
+        reply = reader.read(f"Does {name}'s screen show {code}? Type yes or no: ").strip().lower()
+        same = {"yes": True, "no": False}.get(reply)
+        ending = self.verifier.answer(offer, same)
+        if ending is None:
+            self.say(f"Waiting for {name}'s answer: the result will be shown here.")
+        else:
+            self.say(describe_ending(offer.name, ending))
 
 
 # -- formatting (pure, tested) ------------------------------------------------
@@ -405,8 +474,9 @@ class Menu:
 
 def describe_event(event: UiEvent) -> str:
     if isinstance(event, MessageArrived):
+        mark = ", verified" if event.verified else ""  # a comma no name can contain
         return (
-            f"Received from {event.host}:{event.port} ({display_safe(event.name)}): "
+            f"Received from {event.host}:{event.port} ({display_safe(event.name)}{mark}): "
             f"{display_safe(event.text)}"
         )
     if isinstance(event, PeerDiscovered):
@@ -418,6 +488,8 @@ def describe_event(event: UiEvent) -> str:
             f"Peer {display_safe(event.name)} at {event.host}:{event.port} is offline "
             f"({event.reason}): removed from active peers."
         )
+    if isinstance(event, KeyChanged) and event.was_verified:
+        return _verified_key_changed(event)
     if isinstance(event, KeyChanged):
         return (
             f"WARNING: the key of peer {display_safe(event.name)} at {event.host}:{event.port} "
@@ -435,8 +507,74 @@ def describe_event(event: UiEvent) -> str:
             f"{event.count} queued message(s) to {display_safe(event.name)} expired "
             f"undelivered: marked failed."
         )
+    if isinstance(event, CodeRequested):
+        name = display_safe(event.name)
+        return (
+            f"{name} ({short_id(event.fingerprint)}) asks to compare a code with you: "
+            f"choose 6 and pick {name}."
+        )
+    if isinstance(event, VerificationEnded):
+        return describe_ending(event.name, event.ending)
     assert isinstance(event, Problem)
     return f"Problem: {event.text}"
+
+
+def _verified_key_changed(event: KeyChanged) -> str:
+    """The loudest warning: a key the user had verified is replaced."""
+    name = display_safe(event.name)
+    bar = "!" * 72
+    return (
+        f"{bar}\n"
+        f"WARNING: the key of VERIFIED peer {name} at {event.host}:{event.port} has changed!\n"
+        f"You verified {name}'s key, and this is a different one: someone may be "
+        f"impersonating {name}.\n"
+        f"Verified key:  {format_fingerprint(event.pinned_fingerprint)}\n"
+        f"Presented key: {format_fingerprint(event.presented_fingerprint)}\n"
+        f"Nothing from it is shown. Re-trust it (option 6) only after {name} confirms "
+        f"the new key in person.\n"
+        f"{bar}"
+    )
+
+
+_MIDDLE = "someone may be in the middle between you and {name}: nothing was marked verified."
+
+
+def describe_ending(peer_name: str, ending: Ending, retry_after: float = 0.0) -> str:
+    """What the user is told when a code comparison ends or cannot start."""
+    name = display_safe(peer_name)
+    middle = _MIDDLE.format(name=name)
+    texts = {
+        Ending.VERIFIED: f"{name} is now verified: both of you saw the same code.",
+        Ending.SAID_NO: f"WARNING: the codes differ; {middle}",
+        Ending.PEER_SAID_NO: f"WARNING: {name} saw a different code; {middle}",
+        Ending.BAD_REVEAL: f"WARNING: the code comparison with {name} was tampered with; {middle}",
+        Ending.CANCELLED: f"Code comparison with {name} cancelled: nothing was marked verified.",
+        Ending.PEER_CANCELLED: (
+            f"{name} cancelled the code comparison: nothing was marked verified."
+        ),
+        Ending.EXPIRED: f"The code comparison with {name} expired: nothing was marked verified.",
+        Ending.NO_RESPONSE: f"{name} did not take part in the code comparison.",
+        Ending.RATE_LIMITED: (
+            f"Too many failed code comparisons with {name}: "
+            f"try again in {max(1, math.ceil(retry_after))} s."
+        ),
+        Ending.PEER_RATE_LIMITED: (
+            f"{name} refuses code comparisons for now (too many failed ones): try again later."
+        ),
+        Ending.NOT_CONNECTED: f"{name} is not connected: connect first (option 4).",
+        Ending.SESSION_LOST: (
+            f"The connection to {name} closed during the code comparison: "
+            f"nothing was marked verified."
+        ),
+        Ending.SUPERSEDED: f"{name} started a new code comparison: the earlier one is void.",
+        Ending.UNEXPECTED: (
+            f"The code comparison with {name} failed (a message out of order): "
+            f"nothing was marked verified."
+        ),
+        Ending.IN_PROGRESS: f"You have answered already: waiting for {name}'s answer.",
+        Ending.ENDED_EARLIER: "That code comparison had already ended (see above).",
+    }
+    return texts[ending]
 
 
 def describe_send(r: SendResult) -> str:
@@ -466,9 +604,10 @@ def _describe_connect(ok: bool, host: str, port: int, name: str | None, detail: 
     return f"Failed to connect to {host}:{port} - {detail}"
 
 
-def format_history_row(row: StoredMessage) -> str:
+def format_history_row(row: StoredMessage, *, verified: bool = False) -> str:
     stamp = datetime.fromtimestamp(row.sent_at).strftime("%Y-%m-%d %H:%M:%S")
-    peer = f"{display_safe(row.peer_name)} ({row.peer_host}:{row.peer_port})"
+    mark = ", verified" if verified else ""
+    peer = f"{display_safe(row.peer_name)} ({row.peer_host}:{row.peer_port}{mark})"
     arrow = f"You -> {peer}" if row.direction is Direction.OUT else f"{peer} -> You"
     state = row.state.value + (f": {row.detail}" if row.detail else "")
     return f"[{stamp}] {arrow} [{state}]: {display_safe(row.text)}"
