@@ -229,6 +229,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     )
     menu = Menu(store=store, identity=identity, data_dir=data_dir)
     node = Node(config, identity, store, menu.show_event)
+    menu.verifier = node.verifier
     try:
         node.start()
     except BaseException:

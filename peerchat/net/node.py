@@ -54,9 +54,11 @@ from peerchat.net.sender import Sender
 from peerchat.net.server import TcpServer
 from peerchat.net.session import BYE_QUIT, Session
 from peerchat.net.trust_book import TrustBook
+from peerchat.net.verification import LoopVerifier, VerificationRole
 from peerchat.policy.presence import Presence
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Credentials, Role
+from peerchat.protocol.messages import VERIFY_MESSAGE_TYPES, Message
 from storage import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,18 @@ class Node:
             announce=self._announce,
         )
         self._server = TcpServer(loop, lambda: self._new_session(Role.RESPONDER))
-        alarm.attach(self._liveness, self._sender, reconnector, self._peer_cache)
+        # Comparing a code: the role on this loop, and the menu's way to it.
+        self.verification = VerificationRole(
+            identity.fingerprint,
+            send=self._send_to_current,
+            mark_verified=self._verify,
+            emit=emit,
+        )
+        self.verifier = LoopVerifier(self.verification, loop, after=alarm.poke)
+        self._owner.route(VERIFY_MESSAGE_TYPES, self._on_verify_message)
+        self._owner.on_session_up(self._verification_session_up)
+        self._owner.on_session_down(lambda fp: self.verification.session_closed(fp, loop.time()))
+        alarm.attach(self._liveness, self._sender, reconnector, self._peer_cache, self.verification)
 
     # -- lifecycle (menu thread) ---------------------------------------------
 
@@ -318,6 +331,21 @@ class Node:
     def _verify(self, fp: str) -> None:
         self._trust.verify(fp, True)
         self._presence.set_verified(fp, True)
+
+    def _send_to_current(self, fp: str, message: Message) -> None:
+        session = self._sessions.get(fp)
+        if session is not None:
+            session.send([message])
+
+    def _on_verify_message(self, session: Session, fp: str, message: Message) -> None:
+        assert isinstance(message, VERIFY_MESSAGE_TYPES)
+        self.verification.receive(fp, message, self.loop.time())
+        self.alarm.poke()
+
+    def _verification_session_up(self, session: Session, fp: str) -> None:
+        handshake_hash = session.channel.handshake_hash
+        assert handshake_hash is not None and session.peer is not None
+        self.verification.session_opened(fp, session.peer.name, handshake_hash, self.loop.time())
 
     def _is_verified(self, fp: str) -> bool:
         stored = self.store.get_peer(fp)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from peerchat import limits
 from peerchat.completion import Completion
@@ -74,6 +74,27 @@ class PeerSessions:
         self._pump = pump
         self._emit = emit
         self.closing = False
+        # Other roles' messages and session news, wired by the node shell.
+        self._routes: dict[type[Message], Callable[[Session, str, Message], None]] = {}
+        self._up: list[Callable[[Session, str], None]] = []
+        self._down: list[Callable[[str], None]] = []
+
+    # -- wiring (the node shell) --------------------------------------------------
+
+    def route(
+        self, kinds: Iterable[type[Message]], handler: Callable[[Session, str, Message], None]
+    ) -> None:
+        """Hand messages of these kinds, from a peer's current session, to `handler`."""
+        for kind in kinds:
+            self._routes[kind] = handler
+
+    def on_session_up(self, listener: Callable[[Session, str], None]) -> None:
+        """Tell `listener` when a session becomes a peer's current one."""
+        self._up.append(listener)
+
+    def on_session_down(self, listener: Callable[[str], None]) -> None:
+        """Tell `listener` when a peer's current session is gone."""
+        self._down.append(listener)
 
     # -- SessionOwner -----------------------------------------------------------
 
@@ -119,6 +140,8 @@ class PeerSessions:
             fp, hello.name, host, port, now=self._loop.time(), wall=time.time()
         )
         self._liveness.watch(session)
+        for listener in self._up:
+            listener(session, fp)
         if newly and session.role is Role.RESPONDER:
             self._emit(PeerConnected(hello.name, host, port))
         session.resolve_ready(session)
@@ -148,6 +171,8 @@ class PeerSessions:
             return
         assert fp is not None
         log.info("session with [%s] at %s closed", fp[:8], session.listen_address)
+        for listener in self._down:
+            listener(fp)
         self._delivery.session_lost(fp)
         if self._delivery.pending_count(fp) and not self.closing:
             self._reconnector.want(fp)
@@ -174,7 +199,11 @@ class PeerSessions:
         for chat, is_new in zip(chats, fresh, strict=True):
             if not is_new:
                 continue
-            self._emit(MessageArrived(hello.name, addr[0], addr[1], hello.fingerprint, chat.text))
+            peer = self._presence.get(hello.fingerprint)
+            verified = peer is not None and peer.verified
+            self._emit(
+                MessageArrived(hello.name, addr[0], addr[1], hello.fingerprint, chat.text, verified)
+            )
             if chat.text.strip().lower() == "exit":
                 self._depart(hello.fingerprint, "said exit")
 
@@ -188,6 +217,11 @@ class PeerSessions:
             session.send([Pong(message.nonce)])
         elif isinstance(message, Bye):
             self._on_bye(session, fp, message.reason)
+        else:
+            handler = self._routes.get(type(message))
+            # Only the current session's: a duplicate's messages are the peer's to resend.
+            if handler is not None and self._table.is_live(fp, session):
+                handler(session, fp, message)
 
     def _on_bye(self, session: Session, fp: str, reason: str) -> None:
         kept = self._table.get(fp)

@@ -8,6 +8,7 @@ and every cached copy change together. The decisions are `policy.trust`'s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -102,6 +103,9 @@ class TrustBook:
         known = self._conflicts.get(conflict.presented_fingerprint)
         self._conflicts[conflict.presented_fingerprint] = conflict
         if known is None:
+            pinned = None
+            with contextlib.suppress(StorageError):
+                pinned = self._store.get_peer(conflict.pinned_fingerprint)
             self._emit(
                 KeyChanged(
                     conflict.name,
@@ -109,5 +113,6 @@ class TrustBook:
                     conflict.port,
                     conflict.pinned_fingerprint,
                     conflict.presented_fingerprint,
+                    was_verified=pinned is not None and pinned.verified,
                 )
             )
