@@ -147,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=limits.MAX_QUEUED_AGE / 86400,
         help="days a queued message may wait before it is marked failed (default: 7)",
     )
+    parser.add_argument(
+        "--legacy-port",
+        type=_port,
+        help="also listen on this TCP port for the original chat.py and other plain-text "
+        "programs (unencrypted, unverified; off by default)",
+    )
+    parser.add_argument(
+        "--legacy-key",
+        type=Path,
+        metavar="FILE",
+        help="the original's shared secret.key: speak its format and beacons on the legacy port",
+    )
+    parser.add_argument(
+        "--legacy-team",
+        metavar="NAME",
+        help="team name in outgoing legacy messages (default: --name, spaces as _)",
+    )
     parser.add_argument("--passphrase-file", type=Path, help="file holding the key passphrase")
     parser.add_argument("--log-file", type=Path, help="log file (default: DATA_DIR/peer_chat.log)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -198,6 +215,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported after parsing so that --help and a wrong flag answer at once.
     from crypto_utils import KeyManager, read_passphrase
+    from peerchat.net.legacy_setup import check_legacy_flags, open_legacy
     from peerchat.net.node import Node, NodeConfig
     from peerchat.policy.sanitize import validate_name
     from peerchat.ui.menu import Menu
@@ -207,6 +225,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         name = validate_name(args.name)
     except ValueError as exc:
         raise UsageError(f"invalid name {args.name!r}: {exc}") from None
+    team = check_legacy_flags(args, name)
     data_dir = prepare_data_dir(args.data_dir or default_data_dir(name, os.environ))
     _setup_logging(args.log_file or data_dir / "peer_chat.log", args.verbose)
     passphrase = read_passphrase(args.passphrase_file, os.environ)
@@ -228,16 +247,33 @@ def run(argv: Sequence[str] | None = None) -> int:
         max_queued_age=args.queue_days * 86400,
     )
     menu = Menu(store=store, identity=identity, data_dir=data_dir)
+    legacy = None
+    if args.legacy_port is not None:
+        try:
+            legacy = open_legacy(
+                args, name=name, team=team, data_dir=data_dir, store=store, emit=menu.show_event
+            )
+        except BaseException:
+            store.close()
+            raise
     node = Node(config, identity, store, menu.show_event)
     try:
         node.start()
     except BaseException:
+        if legacy is not None:
+            legacy.close()
         store.close()
         raise
+    if legacy is not None:
+        # Served in the node's event loop, from when it runs (after the banner).
+        legacy.attach(node.loop)
+        menu.legacy = legacy
     logging.getLogger(__name__).info("%s listening on port %d", name, args.port)
     try:
         menu.run(node, port=args.port)
     finally:
+        if legacy is not None:
+            legacy.close()
         node.close()
         store.close()
     return 0
