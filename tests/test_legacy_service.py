@@ -419,6 +419,23 @@ def test_unreachable_peer_is_failed_and_kept_as_failed(start: Any) -> None:
     )
 
 
+def test_a_peer_that_never_closes_does_not_hold_the_sender(start: Any) -> None:
+    alice = start(send_linger=0.2)
+    with socket.socket() as mute:
+        mute.bind((HOST, 0))
+        mute.listen()
+        started = time.monotonic()
+        result = alice.service.send(HOST, mute.getsockname()[1], "anyone?")
+        took = time.monotonic() - started
+        conn, _ = mute.accept()
+        with conn:
+            conn.settimeout(5.0)
+            data = conn.recv(1024)
+    assert result.outcome is LegacyOutcome.SENT
+    assert data.endswith(b" Alice anyone?")
+    assert took < 3.0
+
+
 def test_own_legacy_port_is_refused(start: Any) -> None:
     alice = start()
     result = alice.service.send(HOST, alice.port, "me?")

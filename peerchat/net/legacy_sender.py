@@ -50,6 +50,7 @@ async def send_once(
             reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as exc:
         raise LegacySendError(describe_error(exc)) from None
+    transport = writer.transport
     try:
         local_ip = str(writer.get_extra_info("sockname")[0])
         writer.write(build(local_ip))
@@ -61,11 +62,13 @@ async def send_once(
             async with asyncio.timeout(linger):
                 while await reader.read(_DISCARD):
                     pass
+        if transport.get_write_buffer_size():
+            raise LegacySendError("the peer did not read the whole message")
+        writer.close()
+        async with asyncio.timeout(linger):
+            await writer.wait_closed()
     except (OSError, TimeoutError) as exc:
-        writer.transport.abort()
         raise LegacySendError(describe_error(exc)) from None
     finally:
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            await writer.wait_closed()
+        transport.abort()  # a no-op once closed; never left waiting on a peer that stopped
     return local_ip

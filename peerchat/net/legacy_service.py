@@ -211,14 +211,23 @@ class LegacyService:
 
     def send(self, host: str, port: int, text: str) -> LegacySendResult:
         cfg = self.config
-        wait = 2 * cfg.connect_timeout + cfg.send_linger + 2.0
-        return self._call(self.send_async(host, port, text), wait)
+        # send_once is bounded by its own timeouts; this only guards against a stuck loop.
+        wait = 2 * cfg.connect_timeout + 2 * cfg.send_linger + 2.0
+        try:
+            return self._call(self.send_async(host, port, text), wait)
+        except TimeoutError:
+            return LegacySendResult(LegacyOutcome.FAILED, host, port, "timed out")
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         if self._loop is None:
             coro.close()
             raise RuntimeError("the legacy service is not attached to a loop")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     # -- in the loop -----------------------------------------------------------
 
