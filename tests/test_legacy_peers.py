@@ -106,6 +106,18 @@ def test_connection_rate_per_source() -> None:
     assert admission.admit("10.0.0.1", 0.5) == TOO_FAST
 
 
+def test_connection_rate_from_many_sources_is_capped_in_all() -> None:
+    limits = AdmissionLimits(connect_global_rate=10.0, connect_global_burst=30)
+    admission = LegacyAdmission(limits)
+    admitted = 0
+    for n in range(500):
+        if admission.admit(f"10.0.{n // 256}.{n % 256}", 0.0) is None:
+            admitted += 1
+            admission.release(f"10.0.{n // 256}.{n % 256}")
+    assert admitted == 30
+    assert admission.admit("10.9.9.9", 0.1) is None  # refilled at 10/s
+
+
 @pytest.mark.parametrize("sources", [1, 20])
 def test_message_rate_per_source_and_global(sources: int) -> None:
     limits = AdmissionLimits(message_rate=1.0, message_burst=5, global_rate=10, global_burst=20)

@@ -1,11 +1,12 @@
 """Limits on what legacy peers may cost us: connections and messages, per source and in all.
 
 Pure (time passed in). A connection is admitted if the total and the source's
-open connections are under their caps and the source's connection bucket has
-a token; a message is shown if both the source's and the global message
-buckets have one. Rates are remembered for a bounded number of sources (the
-least recently seen is forgotten first); open-connection counts are bounded
-by the total cap.
+open connections are under their caps and both the source's and the global
+connection buckets have a token; a message is shown if both the source's and
+the global message buckets have one. The global buckets bound the work a
+flood from many addresses can cause, which per-source limits alone do not.
+Rates are remembered for a bounded number of sources (the least recently
+seen is forgotten first); open-connection counts are bounded by the total cap.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 from peerchat.limits import (
     LEGACY_CONNECT_BURST,
+    LEGACY_CONNECT_GLOBAL_BURST,
+    LEGACY_CONNECT_GLOBAL_RATE,
     LEGACY_CONNECT_RATE,
     LEGACY_MAX_CONNECTIONS,
     LEGACY_MAX_CONNECTIONS_PER_ADDRESS,
@@ -37,6 +40,8 @@ class AdmissionLimits:
     max_per_address: int = LEGACY_MAX_CONNECTIONS_PER_ADDRESS
     connect_rate: float = LEGACY_CONNECT_RATE
     connect_burst: float = LEGACY_CONNECT_BURST
+    connect_global_rate: float = LEGACY_CONNECT_GLOBAL_RATE
+    connect_global_burst: float = LEGACY_CONNECT_GLOBAL_BURST
     message_rate: float = LEGACY_MESSAGE_RATE
     message_burst: float = LEGACY_MESSAGE_BURST
     global_rate: float = LEGACY_MESSAGE_GLOBAL_RATE
@@ -52,11 +57,14 @@ class _Source:
         self.messages = TokenBucket(limits.message_rate, limits.message_burst, now)
 
 
-def _take(bucket: TokenBucket, now: float) -> bool:
-    bucket.refill(now)
-    if bucket.tokens < 1:
+def _take_both(own: TokenBucket, shared: TokenBucket, now: float) -> bool:
+    """One token from each bucket, or none from either."""
+    own.refill(now)
+    shared.refill(now)
+    if own.tokens < 1 or shared.tokens < 1:
         return False
-    bucket.tokens -= 1
+    own.tokens -= 1
+    shared.tokens -= 1
     return True
 
 
@@ -66,7 +74,8 @@ class LegacyAdmission:
         self._sources: OrderedDict[str, _Source] = OrderedDict()
         self._open: dict[str, int] = {}
         self._open_total = 0
-        self._global: TokenBucket | None = None
+        self._connects: TokenBucket | None = None  # all sources together
+        self._messages: TokenBucket | None = None
 
     @property
     def open_connections(self) -> int:
@@ -82,7 +91,12 @@ class LegacyAdmission:
             return TOO_MANY_CONNECTIONS
         if self._open.get(ip, 0) >= self.limits.max_per_address:
             return TOO_MANY_FROM_SOURCE
-        if not _take(self._source(ip, now).connects, now):
+        shared = self._connects
+        if shared is None:
+            limits = self.limits
+            shared = TokenBucket(limits.connect_global_rate, limits.connect_global_burst, now)
+            self._connects = shared
+        if not _take_both(self._source(ip, now).connects, shared, now):
             return TOO_FAST
         self._open[ip] = self._open.get(ip, 0) + 1
         self._open_total += 1
@@ -101,18 +115,11 @@ class LegacyAdmission:
 
     def allow_message(self, ip: str, now: float) -> bool:
         """Whether one more message from `ip` may be shown now (spends a token if so)."""
-        source = self._source(ip, now)
-        shared = self._global
+        shared = self._messages
         if shared is None:
             limits = self.limits
-            shared = self._global = TokenBucket(limits.global_rate, limits.global_burst, now)
-        source.messages.refill(now)
-        shared.refill(now)
-        if source.messages.tokens < 1 or shared.tokens < 1:
-            return False
-        source.messages.tokens -= 1
-        shared.tokens -= 1
-        return True
+            shared = self._messages = TokenBucket(limits.global_rate, limits.global_burst, now)
+        return _take_both(self._source(ip, now).messages, shared, now)
 
     def _source(self, ip: str, now: float) -> _Source:
         source = self._sources.get(ip)
