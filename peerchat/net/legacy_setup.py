@@ -63,19 +63,13 @@ def read_legacy_key(path: Path, data_dir: Path) -> LegacyKey:
         raise KeyFileError(f"Legacy key {path} is {exc}.") from None
 
 
-def open_legacy(
-    args: argparse.Namespace,
-    *,
-    name: str,
-    team: str,
-    data_dir: Path,
-    store: HistoryStore,
-    emit: Callable[[UiEvent], None],
-) -> LegacyService:
-    """A LegacyService for the flags, its sockets bound (BindError if a port is taken)."""
+def legacy_config(
+    args: argparse.Namespace, *, name: str, team: str, data_dir: Path
+) -> LegacyConfig:
+    """The legacy side's settings from the flags (reads the key file, if one is given)."""
     key = None if args.legacy_key is None else read_legacy_key(args.legacy_key, data_dir)
     beacons = key is not None and not args.no_discovery
-    config = LegacyConfig(
+    return LegacyConfig(
         port=args.legacy_port,
         team=team,
         name=name,
@@ -87,6 +81,19 @@ def open_legacy(
         beacon_interval=args.beacon_interval,
         beacon_timeout=args.peer_timeout,
     )
+
+
+def open_legacy(
+    args: argparse.Namespace,
+    *,
+    name: str,
+    team: str,
+    data_dir: Path,
+    store: HistoryStore,
+    emit: Callable[[UiEvent], None],
+) -> LegacyService:
+    """A LegacyService for the flags, its sockets bound (BindError if a port is taken)."""
+    config = legacy_config(args, name=name, team=team, data_dir=data_dir)
     service = LegacyService(config, store=store, emit=emit)
     service.bind()
     return service
