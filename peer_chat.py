@@ -147,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=limits.MAX_QUEUED_AGE / 86400,
         help="days a queued message may wait before it is marked failed (default: 7)",
     )
+    parser.add_argument(
+        "--legacy-port",
+        type=_port,
+        help="also listen on this TCP port for the original chat.py and other plain-text "
+        "programs (unencrypted, unverified; off by default)",
+    )
+    parser.add_argument(
+        "--legacy-key",
+        type=Path,
+        metavar="FILE",
+        help="the original's shared secret.key: speak its format and beacons on the legacy port",
+    )
+    parser.add_argument(
+        "--legacy-team",
+        metavar="NAME",
+        help="team name in outgoing legacy messages (default: --name, spaces as _)",
+    )
     parser.add_argument("--passphrase-file", type=Path, help="file holding the key passphrase")
     parser.add_argument("--log-file", type=Path, help="log file (default: DATA_DIR/peer_chat.log)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -198,6 +215,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported after parsing so that --help and a wrong flag answer at once.
     from crypto_utils import KeyManager, read_passphrase
+    from peerchat.net.legacy_setup import check_legacy_flags, legacy_config
     from peerchat.net.node import Node, NodeConfig
     from peerchat.policy.sanitize import validate_name
     from peerchat.ui.menu import Menu
@@ -207,12 +225,18 @@ def run(argv: Sequence[str] | None = None) -> int:
         name = validate_name(args.name)
     except ValueError as exc:
         raise UsageError(f"invalid name {args.name!r}: {exc}") from None
+    team = check_legacy_flags(args, name)
     data_dir = prepare_data_dir(args.data_dir or default_data_dir(name, os.environ))
     _setup_logging(args.log_file or data_dir / "peer_chat.log", args.verbose)
     passphrase = read_passphrase(args.passphrase_file, os.environ)
     keys = KeyManager(data_dir, passphrase)
     identity = keys.load_or_create_identity()
     sealer = keys.load_or_create_sealer()
+    legacy = (
+        None
+        if args.legacy_port is None
+        else legacy_config(args, name=name, team=team, data_dir=data_dir)
+    )
     store = HistoryStore.open(data_dir / "chat_history.db", sealer)
     config = NodeConfig(
         name=name,
@@ -226,10 +250,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         discovery=not args.no_discovery,
         max_queued_per_peer=args.queue_limit,
         max_queued_age=args.queue_days * 86400,
+        legacy=legacy,
     )
     menu = Menu(store=store, identity=identity, data_dir=data_dir)
     node = Node(config, identity, store, menu.show_event)
     menu.verifier = node.verifier
+    menu.legacy = node.legacy
     try:
         node.start()
     except BaseException:

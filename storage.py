@@ -42,7 +42,7 @@ from peerchat.policy import trust
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 5000
 CHECKPOINT_INTERVAL: Final = 0.5  # seconds between background WAL checkpoints
 # The writer checkpoints by itself only if the background thread falls far behind.
@@ -50,6 +50,7 @@ WRITER_AUTOCHECKPOINT_PAGES: Final = 16384
 _SEARCH_PAGE: Final = 1024  # rows fetched per lock hold while searching
 _MAX_SEQ: Final = (1 << 63) - 1  # above any seq (the largest SQLite integer)
 _BODY: Final = 7  # index of body in a _SELECT_MESSAGES row
+_LEGACY: Final = 12  # index of the legacy mark
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_SIZE: Final = 100
 
@@ -88,11 +89,16 @@ _SCHEMA_V1: Final = (
     "CREATE INDEX peers_by_address ON peers (host, port)",
     "CREATE TABLE pins (pin_key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
 )
+# (version, statements): each brings a history from the version before up to it.
+_MIGRATIONS: Final = (
+    # 2: messages to and from legacy peers (unencrypted, no key) are marked.
+    (2, ("ALTER TABLE messages ADD COLUMN legacy INTEGER NOT NULL DEFAULT 0",)),
+)
 _TABLES: Final = frozenset({"messages", "peers", "pins"})
 
 _SELECT_MESSAGES: Final = (
     "SELECT seq, msg_id, peer_fp, peer_name, peer_host, peer_port, direction, body, sent_at, "
-    "stored_at, state, detail FROM messages "
+    "stored_at, state, detail, legacy FROM messages "
 )
 _Q_PENDING: Final = _SELECT_MESSAGES + "WHERE state = 'pending' AND direction = 'out' ORDER BY seq"
 _Q_HISTORY_ALL: Final = _SELECT_MESSAGES + "WHERE seq < ? ORDER BY seq DESC LIMIT ?"
@@ -109,7 +115,8 @@ _Q_PEER_BY_ADDRESS: Final = (
 _Q_PEERS: Final = _SELECT_PEERS + "ORDER BY last_seen DESC"
 _INSERT_MESSAGE: Final = (
     "INSERT {or_ignore}INTO messages (msg_id, peer_fp, peer_name, peer_host, peer_port, "
-    "direction, body, sent_at, stored_at, state, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "direction, body, sent_at, stored_at, state, detail, legacy) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -138,6 +145,7 @@ class StoredMessage:
     stored_at: float
     state: DeliveryState
     detail: str | None = None  # e.g. why it failed
+    legacy: bool = False  # to or from a legacy peer: unencrypted, unverified, no key
 
 
 @dataclass(frozen=True)
@@ -390,15 +398,23 @@ class HistoryStore:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file small
         conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
-        if version == 0:
+        if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Another process may have created it since we looked.
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                # Another process may have created or migrated it since we looked.
+                current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if current == 0:
                     for statement in _SCHEMA_V1:
                         conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    logger.info("created chat history %s (schema %d)", path, SCHEMA_VERSION)
+                    current = 1
+                    logger.info("created chat history %s", path)
+                for target, statements in _MIGRATIONS:
+                    if current < target:
+                        for statement in statements:
+                            conn.execute(statement)
+                        logger.info("chat history %s: schema %d -> %d", path, current, target)
+                        current = target
+                conn.execute(f"PRAGMA user_version = {current}")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -498,6 +514,7 @@ class HistoryStore:
             message.stored_at,
             message.state.value,
             message.detail,
+            int(message.legacy),
         )
 
     def _open_body(self, body: bytes) -> str:
@@ -507,7 +524,10 @@ class HistoryStore:
             raise StorageError(f"chat history {self._path} holds a damaged message") from exc
 
     def _to_message(self, row: _Row, text: str | None = None) -> StoredMessage:
-        (_, msg_id, peer_fp, name, host, port, direction, body, sent, stored, state, detail) = row
+        fields, legacy = row[:_LEGACY], row[_LEGACY]
+        (_, msg_id, peer_fp, name, host, port, direction, body, sent, stored, state, detail) = (
+            fields
+        )
         if text is None:
             text = self._open_body(body)
         return StoredMessage(
@@ -522,6 +542,7 @@ class HistoryStore:
             stored_at=float(stored),
             state=DeliveryState(state),
             detail=None if detail is None else str(detail),
+            legacy=bool(legacy),
         )
 
     @staticmethod

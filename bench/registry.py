@@ -95,6 +95,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("flood", "bench.bench_flood"),
     Entry("junkflood", "bench.bench_junk_flood", JUNK_KEY_FLOOD),
     Entry("verify", "bench.bench_verify"),
+    Entry("legacy-flood", "bench.bench_legacy_flood"),
 )
 
 # Names that select several entries: "node" is what one module measured before it was split.

@@ -118,6 +118,32 @@ class VerificationEnded:
     ending: Ending
 
 
+# Legacy peers (--legacy-port): unencrypted, unverified, never mixed with the above.
+
+
+@dataclass(frozen=True)
+class LegacyMessageArrived:
+    host: str  # the connection's source address
+    port: int  # the port the text names
+    team: str
+    text: str
+
+
+@dataclass(frozen=True)
+class LegacyPeerDiscovered:
+    team: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class LegacyPeerLeft:
+    team: str
+    host: str
+    port: int
+    reason: str
+
+
 UiEvent = (
     MessageArrived
     | PeerDiscovered
@@ -129,6 +155,9 @@ UiEvent = (
     | Problem
     | CodeRequested
     | VerificationEnded
+    | LegacyMessageArrived
+    | LegacyPeerDiscovered
+    | LegacyPeerLeft
 )
 
 
@@ -193,4 +222,29 @@ class ConnectResult:
     host: str
     port: int
     name: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LegacyPeer:
+    """A row of the legacy peer list, as option 2 shows it."""
+
+    team: str
+    host: str
+    port: int
+    speaks: str  # how it writes, in words
+    last_seen: float  # wall clock
+
+
+class LegacyOutcome(enum.Enum):
+    SENT = "sent"  # written and closed cleanly; nothing acknowledges a legacy message
+    FAILED = "failed"
+    REFUSED = "refused"  # not sent: the text cannot go to that peer
+
+
+@dataclass(frozen=True)
+class LegacySendResult:
+    outcome: LegacyOutcome
+    host: str
+    port: int
     detail: str = ""

@@ -583,3 +583,76 @@ def test_pins_are_keyed_by_normalized_name(store: HistoryStore) -> None:
     store.pin("ALICE", PEER_B)  # replaces
     assert store.pins()["alice"] == PEER_B
     assert len(store.pins()) == 2
+
+
+# --------------------------------------------------------------------------- schema 1 -> 2
+
+_V1_TABLES = (
+    """CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY, msg_id TEXT NOT NULL, peer_fp TEXT, peer_name TEXT NOT NULL,
+        peer_host TEXT NOT NULL, peer_port INTEGER NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('out', 'in')), body BLOB NOT NULL,
+        sent_at REAL NOT NULL, stored_at REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed', 'received')),
+        detail TEXT, UNIQUE (msg_id, direction, peer_fp))""",
+    "CREATE INDEX messages_by_peer ON messages (peer_fp, seq)",
+    "CREATE INDEX messages_pending ON messages (seq) WHERE state = 'pending'",
+    """CREATE TABLE peers (fingerprint TEXT PRIMARY KEY, name TEXT NOT NULL,
+        public_der BLOB NOT NULL, host TEXT, port INTEGER, first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL, verified INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE TABLE pins (pin_key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
+)
+
+
+def test_history_of_schema_1_is_migrated_and_keeps_its_messages(
+    db_path: Path, sealer: Sealer
+) -> None:
+    """A history written before legacy marks existed opens, unmarked, and takes marked rows."""
+    with sqlite3.connect(db_path) as old:
+        for statement in _V1_TABLES:
+            old.execute(statement)
+        old.execute(
+            "INSERT INTO messages (msg_id, peer_fp, peer_name, peer_host, peer_port, direction, "
+            "body, sent_at, stored_at, state, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                "a" * 32,
+                PEER_A,
+                "Bob",
+                "10.0.0.7",
+                5001,
+                "out",
+                sealer.seal(b"from before"),
+                1.0,
+                1.0,
+                "pending",
+                None,
+            ),
+        )
+        old.execute("PRAGMA user_version = 1")
+    old.close()
+    with HistoryStore.open(db_path, sealer) as store:
+        (kept,) = store.history()
+        assert (kept.text, kept.state, kept.legacy) == ("from before", DeliveryState.PENDING, False)
+        assert [m.msg_id for m in store.pending_messages()] == ["a" * 32]
+        marked = StoredMessage(
+            "b" * 32,
+            None,
+            "Team7",
+            "10.0.0.9",
+            7000,
+            Direction.IN,
+            "plain hello",
+            2.0,
+            2.0,
+            DeliveryState.RECEIVED,
+            legacy=True,
+        )
+        assert store.add_incoming([marked]) == [True]
+    with HistoryStore.open(db_path, sealer) as store:
+        assert [(m.text, m.legacy) for m in store.history()] == [
+            ("from before", False),
+            ("plain hello", True),
+        ]
+    with sqlite3.connect(db_path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION == 2
+    check.close()

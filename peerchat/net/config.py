@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peerchat import limits
+from peerchat.net.legacy_service import LegacyConfig
 from peerchat.policy.session_table import AdmissionLimits
 from peerchat.policy.upkeep import UpkeepLimits
 
@@ -35,6 +36,7 @@ class NodeConfig:
     max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER
     max_queued_age: float = limits.MAX_QUEUED_AGE
     call_slack: float = CALL_SLACK
+    legacy: LegacyConfig | None = None  # --legacy-port: a second, unencrypted listener
 
     def admission(self) -> AdmissionLimits:
         return AdmissionLimits(

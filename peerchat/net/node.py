@@ -45,6 +45,7 @@ from peerchat.net.beacons import BeaconIntake
 from peerchat.net.config import NodeConfig
 from peerchat.net.connector import ANY_CONNECT_FAILURE, Connector
 from peerchat.net.directory import PeerDirectory
+from peerchat.net.legacy_service import LegacyService
 from peerchat.net.liveness_checker import LivenessChecker
 from peerchat.net.news import News
 from peerchat.net.peer_cache import PeerCacheWriter
@@ -168,6 +169,10 @@ class Node:
             announce=self._announce,
         )
         self._server = TcpServer(loop, lambda: self._new_session(Role.RESPONDER))
+        # Legacy peers: their own port and list, never mixed with keyed peers' sessions.
+        self.legacy = (
+            None if config.legacy is None else LegacyService(config.legacy, store=store, emit=emit)
+        )
         # Comparing a code: the role on this loop, and the menu's way to it.
         self.verification = VerificationRole(
             identity.fingerprint,
@@ -231,6 +236,14 @@ class Node:
     async def _bind(self) -> None:
         cfg = self.config
         await self._server.start(cfg.bind, cfg.port)
+        if self.legacy is not None:
+            try:
+                self.legacy.bind()
+                await self.legacy.serve()
+            except BaseException:
+                self.legacy.close()
+                self._server.close()
+                raise
         if cfg.discovery:
             self._discovery = DiscoveryService(
                 identity=self.identity,
@@ -244,6 +257,8 @@ class Node:
             try:
                 await self._discovery.start()
             except BaseException:
+                if self.legacy is not None:
+                    self.legacy.close()
                 self._server.close()
                 raise
 
@@ -253,6 +268,8 @@ class Node:
         if self._discovery is not None:
             self._discovery.close()
         self._server.close()
+        if self.legacy is not None:
+            self.legacy.close()
         for session in self._sessions.connections():
             session.close(BYE_QUIT)
         # Give the goodbyes a moment to reach the wire.

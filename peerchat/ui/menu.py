@@ -34,6 +34,10 @@ from peerchat.events import (
     CodeShown,
     Ending,
     KeyChanged,
+    LegacyMessageArrived,
+    LegacyPeer,
+    LegacyPeerDiscovered,
+    LegacyPeerLeft,
     MessageArrived,
     Outcome,
     PeerConnected,
@@ -51,6 +55,8 @@ from peerchat.net.verification import Verifier
 from peerchat.policy.sanitize import display_safe
 from peerchat.policy.trust import pin_key
 from peerchat.protocol.sas import format_code, format_safety_number, safety_number
+from peerchat.ui import legacy_menu
+from peerchat.ui.legacy_menu import LegacyBridge
 from storage import Direction, HistoryStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -111,10 +117,19 @@ class TerminalReader:
 
 
 class Menu:
-    def __init__(self, *, store: HistoryStore, identity: Identity, data_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        store: HistoryStore,
+        identity: Identity,
+        data_dir: Path,
+        legacy: LegacyBridge | None = None,
+    ) -> None:
         self.store = store
         self.identity = identity
         self.data_dir = data_dir
+        self.legacy = legacy  # the legacy bridge, only with --legacy-port
+        self._legacy_listing: list[LegacyPeer] = []  # option 2's legacy rows, for option 8
         self._lock = threading.Lock()
         self._terminal: TextIO = sys.stdout  # the real stdout, even under patch_stdout
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
@@ -162,10 +177,12 @@ class Menu:
                 f"({format_fingerprint(self.identity.fingerprint)})"
             )
             self.say(f"Data folder: {self.data_dir}")
+            if self.legacy is not None:
+                self.say(legacy_menu.banner(self.legacy.port))
             node.run()
             try:
                 while True:
-                    self.say(MENU)
+                    self.say(self.menu_text())
                     choice = reader.read("Enter choice: ").strip()
                     if choice == "0":
                         break
@@ -185,6 +202,9 @@ class Menu:
         with patch_stdout(raw=True):
             yield
 
+    def menu_text(self) -> str:
+        return MENU if self.legacy is None else legacy_menu.with_legacy_option(MENU)
+
     def _dispatch(self, choice: str, reader: LineReader, node: Node) -> None:
         actions: dict[str, Callable[[LineReader, Node], None]] = {
             "1": self.send_message,
@@ -195,6 +215,8 @@ class Menu:
             "6": self.verify_peer,
             "7": self.search_history,
         }
+        if self.legacy is not None:
+            actions[legacy_menu.OPTION] = self.send_legacy
         action = actions.get(choice)
         if action is None:
             self.say("Invalid choice. Please enter a number from the menu.")
@@ -271,6 +293,12 @@ class Menu:
     # -- 2. peers ------------------------------------------------------------
 
     def query_peers(self, reader: LineReader, node: Node) -> None:
+        self._show_keyed_peers(node)
+        if self.legacy is not None:
+            self._legacy_listing = self.legacy.peers()
+            self.say(legacy_menu.legacy_section(self._legacy_listing, time.time()))
+
+    def _show_keyed_peers(self, node: Node) -> None:
         peers = node.active_peers()
         self._listing = peers
         if not peers:
@@ -295,6 +323,42 @@ class Menu:
             for row in rows
         ]
         self.say("Connected Peers:\n" + "\n".join(lines))
+
+    # -- 8. legacy peers (unencrypted) ---------------------------------------
+
+    def send_legacy(self, reader: LineReader, node: Node) -> None:
+        bridge = self.legacy
+        if bridge is None:
+            return
+        target = reader.read("Enter legacy peer's IP (or L-number from option 2): ").strip()
+        if not target:
+            self.say("No recipient given.")
+            return
+        number = legacy_menu.listed_number(target)
+        if number is not None:
+            listing = self._legacy_listing or bridge.peers()
+            if not 1 <= number <= len(listing):
+                self.say(f"No legacy peer number L{number}: see option 2.")
+                return
+            host, port = listing[number - 1].host, listing[number - 1].port
+        else:
+            resolved = _resolve_host(target)
+            if resolved is None:
+                self.say(f"Unknown address: {display_safe(target)}")
+                return
+            parsed = _parse_port(reader.read("Enter legacy peer's port number: ").strip())
+            if parsed is None:
+                self.say("Invalid port number.")
+                return
+            host, port = resolved, parsed
+        if any((p.host, p.port) == (host, port) for p in node.active_peers()):
+            self.say(f"{host}:{port} is a peer_chat peer: use option 1 (encrypted).")
+            return
+        text = reader.read("Enter your message: ")
+        if not text.strip():
+            self.say("Empty message: nothing sent.")
+            return
+        self.say(legacy_menu.describe_legacy_send(bridge.send(host, port, text)))
 
     # -- 3 and 7. history ----------------------------------------------------
 
@@ -473,6 +537,8 @@ class Menu:
 
 
 def describe_event(event: UiEvent) -> str:
+    if isinstance(event, LegacyMessageArrived | LegacyPeerDiscovered | LegacyPeerLeft):
+        return legacy_menu.describe_legacy_event(event)
     if isinstance(event, MessageArrived):
         mark = ", verified" if event.verified else ""  # a comma no name can contain
         return (
@@ -609,7 +675,10 @@ def format_history_row(row: StoredMessage, *, verified: bool = False) -> str:
     mark = ", verified" if verified else ""
     peer = f"{display_safe(row.peer_name)} ({row.peer_host}:{row.peer_port}{mark})"
     arrow = f"You -> {peer}" if row.direction is Direction.OUT else f"{peer} -> You"
-    state = row.state.value + (f": {row.detail}" if row.detail else "")
+    if row.legacy:
+        state = legacy_menu.legacy_state(row)
+    else:
+        state = row.state.value + (f": {row.detail}" if row.detail else "")
     return f"[{stamp}] {arrow} [{state}]: {display_safe(row.text)}"
 
 
