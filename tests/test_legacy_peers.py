@@ -57,6 +57,16 @@ def test_expiry() -> None:
     assert len(peers) == 1
 
 
+def test_next_expiry_is_the_earliest_entry_and_none_when_empty() -> None:
+    peers = LegacyPeers()
+    assert peers.next_expiry() is None
+    peers.heard("10.0.0.1", 1, "A", PLAIN, now=0, wall=0, ttl=30)
+    peers.heard("10.0.0.2", 2, "B", PLAIN, now=5, wall=5, ttl=10)
+    assert peers.next_expiry() == 15
+    peers.expire(15)
+    assert peers.next_expiry() == 30
+
+
 def test_bounded_in_total_and_per_address() -> None:
     peers = LegacyPeers(max_peers=10, max_per_address=3)
     for port in range(1, 101):

@@ -461,3 +461,18 @@ def test_word_enum_is_what_the_issue_lists() -> None:
         "PING",
         "CONNECT_REQUEST",
     }
+
+
+def test_a_silent_legacy_peer_is_taken_off_the_list_when_its_time_is_up(start: Any) -> None:
+    alice = start(peer_ttl=0.3)
+    PlainSender("10.9.9.9:7000", "Team7", source="127.0.0.2").send(HOST, alice.port, "hello")
+    alice.next(LegacyMessageArrived)
+    # The service arms a timer at the entry's expiry: nothing else has to happen.
+    left = alice.next(LegacyPeerLeft, timeout=5.0)
+    assert (left.team, left.host, left.port, left.reason) == (
+        "Team7",
+        "127.0.0.2",
+        7000,
+        "timed out",
+    )
+    assert alice.service.peers() == []

@@ -90,6 +90,10 @@ class LegacyPeers:
             return None
         return next(e for (h, _), e in self._entries.items() if h == host)
 
+    def next_expiry(self) -> float | None:
+        """When the first entry falls silent for good (None: the list is empty)."""
+        return min((entry.expires for entry in self._entries.values()), default=None)
+
     def expire(self, now: float) -> list[LegacyEntry]:
         gone = [key for key, entry in self._entries.items() if entry.expires <= now]
         return [self._drop(key) for key in gone]

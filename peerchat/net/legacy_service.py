@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TICK: Final = 1.0  # seconds between expiry passes over the legacy list
 NOTICE_GAP: Final = 30.0  # seconds between two lines about dropped legacy input
 NOT_ACKNOWLEDGED: Final = "not acknowledged"
 
@@ -177,7 +176,6 @@ class LegacyService:
         await self.listener.serve()
         if self.beacons is not None:
             await self.beacons.serve()
-        self._tick = self._loop.call_later(TICK, self._housekeeping)
         log.info("legacy port %d open (unencrypted)", self.port)
 
     def close(self) -> None:
@@ -286,6 +284,7 @@ class LegacyService:
         self._peers.heard(
             ip, item.port, item.team, item.dialect, now=now, wall=wall, ttl=self.config.peer_ttl
         )
+        self._arm()
         log.info("legacy message from %s:%d (claims %s)", ip, item.port, item.claimed_host)
         self._record_received(ip, item, wall)
         self._emit(LegacyMessageArrived(ip, item.port, item.team, item.text))
@@ -306,6 +305,7 @@ class LegacyService:
         entry, new = self._peers.heard(
             ip, item.port, item.team, item.dialect, now=now, wall=wall, ttl=self.config.peer_ttl
         )
+        self._arm()
         if new:
             self._emit(LegacyPeerDiscovered(entry.team, ip, item.port))
 
@@ -321,6 +321,7 @@ class LegacyService:
             wall=wall,
             ttl=self.config.beacon_timeout,
         )
+        self._arm()
         if new:
             self._emit(LegacyPeerDiscovered(entry.team, ip, beacon.port))
 
@@ -330,7 +331,18 @@ class LegacyService:
             return
         for entry in self._peers.expire(self._loop.time()):
             self._emit(LegacyPeerLeft(entry.team, entry.host, entry.port, "timed out"))
-        self._tick = self._loop.call_later(TICK, self._housekeeping)
+        self._arm()
+
+    def _arm(self) -> None:
+        """A timer at the list's next expiry, not a periodic pass: an idle list wakes nobody."""
+        due = self._peers.next_expiry()
+        if self._closed or self._loop is None or due is None:
+            return
+        if self._tick is not None:
+            if self._tick.when() <= due:
+                return
+            self._tick.cancel()
+        self._tick = self._loop.call_at(due, self._housekeeping)
 
     # -- helpers ---------------------------------------------------------------
 
