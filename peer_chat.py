@@ -70,7 +70,7 @@ def _number_between(what: str, low: float, high: float) -> Callable[[str], float
 
 
 _seconds = _number_between("duration", 0.05, 86400)
-_days = _number_between("number of days", 0.001, 3650)
+_days = _number_between("number of days", 0.001, limits.MAX_QUEUE_DAYS)
 
 
 def _count(text: str) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -153,6 +154,22 @@ class PeerRecord:
 
 
 _Row = tuple[Any, ...]  # sqlite3 rows are untyped; the schema's CHECKs guard the values
+
+
+def _as_float(value: Any) -> float:
+    # A REAL column keeps a value that is not a number as text; a damaged row
+    # must still show in the history (its time as unknown), not stop it.
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _describe(exc: sqlite3.Error, path: Path, action: str) -> str:
@@ -515,11 +532,11 @@ class HistoryStore:
             peer_fp=None if peer_fp is None else str(peer_fp),
             peer_name=str(name),
             peer_host=str(host),
-            peer_port=int(port),
+            peer_port=_as_int(port),
             direction=Direction(direction),
             text=text,
-            sent_at=float(sent),
-            stored_at=float(stored),
+            sent_at=_as_float(sent),
+            stored_at=_as_float(stored),
             state=DeliveryState(state),
             detail=None if detail is None else str(detail),
         )

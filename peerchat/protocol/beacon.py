@@ -12,10 +12,10 @@ Beacon wire format, version 1 (all integers big-endian, one UDP datagram):
     0       4     magic b"PCHB"
     4       1     version (1)
     5       1     N: name length in bytes (1..4*MAX_NAME_CHARS)
-    6       2     D: identity key length in bytes (>= 1)
-    8       2     S: signature length in bytes (>= 1)
+    6       2     D: identity key length in bytes (1..MAX_IDENTITY_KEY_BYTES)
+    8       2     S: signature length in bytes (1..MAX_SIGNATURE_BYTES)
     10      2     TCP port (1..65535)
-    12      8     timestamp: IEEE 754 double, unix seconds of the sender's clock
+    12      8     timestamp: IEEE 754 double, unix seconds of the sender's clock (0..MAX_TIMESTAMP)
     20      16    instance: random nonce chosen at each start of the sender
     36      8     sequence number: 0 for the start beacon, +1 for each further one
     44      N     name, UTF-8
@@ -51,7 +51,6 @@ authenticates whoever answers.
 from __future__ import annotations
 
 import logging
-import math
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -65,7 +64,10 @@ from peerchat.limits import (
     BEACON_VERIFY_BURST,
     BEACON_VERIFY_GLOBAL_RATE,
     BEACON_VERIFY_RATE,
+    MAX_IDENTITY_KEY_BYTES,
     MAX_NAME_CHARS,
+    MAX_SIGNATURE_BYTES,
+    MAX_TIMESTAMP,
 )
 from peerchat.policy.sanitize import validate_name
 
@@ -134,8 +136,8 @@ def encode_beacon(  # noqa: PLR0917 (the contract's signature)
         raise ValueError(f"instance must be {INSTANCE_SIZE} bytes")
     if not 0 <= seq <= _MAX_SEQ:
         raise ValueError("sequence number out of range")
-    if not (math.isfinite(now) and now >= 0):
-        raise ValueError("timestamp must be a finite unix time")
+    if not 0 <= now <= MAX_TIMESTAMP:
+        raise ValueError("timestamp must be a unix time from 1970 to 3000")
     name_bytes = name.encode("utf-8")
     der = identity.public_der
     # The signature length is part of the signed header, so it comes from the key:
@@ -175,12 +177,16 @@ def decode_beacon(data: bytes) -> tuple[Beacon, bytes, bytes]:
         raise ProtocolError(f"unsupported beacon version {version}")
     if not (1 <= name_len <= _MAX_NAME_BYTES and der_len >= 1 and sig_len >= 1):
         raise ProtocolError("bad field length")
+    if der_len > MAX_IDENTITY_KEY_BYTES:
+        raise ProtocolError(f"identity key of {der_len} bytes is over {MAX_IDENTITY_KEY_BYTES}")
+    if sig_len > MAX_SIGNATURE_BYTES:
+        raise ProtocolError(f"signature of {sig_len} bytes is over {MAX_SIGNATURE_BYTES}")
     body_len = HEADER_SIZE + name_len + der_len
     if body_len + sig_len != len(data):
         raise ProtocolError("beacon length does not match its fields")
     if not 1 <= port <= 65535:
         raise ProtocolError("bad TCP port")
-    if not (math.isfinite(ts) and ts >= 0):
+    if not 0 <= ts <= MAX_TIMESTAMP:  # also false for NaN
         raise ProtocolError("bad timestamp")
     try:
         name = data[HEADER_SIZE : HEADER_SIZE + name_len].decode("utf-8")

@@ -38,7 +38,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from crypto_utils import Identity, fingerprint_of, verify_signature
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_FRAME_SIZE, MAX_HANDSHAKE_PAYLOAD, PROTOCOL_VERSION
+from peerchat.limits import (
+    MAX_FRAME_SIZE,
+    MAX_HANDSHAKE_PAYLOAD,
+    MAX_IDENTITY_KEY_BYTES,
+    MAX_SIGNATURE_BYTES,
+    PROTOCOL_VERSION,
+)
 from peerchat.policy.sanitize import validate_name
 from peerchat.protocol.framing import FrameDecoder, encode_frame
 from peerchat.protocol.messages import Message, decode_message, encode_message
@@ -182,6 +188,12 @@ def encode_hello_payload(
     return out
 
 
+def _bounded(size: int, limit: int, what: str) -> int:
+    if size > limit:
+        raise ProtocolError(f"{what} of {size} bytes is over {limit}")
+    return size
+
+
 def parse_hello_payload(data: bytes) -> HelloFields:
     """Strict parse of a handshake payload; ProtocolError on anything unexpected."""
     if not 0 < len(data) <= MAX_HANDSHAKE_PAYLOAD:
@@ -211,8 +223,8 @@ def parse_hello_payload(data: bytes) -> HelloFields:
     port = u16()
     if port == 0:
         raise ProtocolError("bad listen port 0")
-    identity_der = take(u16())
-    signature = take(u16())
+    identity_der = take(_bounded(u16(), MAX_IDENTITY_KEY_BYTES, "identity key"))
+    signature = take(_bounded(u16(), MAX_SIGNATURE_BYTES, "signature"))
     if pos != len(data):
         raise ProtocolError("trailing bytes after the handshake payload")
     if not identity_der or not signature:

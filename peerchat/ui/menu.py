@@ -464,11 +464,20 @@ def _describe_connect(ok: bool, host: str, port: int, name: str | None, detail: 
 
 
 def format_history_row(row: StoredMessage) -> str:
-    stamp = datetime.fromtimestamp(row.sent_at).strftime("%Y-%m-%d %H:%M:%S")
-    peer = f"{display_safe(row.peer_name)} ({row.peer_host}:{row.peer_port})"
+    peer = f"{display_safe(row.peer_name)} ({display_safe(row.peer_host)}:{row.peer_port})"
     arrow = f"You -> {peer}" if row.direction is Direction.OUT else f"{peer} -> You"
-    state = row.state.value + (f": {row.detail}" if row.detail else "")
-    return f"[{stamp}] {arrow} [{state}]: {display_safe(row.text)}"
+    state = row.state.value + (f": {display_safe(row.detail)}" if row.detail else "")
+    return f"[{_history_time(row.sent_at)}] {arrow} [{state}]: {display_safe(row.text)}"
+
+
+def _history_time(sent_at: float) -> str:
+    """Local time of a stored row; any float (a damaged or hostile row) gives a line."""
+    if not 0.0 <= sent_at <= limits.MAX_TIMESTAMP:  # also false for NaN
+        return "time unknown"
+    try:
+        return datetime.fromtimestamp(sent_at).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "time unknown"
 
 
 def _parse_port(text: str) -> int | None:
