@@ -5,7 +5,8 @@ and addresses are only hints. This module owns the key files in the data
 directory:
 
 - ``private.pem``: RSA private key, PKCS#8 PEM, mode 0600; encrypted with the
-  passphrase when one is given. New keys are 3072-bit; 2048-bit keys load.
+  passphrase when one is given. New keys are 3072-bit; keys of 2048 to 4096
+  bits with public exponent 65537 load.
 - ``public.pem``: the matching SubjectPublicKeyInfo PEM. It is derived data:
   if it is missing, unreadable or does not match ``private.pem`` it is
   rewritten from the private key (the old content is kept as
@@ -48,6 +49,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from peerchat.errors import KeyFileError, ProtocolError, StorageError
+from peerchat.limits import MAX_IDENTITY_KEY_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ FINGERPRINT_GROUP: Final = 4
 
 NEW_KEY_BITS: Final = 3072
 MIN_KEY_BITS: Final = 2048
-PUBLIC_EXPONENT: Final = 65537
+MAX_KEY_BITS: Final = 4096  # verification cost grows with the size: bounded against floods
+PUBLIC_EXPONENT: Final = 65537  # the only one accepted: a huge exponent makes checks ~85x slower
 PSS_SALT_LENGTH: Final = 32  # = SHA-256 digest length
 
 PRIVATE_KEY_FILE: Final = "private.pem"
@@ -132,23 +135,37 @@ def is_fingerprint(value: str) -> bool:
 # --------------------------------------------------------------------------- signatures
 
 
+def identity_key_problem(key: RSAPublicKey) -> str | None:
+    """Why `key` cannot be an identity key, or None. Cheap: no RSA arithmetic."""
+    bits = key.key_size
+    exponent = key.public_numbers().e
+    if not MIN_KEY_BITS <= bits <= MAX_KEY_BITS or exponent != PUBLIC_EXPONENT:
+        shown = exponent if exponent.bit_length() <= 32 else f"of {exponent.bit_length()} bits"
+        return (
+            f"RSA key of {bits} bits with public exponent {shown}: identity keys are "
+            f"{MIN_KEY_BITS} to {MAX_KEY_BITS} bits with public exponent {PUBLIC_EXPONENT}"
+        )
+    return None
+
+
 def load_public_key(public_der: bytes) -> RSAPublicKey:
     """Parse a peer's SubjectPublicKeyInfo DER; ProtocolError if unusable.
 
-    Rejects malformed DER, non-RSA keys, keys under 2048 bits, silly exponents,
-    and non-canonical encodings (so one key has exactly one fingerprint).
+    Rejects oversized or malformed DER, non-RSA keys, keys outside 2048..4096
+    bits or with an exponent other than 65537 (each would make verification
+    costly), and non-canonical encodings (so one key has exactly one fingerprint).
     """
+    if len(public_der) > MAX_IDENTITY_KEY_BYTES:
+        raise ProtocolError(f"public key of {len(public_der)} bytes is too large for RSA-4096")
     try:
         key = serialization.load_der_public_key(public_der)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ProtocolError("malformed public key") from exc
     if not isinstance(key, RSAPublicKey):
         raise ProtocolError("public key is not RSA")
-    if key.key_size < MIN_KEY_BITS:
-        raise ProtocolError(f"RSA key of {key.key_size} bits is too weak (< {MIN_KEY_BITS})")
-    exponent = key.public_numbers().e
-    if exponent < 3 or exponent % 2 == 0:
-        raise ProtocolError("RSA public exponent is invalid")
+    problem = identity_key_problem(key)
+    if problem is not None:
+        raise ProtocolError(problem)
     canonical = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -157,14 +174,24 @@ def load_public_key(public_der: bytes) -> RSAPublicKey:
     return key
 
 
+def verify_with_key(key: RSAPublicKey, signature: bytes, data: bytes) -> bool:
+    """RSA-PSS (MGF1-SHA256, salt 32) over SHA-256 by a loaded key. False, never an exception."""
+    if len(signature) != (key.key_size + 7) // 8:
+        return False
+    try:
+        key.verify(signature, data, _PSS, _SHA256)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
 def verify_signature(public_der: bytes, signature: bytes, data: bytes) -> bool:
     """RSA-PSS (MGF1-SHA256, salt 32) over SHA-256. False, never an exception."""
     try:
         key = load_public_key(public_der)
-        key.verify(signature, data, _PSS, _SHA256)
-    except (ProtocolError, InvalidSignature, ValueError, TypeError):
+    except ProtocolError:
         return False
-    return True
+    return verify_with_key(key, signature, data)
 
 
 def _public_der(private_key: RSAPrivateKey) -> bytes:
@@ -555,10 +582,9 @@ class KeyManager:
             raise KeyFileError(f"{path} is corrupt: not a PEM private key") from exc
         if not isinstance(key, RSAPrivateKey):
             raise KeyFileError(f"{path} holds a non-RSA key; peer_chat needs an RSA key")
-        if key.key_size < MIN_KEY_BITS:
-            raise KeyFileError(
-                f"{path} holds a {key.key_size}-bit RSA key; at least {MIN_KEY_BITS} bits needed"
-            )
+        problem = identity_key_problem(key.public_key())
+        if problem is not None:  # before the self-test: it would cost seconds for a huge key
+            raise KeyFileError(f"{path} holds an unusable key: {problem}")
         try:
             signature = key.sign(_SELF_TEST_DATA, _PSS, _SHA256)
             key.public_key().verify(signature, _SELF_TEST_DATA, _PSS, _SHA256)

@@ -261,7 +261,7 @@ def test_existing_2048_bit_key_loads(tmp_path: Path, fmt: serialization.PrivateF
 
 def test_weak_or_non_rsa_private_key_refused(tmp_path: Path) -> None:
     write_private(tmp_path / "private.pem", rsa.generate_private_key(65537, 1024))
-    with pytest.raises(KeyFileError, match="1024-bit"):
+    with pytest.raises(KeyFileError, match="1024 bits"):
         KeyManager(tmp_path).load_or_create_identity()
     write_private(tmp_path / "private.pem", ec.generate_private_key(ec.SECP256R1()))
     with pytest.raises(KeyFileError, match="non-RSA"):

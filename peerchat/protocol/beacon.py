@@ -34,13 +34,15 @@ session; the fingerprint is derived from it, never sent.
 How a receiver judges a datagram (BeaconFilter.check), cheapest first: size;
 decode; our own fingerprint; freshness (|now - timestamp| <= BEACON_MAX_SKEW);
 replay (per fingerprint: the same instance needs a higher sequence number, a
-new instance needs a newer timestamp than the last accepted beacon); budget;
-signature. The budget (token buckets: one per source address, one per known key
-at the address it was accepted from, one for all) is the only way to the RSA
-verification, so a flood costs little. Everything before it is bounded
+new instance needs a newer timestamp than the last accepted beacon); the key
+(RSA of 2048 to 4096 bits with e = 65537, parsed without RSA arithmetic);
+budget; signature. The budget (token buckets: one per source address, one per
+known key at the address it was accepted from, one for all) is the only way to
+the RSA verification, so a flood costs little. Everything before it is bounded
 parsing and dictionary lookups, and putting it first means that junk, our own
-beacons, duplicate copies (one beacon sent to several broadcast addresses) and
-replays cost no budget and no verification. The tables behind the buckets and
+beacons, duplicate copies (one beacon sent to several broadcast addresses),
+replays and keys that would make a check costly spend no budget and no
+verification. The tables behind the buckets and
 the replay state are LRU-capped, so a flood from many addresses or keys cannot
 grow memory without bound. A key pushed out of the replay table could have a
 beacon from the last BEACON_MAX_SKEW seconds replayed once; that costs the
@@ -56,7 +58,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
-from crypto_utils import Identity, fingerprint_of, verify_signature
+from crypto_utils import Identity, fingerprint_of, load_public_key, verify_signature
 from peerchat.errors import ProtocolError
 from peerchat.limits import (
     BEACON_MAX_SIZE,
@@ -92,6 +94,7 @@ RATE_LIMITED: Final = "rate limited"
 MALFORMED: Final = "malformed"
 SELF: Final = "self"
 STALE: Final = "stale"
+BAD_KEY: Final = "bad key"
 BAD_SIGNATURE: Final = "bad signature"
 REPLAY: Final = "replay"
 
@@ -321,6 +324,10 @@ class BeaconFilter:
             if beacon.timestamp <= state.timestamp:
                 return BeaconRejected(REPLAY, source_ip)
             new_instance = True
+        try:  # a key that could make the check costly is refused before it spends any budget
+            load_public_key(beacon.identity_der)
+        except ProtocolError as exc:
+            return BeaconRejected(f"{BAD_KEY}: {exc}", source_ip)
         lane = state.lane if state is not None and state.source_ip == source_ip else None
         if not self._take_token(source_ip, lane, now):
             return BeaconRejected(RATE_LIMITED, source_ip)

@@ -36,7 +36,7 @@ from typing import Any, Final, NoReturn, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from crypto_utils import Identity, fingerprint_of, verify_signature
+from crypto_utils import Identity, fingerprint_of, load_public_key, verify_with_key
 from peerchat.errors import ProtocolError
 from peerchat.limits import (
     MAX_FRAME_SIZE,
@@ -342,9 +342,11 @@ class SecureChannel:
             raise ProtocolError("peer presented our own static key (reflected handshake)")
         if hello.identity_der == creds.identity_der:
             raise ProtocolError("peer presented our own identity")
-        if not verify_signature(
-            hello.identity_der, hello.signature, STATIC_KEY_CONTEXT + remote_static
-        ):
+        try:  # cheap checks of the key before the one expensive step, the RSA verification
+            key = load_public_key(hello.identity_der)
+        except ProtocolError as exc:
+            raise ProtocolError(f"identity key refused: {exc}") from None
+        if not verify_with_key(key, hello.signature, STATIC_KEY_CONTEXT + remote_static):
             raise ProtocolError("identity signature does not cover the handshake's static key")
         return PeerHello(
             name=hello.name,
