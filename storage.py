@@ -43,7 +43,9 @@ from peerchat.policy import trust
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+# 1: the first schema. 2: the same tables; pins keyed by trust.pin_key's confusable
+# skeleton (version 1 keys are re-keyed when the file is opened).
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 5000
 CHECKPOINT_INTERVAL: Final = 0.5  # seconds between background WAL checkpoints
 # The writer checkpoints by itself only if the background thread falls far behind.
@@ -326,6 +328,37 @@ class _Checkpointer:
                     logger.debug("checkpoint skipped: %s", exc)
 
 
+def _rekey_pins(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: pins keyed by the confusable skeleton of the name.
+
+    Names that were distinct pins before may now share one key ("alice" and a
+    Cyrillic "\u0430lice"). One of them keeps the pin: a verified peer first,
+    then the one first seen (trust on first use); the others lose it, so their
+    next handshake is reported as a changed key, as a look-alike should be.
+    """
+    rows = conn.execute(
+        "SELECT pins.pin_key, pins.fingerprint, COALESCE(peers.verified, 0), "
+        "COALESCE(peers.first_seen, 1e308) FROM pins "
+        "LEFT JOIN peers ON peers.fingerprint = pins.fingerprint"
+    ).fetchall()
+    kept: dict[str, tuple[bool, float, str, str]] = {}
+    for old_key, fingerprint, verified, first_seen in rows:
+        key = trust.rekey_legacy_pin(str(old_key))
+        # Lowest wins: verified first, then first seen, then (for a stable result) the old key.
+        rank = (not verified, float(first_seen), str(old_key), str(fingerprint))
+        if key not in kept or rank < kept[key]:
+            if key in kept:
+                logger.warning("pin %r now shares its key with %r: dropped", kept[key][2], old_key)
+            kept[key] = rank
+        else:
+            logger.warning("pin %r now shares its key with %r: dropped", old_key, kept[key][2])
+    conn.execute("DELETE FROM pins")
+    conn.executemany(
+        "INSERT INTO pins (pin_key, fingerprint) VALUES (?, ?)",
+        [(key, rank[3]) for key, rank in kept.items()],
+    )
+
+
 class HistoryStore:
     """The history database. Construct with `HistoryStore.open`."""
 
@@ -407,15 +440,19 @@ class HistoryStore:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file small
         conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
-        if version == 0:
+        if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Another process may have created it since we looked.
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                # Another process may have created or migrated it since we looked.
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if version == 0:
                     for statement in _SCHEMA_V1:
                         conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     logger.info("created chat history %s (schema %d)", path, SCHEMA_VERSION)
+                elif version == 1:
+                    _rekey_pins(conn)
+                    logger.info("chat history %s: pins re-keyed (schema 2)", path)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

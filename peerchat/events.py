@@ -20,6 +20,9 @@ class MessageArrived:
     port: int
     fingerprint: str
     text: str
+    # Whether the user verified this key: an unverified sender is shown with its
+    # short ID, since its name may only look like a known one. None: not told.
+    verified: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -73,3 +73,10 @@ def test_history_row_shows_time_direction_peer_state_and_text() -> None:
     line = format_history_row(row)
     assert line.endswith("You -> Bob (10.0.0.7:5001) [pending]: hello")
     assert line.startswith("[20")
+
+
+def test_an_unverified_sender_is_shown_with_its_short_id() -> None:
+    unverified = MessageArrived("Alice", "10.0.0.5", 5000, FP_OLD, "hello", verified=False)
+    verified = MessageArrived("Alice", "10.0.0.5", 5000, FP_OLD, "hello", verified=True)
+    assert describe_event(unverified) == "Received from 10.0.0.5:5000 (Alice, ID AAAAAAAA): hello"
+    assert describe_event(verified) == "Received from 10.0.0.5:5000 (Alice): hello"

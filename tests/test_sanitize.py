@@ -180,3 +180,52 @@ def test_a_valid_name_is_always_display_safe(text: str) -> None:
     assert name == text
     assert 1 <= len(name) <= MAX_NAME_CHARS
     assert display_safe(name) == name
+
+
+# Default_Ignorable_Code_Point as Unicode's DerivedCoreProperties.txt lists it (Unicode 15.1
+# to 17.0): characters that render as nothing when a font has no glyph for them.
+DEFAULT_IGNORABLE_RANGES = [
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Alice\u3164",  # Hangul filler (a letter, Lo) after the name
+        "Alice\u1160",  # Hangul jungseong filler
+        "Alice\uffa0",  # halfwidth Hangul filler
+        "\u115fAlice",  # Hangul choseong filler
+        "Al\u034fice",  # combining grapheme joiner (a mark, Mn)
+        "Alice\ufe0f",  # variation selector
+        "Alice\U000e0100",  # variation selector supplement
+        "Ali\u17b4ce",  # Khmer inherent vowel
+        "Alice\u180b",  # Mongolian free variation selector
+    ],
+)
+def test_invisible_letters_and_marks_are_refused_in_names(name: str) -> None:
+    with pytest.raises(ValueError, match="invisible"):
+        validate_name(name)
+
+
+def test_no_default_ignorable_code_point_is_accepted_in_a_name() -> None:
+    for low, high in DEFAULT_IGNORABLE_RANGES:
+        for code in range(low, high + 1):
+            with pytest.raises(ValueError):
+                validate_name(f"Al{chr(code)}ice")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -16,6 +17,7 @@ from cryptography.fernet import Fernet
 import storage
 from crypto_utils import Identity, Sealer, fingerprint_of
 from peerchat.errors import StorageError
+from peerchat.policy import trust
 from peerchat.policy.trust import pin_key
 from storage import (
     DeliveryState,
@@ -583,3 +585,48 @@ def test_pins_are_keyed_by_normalized_name(store: HistoryStore) -> None:
     store.pin("ALICE", PEER_B)  # replaces
     assert store.pins()["alice"] == PEER_B
     assert len(store.pins()) == 2
+
+
+PEER_C = fingerprint_of(b"peer c")
+PEER_D = fingerprint_of(b"peer d")
+
+
+def _version_1_history(path: Path, pins: list[tuple[str, str]], verified: set[str]) -> None:
+    """A history as schema version 1 wrote it: pins keyed by NFKC + casefold of the name."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for statement in storage._SCHEMA_V1:
+            conn.execute(statement)
+        for order, (key, fp) in enumerate(pins):
+            conn.execute("INSERT INTO pins (pin_key, fingerprint) VALUES (?, ?)", (key, fp))
+            conn.execute(
+                "INSERT INTO peers (fingerprint, name, public_der, first_seen, last_seen, "
+                "verified) VALUES (?, ?, ?, ?, ?, ?)",
+                (fp, key, b"der", 100.0 + order, 500.0, int(fp in verified)),
+            )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+
+
+def test_version_1_pins_are_rekeyed_by_confusable_skeleton(db_path: Path, sealer: Sealer) -> None:
+    # Under version 1 each of these was its own pin; they all look like "Alice".
+    _version_1_history(
+        db_path,
+        [
+            ("alice", PEER_A),  # the first seen
+            ("\u0430lice", PEER_B),  # Cyrillic a
+            ("alice\u1160", PEER_C),  # "Alice" + Hangul filler, after NFKC
+            ("bob", PEER_D),
+        ],
+        verified=set(),
+    )
+    with HistoryStore.open(db_path, sealer) as store:
+        assert store.pins() == {pin_key("Alice"): PEER_A, pin_key("Bob"): PEER_D}
+        assert trust.decide(store.pins(), "\u0410lice", PEER_B).verdict is trust.Verdict.CHANGED
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+
+
+def test_a_verified_pin_wins_the_rekeying(db_path: Path, sealer: Sealer) -> None:
+    _version_1_history(db_path, [("alice", PEER_A), ("\u0430lice", PEER_B)], verified={PEER_B})
+    with HistoryStore.open(db_path, sealer) as store:
+        assert store.pins() == {pin_key("Alice"): PEER_B}

@@ -11,7 +11,9 @@ hostile text stays readable and the output is always a single line.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from typing import Final
 
 from peerchat.limits import MAX_NAME_CHARS
 
@@ -36,6 +38,45 @@ _ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 _NAME_PUNCTUATION = frozenset(" ._-")
+
+# Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt, 15.1 to 17.0): code
+# points that show as nothing when a font has no glyph for them. Some are letters
+# (the Hangul fillers) or marks (variation selectors), which a name would otherwise
+# accept: "Alice" + U+3164 looks exactly like "Alice".
+_DEFAULT_IGNORABLE: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+
+
+_DEFAULT_IGNORABLE_RE: Final = re.compile(
+    "[" + "".join(f"{chr(low)}-{chr(high)}" for low, high in _DEFAULT_IGNORABLE) + "]"
+)
+
+
+def is_default_ignorable(char: str) -> bool:
+    """True for a Default_Ignorable_Code_Point: invisible wherever a font lacks a glyph."""
+    return _DEFAULT_IGNORABLE_RE.fullmatch(char) is not None
+
+
+def drop_default_ignorable(text: str) -> str:
+    """`text` without its Default_Ignorable_Code_Points."""
+    return _DEFAULT_IGNORABLE_RE.sub("", text)
 
 
 def _escape(char: str) -> str:
@@ -86,7 +127,8 @@ def validate_name(name: str) -> str:
     """Return `name` unchanged if it is a valid peer name, else raise ValueError saying why.
 
     A name has 1..MAX_NAME_CHARS characters, no leading or trailing space, and
-    only letters, digits (any script), spaces, '.', '_' and '-'.
+    only letters, digits (any script), spaces, '.', '_' and '-'; never an
+    invisible one (a Default_Ignorable_Code_Point), even a letter or a mark.
     """
     if not name:
         raise ValueError("name must not be empty")
@@ -103,6 +145,11 @@ def validate_name(name: str) -> str:
             raise ValueError(
                 f"name may contain only letters, digits, spaces, '.', '_' and '-' "
                 f"(character {position}, {shown}, is not allowed)"
+            )
+        if is_default_ignorable(char):  # a filler letter or an invisible mark
+            raise ValueError(
+                f"name may not contain invisible characters "
+                f"(character {position}, {_escape(char)}, is one)"
             )
         previous = char
     return name

@@ -402,10 +402,10 @@ class Menu:
 
 def describe_event(event: UiEvent) -> str:
     if isinstance(event, MessageArrived):
-        return (
-            f"Received from {event.host}:{event.port} ({display_safe(event.name)}): "
-            f"{display_safe(event.text)}"
-        )
+        who = display_safe(event.name)
+        if event.verified is False:
+            who += f", ID {short_id(event.fingerprint)}"
+        return f"Received from {event.host}:{event.port} ({who}): {display_safe(event.text)}"
     if isinstance(event, PeerDiscovered):
         return f"Discovered peer {display_safe(event.name)} at {event.host}:{event.port}"
     if isinstance(event, PeerConnected):
