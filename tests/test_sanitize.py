@@ -107,7 +107,8 @@ def test_nothing_hostile_is_dropped(text: str) -> None:
     assert shown.count("\\x1b") >= text.count("\x1b")
     assert shown.count("\\u202e") >= text.count("\u202e")
     assert shown.count("\\n") >= text.count("\n")
-    if text.isprintable():
+    blank = any(c in "\u115f\u1160\u3164\uffa0\u2800" for c in text)
+    if text.isprintable() and "    " not in text and not blank:
         assert shown == text
 
 
@@ -229,3 +230,28 @@ def test_no_default_ignorable_code_point_is_accepted_in_a_name() -> None:
         for code in range(low, high + 1):
             with pytest.raises(ValueError):
                 validate_name(f"Al{chr(code)}ice")
+
+
+# -- padding and look-alike spaces (a message must not fake a screen row) -------------------
+
+
+def test_long_runs_of_spaces_are_collapsed_and_counted() -> None:
+    assert display_safe("ok" + " " * 60 + "Received from") == "ok [60 spaces] Received from"
+    assert display_safe("a   b") == "a   b"  # up to three are ordinary text
+    assert display_safe("a    b") == "a [4 spaces] b"
+
+
+@pytest.mark.parametrize(
+    ("space", "shown"),
+    [
+        ("\u00a0", "\\xa0"),  # no-break space
+        ("\u2003", "\\u2003"),  # em space
+        ("\u3000", "\\u3000"),  # ideographic space
+        ("\u202f", "\\u202f"),  # narrow no-break space
+        ("\u3164", "\\u3164"),  # Hangul filler: a letter that shows as a blank
+        ("\uffa0", "\\uffa0"),
+        ("\u2800", "\\u2800"),  # Braille blank
+    ],
+)
+def test_spaces_other_than_the_ascii_space_are_shown_escaped(space: str, shown: str) -> None:
+    assert display_safe(f"a{space * 50}b") == f"a{shown * 50}b"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import shutil
 import socket
 import sys
 import threading
@@ -41,7 +42,7 @@ from peerchat.events import (
     UiEvent,
 )
 from peerchat.net.node import Node
-from peerchat.policy.sanitize import display_safe
+from peerchat.policy.sanitize import display_safe, fit_rows
 from peerchat.policy.trust import pin_key
 from storage import Direction, HistoryStore, StoredMessage
 
@@ -108,6 +109,9 @@ class Menu:
         self.data_dir = data_dir
         self._lock = threading.Lock()
         self._terminal: TextIO = sys.stdout  # the real stdout, even under patch_stdout
+        # Columns of the terminal, to cut lines that carry a peer's text into marked
+        # rows; None when output is not a terminal (nothing wraps there).
+        self._screen_width: Callable[[], int | None] = lambda: None
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
 
     # -- output --------------------------------------------------------------
@@ -134,7 +138,7 @@ class Menu:
         On a terminal, sys.stdout is then patch_stdout's proxy, which prints the
         line above the prompt and draws the prompt again with what was typed.
         """
-        text = describe_event(event)
+        text = self._fit(describe_event(event))
         with self._lock:
             print(text, flush=True)
 
@@ -143,6 +147,8 @@ class Menu:
     def run(self, node: Node, *, port: int) -> None:
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         self._terminal = sys.stdout
+        if interactive:
+            self._screen_width = lambda: shutil.get_terminal_size().columns
         with self._output_context(interactive):
             reader: LineReader = TerminalReader() if interactive else PipeReader(self._write_prompt)
             self.say(f"Server listening on port {port}...")
@@ -307,7 +313,12 @@ class Menu:
             self.say("No messages.")
             return
         header = f"Last {len(rows)} message(s), oldest first:"
-        self.say("\n".join([header, *(format_history_row(row) for row in rows)]))
+        self.say("\n".join([header, *(self._fit(format_history_row(row)) for row in rows)]))
+
+    def _fit(self, line: str) -> str:
+        """`line` in marked rows of the terminal's width, so no row can pass for a line."""
+        columns = self._screen_width()
+        return line if columns is None else fit_rows(line, columns)
 
     # -- 4. connect ----------------------------------------------------------
 
