@@ -71,9 +71,12 @@ PASSPHRASE_ENV: Final = "PEER_CHAT_PASSPHRASE"  # noqa: S105 (a variable name)
 _FILE_MODE: Final = 0o600
 _DIR_MODE: Final = 0o700
 _MAX_KEY_FILE_BYTES: Final = 64 * 1024
-_SEAL_V2: Final = b"\x02"  # history body format: AES-256-GCM under an HKDF subkey
+_SEAL_V2: Final = b"\x02"  # earlier history bodies: AES-256-GCM, no associated data
+_SEAL_V3: Final = b"\x03"  # history bodies: AES-256-GCM bound to their row, with a key check
 _SEAL_NONCE: Final = 12
+_SEAL_KEY_CHECK: Final = 4
 _SEAL_INFO: Final = b"peer_chat/1 history seal"
+_SEAL_CHECK_INFO: Final = b"peer_chat/1 history seal key check"
 _SELF_TEST_DATA: Final = b"peer_chat/key-self-test"
 
 _PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LENGTH)
@@ -231,17 +234,26 @@ class Identity:
 # --------------------------------------------------------------------------- sealing at rest
 
 
+class WrongSealKey(StorageError):
+    """A body sealed under another secret.key (or an old-format body that does not open)."""
+
+
 class Sealer:
     """Seals history bodies at rest with a key derived from this peer's secret.key.
 
-    A body is b"\x02" + 12-byte random nonce + AES-256-GCM(text) under
+    A body is b"\x03" + a 4-byte key check + a 12-byte random nonce +
+    AES-256-GCM(text, associated data = the row it belongs to) under
     HKDF-SHA256(Fernet key, info=_SEAL_INFO): one AEAD call (~1.5 us) on the hot
-    path of every stored message, where a Fernet token (AES-CBC + HMAC + base64)
-    costs ~15 us. Bodies written as Fernet tokens (they start with b"gAAAAA")
-    still open. Stateless, so one Sealer is safe from any thread.
+    path of every stored message. The associated data binds a body to its row,
+    so a body copied into another row fails to open. The key check (HKDF of the
+    same key under another label, the same for every body) tells a body sealed
+    under another secret.key (WrongSealKey) from one that was altered or moved
+    (StorageError). Bodies of earlier versions still open: b"\x02" ones (the
+    same AEAD without associated data or key check) and Fernet tokens (they
+    start with b"gAAAAA"). Stateless, so one Sealer is safe from any thread.
     """
 
-    __slots__ = ("_aead", "_fernet")
+    __slots__ = ("_aead", "_check", "_fernet")
 
     def __init__(self, key: bytes) -> None:
         """`key` is a Fernet key (32 bytes, url-safe base64); ValueError otherwise."""
@@ -249,23 +261,48 @@ class Sealer:
         raw = base64.urlsafe_b64decode(key)
         subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_INFO)
         self._aead = AESGCM(subkey.derive(raw))
+        check = HKDF(
+            algorithm=hashes.SHA256(), length=_SEAL_KEY_CHECK, salt=None, info=_SEAL_CHECK_INFO
+        )
+        self._check = check.derive(raw)
 
     @classmethod
     def generate(cls) -> Sealer:
         return cls(Fernet.generate_key())
 
-    def seal(self, plaintext: bytes) -> bytes:
+    def seal(self, plaintext: bytes, associated_data: bytes = b"") -> bytes:
+        """A body that opens only with this key and the same `associated_data`."""
         nonce = secrets.token_bytes(_SEAL_NONCE)
-        return _SEAL_V2 + nonce + self._aead.encrypt(nonce, plaintext, None)
+        return (
+            _SEAL_V3 + self._check + nonce + self._aead.encrypt(nonce, plaintext, associated_data)
+        )
 
-    def open(self, token: bytes) -> bytes:
+    def open(self, token: bytes, associated_data: bytes = b"") -> bytes:
+        """The plaintext; WrongSealKey for another key's body, StorageError if altered or moved.
+
+        `associated_data` must be what the body was sealed with; bodies of
+        earlier versions had none and open whatever it is.
+        """
         try:
+            if token[:1] == _SEAL_V3:
+                start = 1 + _SEAL_KEY_CHECK
+                if token[1:start] != self._check:
+                    raise WrongSealKey(
+                        "a stored message was sealed with another secret.key than this one"
+                    )
+                nonce = token[start : start + _SEAL_NONCE]
+                try:
+                    return self._aead.decrypt(nonce, token[start + _SEAL_NONCE :], associated_data)
+                except (InvalidTag, ValueError) as exc:
+                    raise StorageError(
+                        "a stored message cannot be read: it was altered or moved to another row"
+                    ) from exc
             if token[:1] == _SEAL_V2:
                 nonce = token[1 : 1 + _SEAL_NONCE]
                 return self._aead.decrypt(nonce, token[1 + _SEAL_NONCE :], None)
             return self._fernet.decrypt(token)
         except (InvalidToken, InvalidTag, ValueError) as exc:
-            raise StorageError(
+            raise WrongSealKey(
                 "a stored message cannot be decrypted: secret.key does not match this history"
             ) from exc
 

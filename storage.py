@@ -10,8 +10,11 @@ process crashing or being killed; after a power loss or OS crash the last
 transactions before it may be lost (never corrupted). Surviving power loss too
 would need synchronous=FULL, an fsync per commit.
 
-Message text is sealed at rest with the peer's own Fernet key (`Sealer`);
-names, addresses and times are not. Search therefore opens the bodies in
+Message text is sealed at rest with the peer's own Fernet key (`Sealer`),
+bound to its row (msg_id, direction, peer) as associated data: a body copied
+or swapped into another row does not open and shows as unreadable. Names,
+addresses and times are not sealed. Code that changes a row's msg_id,
+direction or peer_fp must seal its body again. Search therefore opens the bodies in
 Python, newest first, page by page, and stops once it has `limit` matches.
 
 Opening never modifies a file that is not a healthy peer_chat history: the
@@ -37,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from crypto_utils import Sealer, fingerprint_of
+from crypto_utils import Sealer, WrongSealKey, fingerprint_of
 from peerchat.errors import StorageError
 from peerchat.policy import trust
 
@@ -52,7 +55,7 @@ CHECKPOINT_INTERVAL: Final = 0.5  # seconds between background WAL checkpoints
 WRITER_AUTOCHECKPOINT_PAGES: Final = 16384
 _SEARCH_PAGE: Final = 1024  # rows fetched per lock hold while searching
 _MAX_SEQ: Final = (1 << 63) - 1  # above any seq (the largest SQLite integer)
-_BODY: Final = 7  # index of body in a _SELECT_MESSAGES row
+_ROW_BINDING: Final = b"peer_chat history row\x00"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_SIZE: Final = 100
 
@@ -141,6 +144,7 @@ class StoredMessage:
     stored_at: float
     state: DeliveryState
     detail: str | None = None  # e.g. why it failed
+    unreadable: bool = False  # its body does not open (altered, or moved from another row)
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,12 @@ class PeerRecord:
 
 
 _Row = tuple[Any, ...]  # sqlite3 rows are untyped; the schema's CHECKs guard the values
+
+
+def _row_binding(msg_id: str, direction: str, peer_fp: str | None) -> bytes:
+    """The associated data that seals a body to its row: a body moved elsewhere fails to open."""
+    fields = (msg_id, direction, peer_fp or "")
+    return _ROW_BINDING + b"\x00".join(field.encode("utf-8", "surrogatepass") for field in fields)
 
 
 def _as_float(value: Any) -> float:
@@ -460,20 +470,31 @@ class HistoryStore:
                 raise
 
     def _check_sealer(self) -> None:
-        """Fail at start, not at the first history view, if secret.key is not this history's."""
+        """Fail at start, not at the first history view, if secret.key is not this history's.
+
+        The newest body is opened: one sealed under another key is refused; one
+        that was altered or moved (the key is right) is only unreadable.
+        """
         try:
             with self._lock:
                 rows = self._fetchall(
-                    "read", "SELECT body FROM messages ORDER BY seq DESC LIMIT 1", ()
+                    "read",
+                    "SELECT msg_id, direction, peer_fp, body FROM messages "
+                    "ORDER BY seq DESC LIMIT 1",
+                    (),
                 )
             if rows:
+                msg_id, direction, peer_fp, body = rows[0]
+                binding = _row_binding(str(msg_id), str(direction), peer_fp and str(peer_fp))
                 try:
-                    self._sealer.open(rows[0][0])
-                except StorageError:
+                    self._sealer.open(bytes(body), binding)
+                except WrongSealKey:
                     raise StorageError(
                         f"chat history {self._path} was sealed with another secret.key "
                         "(was secret.key replaced?); move the history aside to start a new one"
                     ) from None
+                except StorageError:
+                    pass  # this key, an altered row: shown as unreadable in the history
         except BaseException:
             self.close()
             raise
@@ -540,6 +561,7 @@ class HistoryStore:
             raise
 
     def _message_params(self, message: StoredMessage) -> tuple[object, ...]:
+        row = _row_binding(message.msg_id, message.direction.value, message.peer_fp)
         return (
             message.msg_id,
             message.peer_fp,
@@ -547,23 +569,31 @@ class HistoryStore:
             message.peer_host,
             message.peer_port,
             message.direction.value,
-            self._sealer.seal(message.text.encode("utf-8")),
+            self._sealer.seal(message.text.encode("utf-8"), row),
             message.sent_at,
             message.stored_at,
             message.state.value,
             message.detail,
         )
 
-    def _open_body(self, body: bytes) -> str:
+    def _open_body(self, row: _Row) -> str | None:
+        """The text of a row, or None if its body does not open (altered or moved)."""
+        _, msg_id, peer_fp, _, _, _, direction, body, *_ = row
+        binding = _row_binding(
+            str(msg_id), str(direction), None if peer_fp is None else str(peer_fp)
+        )
         try:
-            return self._sealer.open(body).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise StorageError(f"chat history {self._path} holds a damaged message") from exc
+            return self._sealer.open(bytes(body), binding).decode("utf-8")
+        except (StorageError, UnicodeDecodeError, TypeError) as exc:
+            logger.warning(
+                "chat history %s: message %s cannot be read: %s", self._path, msg_id, exc
+            )
+            return None
 
     def _to_message(self, row: _Row, text: str | None = None) -> StoredMessage:
-        (_, msg_id, peer_fp, name, host, port, direction, body, sent, stored, state, detail) = row
+        (_, msg_id, peer_fp, name, host, port, direction, _, sent, stored, state, detail) = row
         if text is None:
-            text = self._open_body(body)
+            text = self._open_body(row)
         return StoredMessage(
             msg_id=str(msg_id),
             peer_fp=None if peer_fp is None else str(peer_fp),
@@ -571,11 +601,12 @@ class HistoryStore:
             peer_host=str(host),
             peer_port=_as_int(port),
             direction=Direction(direction),
-            text=text,
+            text="" if text is None else text,
             sent_at=_as_float(sent),
             stored_at=_as_float(stored),
             state=DeliveryState(state),
             detail=None if detail is None else str(detail),
+            unreadable=text is None,
         )
 
     @staticmethod
@@ -630,14 +661,18 @@ class HistoryStore:
             )
 
     def pending_messages(self) -> list[StoredMessage]:
-        """Outgoing messages not yet delivered nor failed, oldest first."""
+        """Outgoing messages not yet delivered nor failed, oldest first.
+
+        One whose text cannot be read any more is marked failed instead: it
+        can never be sent as it was written.
+        """
         with self._lock:
-            rows = self._fetchall(
-                "read",
-                _Q_PENDING,
-                (),
-            )
-        return [self._to_message(row) for row in rows]
+            rows = self._fetchall("read", _Q_PENDING, ())
+        messages = [self._to_message(row) for row in rows]
+        unreadable = [m.msg_id for m in messages if m.unreadable]
+        if unreadable:
+            self.mark_failed(unreadable, "its stored text cannot be read")
+        return [m for m in messages if not m.unreadable]
 
     def history(
         self, peer_fp: str | None = None, limit: int = 50, search: str | None = None
@@ -665,8 +700,8 @@ class HistoryStore:
             with self._lock:
                 rows = self._fetchall("read", sql, params)
             for row in rows:
-                text = self._open_body(row[_BODY])
-                if needle in text.casefold():
+                text = self._open_body(row)
+                if text is not None and needle in text.casefold():
                     found.append(self._to_message(row, text))
                     if len(found) == limit:
                         found.reverse()

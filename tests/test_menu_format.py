@@ -171,3 +171,23 @@ def test_short_lines_are_not_wrapped(capsys: pytest.CaptureFixture[str]) -> None
     event = MessageArrived("Alice", "10.0.0.5", 5000, FP_OLD, "hello", verified=True)
     rows = shown_on_an_80_column_terminal(capsys, lambda menu: menu.show_event(event))
     assert rows == ["Received from 10.0.0.5:5000 (Alice): hello"]
+
+
+def test_an_unreadable_row_says_so() -> None:
+    row = StoredMessage(
+        msg_id="0" * 32,
+        peer_fp=FP_OLD,
+        peer_name="Bob",
+        peer_host="10.0.0.7",
+        peer_port=5001,
+        direction=Direction.IN,
+        text="",
+        sent_at=1_700_000_000.0,
+        stored_at=1_700_000_000.0,
+        state=DeliveryState.RECEIVED,
+        unreadable=True,
+    )
+    line = format_history_row(row)
+    assert line.endswith(
+        "Bob (10.0.0.7:5001) -> You [received]: (cannot be read: altered or moved)"
+    )

@@ -478,7 +478,8 @@ def format_history_row(row: StoredMessage) -> str:
     peer = f"{display_safe(row.peer_name)} ({display_safe(row.peer_host)}:{row.peer_port})"
     arrow = f"You -> {peer}" if row.direction is Direction.OUT else f"{peer} -> You"
     state = row.state.value + (f": {display_safe(row.detail)}" if row.detail else "")
-    return f"[{_history_time(row.sent_at)}] {arrow} [{state}]: {display_safe(row.text)}"
+    text = "(cannot be read: altered or moved)" if row.unreadable else display_safe(row.text)
+    return f"[{_history_time(row.sent_at)}] {arrow} [{state}]: {text}"
 
 
 def _history_time(sent_at: float) -> str:
