@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from peerchat.policy.sanitize import CONTINUATION
 from tests.support import Peer, free_tcp_port, free_udp_port, run_cli, strip_ansi
 
 pytestmark = pytest.mark.slow
@@ -34,6 +36,17 @@ def start(peers: list[Peer], name: str, tmp: Path, dport: int | None, **kw: obje
     peer = Peer(name, tmp, dport, **kw)  # type: ignore[arg-type]
     peers.append(peer)
     return peer
+
+
+def wait_for_rows(peer: Peer, line: str, timeout: float = 20.0) -> None:
+    """Wait until `line` is on `peer`'s screen, cut into rows marked as continuations."""
+    deadline = time.monotonic() + timeout
+    row_break = re.compile(r"\r*\n" + re.escape(CONTINUATION))
+    while line not in row_break.sub("", strip_ansi(peer.screen())):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{line[:60]!r}... not shown in marked rows")
+        with contextlib.suppress(pexpect.TIMEOUT):
+            peer.child.expect("\n", timeout=0.5)
 
 
 def test_two_peers_discover_chat_and_keep_history(
@@ -59,7 +72,8 @@ def test_two_peers_discover_chat_and_keep_history(
     alice.send_to("Bob", big)
     alice.expect_text(f"Message sent to {bob.addr}")
     bob.expect_text(f"Received from {alice.addr} (Alice): ")
-    bob.expect_text(big[-200:])
+    # On a terminal a long line comes in rows of its width, each later one marked.
+    wait_for_rows(bob, f"Received from {alice.addr} (Alice): {big}")
     alice.send_to("Bob", "Привет, мир — こんにちは 🌍")
     bob.expect_text("Привет, мир — こんにちは 🌍")
 
