@@ -358,6 +358,37 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# Files that make a folder a peer_chat profile (the history's name is the one peer_chat.py gives).
+_PROFILE_FILES: Final = (PRIVATE_KEY_FILE, SECRET_KEY_FILE, "chat_history.db")
+
+
+def make_private_dir(path: Path) -> str | None:
+    """Create the data folder 0700, or tighten an existing one that others can read.
+
+    Returns a warning for the user when the folder was loose, None when it was
+    private already. An existing folder is tightened only when it is a
+    peer_chat profile (empty, or holding its key or history files), owned by
+    us and not a shared one (sticky, like /tmp): a folder that holds other
+    things, such as a home directory, is the user's to change, so it is only
+    warned about. OSError if the folder cannot be created.
+    """
+    path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return None
+    loose = f"data folder {path} can be read by other users (mode {mode:04o})"
+    ours = info.st_uid == os.geteuid() and not mode & stat.S_ISVTX
+    names = {entry.name for entry in path.iterdir()}
+    if not ours or (names and not names & set(_PROFILE_FILES)):
+        return f"{loose} and holds other things: make it private yourself (chmod 700)"
+    try:
+        os.chmod(path, _DIR_MODE)
+    except OSError as exc:
+        return f"{loose} and cannot be made private: {_reason(exc)}"
+    return f"{loose}: now 0700"
+
+
 def _write_temp(directory: Path, name: str, data: bytes, mode: int) -> Path:
     """A fully written, fsynced temp file beside `name`, created with `mode` (no wider window)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
@@ -555,11 +586,13 @@ class KeyManager:
 
     def _ensure_dir(self) -> None:
         try:
-            self.data_dir.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            warning = make_private_dir(self.data_dir)
         except OSError as exc:
             raise KeyFileError(
                 f"cannot create data directory {self.data_dir}: {_reason(exc)}"
             ) from exc
+        if warning is not None:
+            logger.warning("%s", warning)
 
     # ---- identity
 
