@@ -34,7 +34,7 @@ import secrets
 import stat
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -310,13 +310,18 @@ class Sealer:
 # --------------------------------------------------------------------------- passphrase
 
 
-def read_passphrase(passphrase_file: Path | None, environ: Mapping[str, str]) -> bytes | None:
+def read_passphrase(
+    passphrase_file: Path | None, environ: MutableMapping[str, str]
+) -> bytes | None:
     """The passphrase from `passphrase_file` (first line) or PEER_CHAT_PASSPHRASE.
 
     The file wins when both are given. Never a command-line value (it would
     show in `ps`). None when neither is set; KeyFileError for an unreadable
     file or an empty passphrase (an empty one would silently protect nothing).
+    The variable is removed from `environ` either way (os.environ: from the
+    process environment, so no child process and no later code sees it).
     """
+    value = environ.pop(PASSPHRASE_ENV, None)
     if passphrase_file is not None:
         try:
             raw = passphrase_file.read_bytes()
@@ -330,7 +335,6 @@ def read_passphrase(passphrase_file: Path | None, environ: Mapping[str, str]) ->
         if not line:
             raise KeyFileError(f"passphrase file {passphrase_file} is empty")
         return line
-    value = environ.get(PASSPHRASE_ENV)
     if value is None:
         return None
     if not value:
@@ -485,7 +489,9 @@ def _check_private_mode(path: Path, *, fix: bool) -> None:
 _SEALED_MAGIC: Final = b"PCSK"
 _SEALED_VERSION: Final = 1
 _SEALED_HEADER: Final = struct.Struct(">4sBBBB16s12s")
-_SCRYPT_LOG2_N: Final = 15  # 32 MiB, ~65 ms: costly for guessing, cheap at start-up
+# New files: n = 2^17 (128 MiB, ~0.5 s here), current guidance for interactive use.
+# Each file records its own parameters, so files written with 2^15 still open.
+_SCRYPT_LOG2_N: Final = 17
 _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
 _SCRYPT_MAX_MEMORY: Final = 256 * 1024 * 1024  # refuse headers that would make us allocate GiBs
