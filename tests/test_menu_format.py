@@ -191,3 +191,12 @@ def test_an_unreadable_row_says_so() -> None:
     assert line.endswith(
         "Bob (10.0.0.7:5001) -> You [received]: (cannot be read: altered or moved)"
     )
+
+
+def test_program_lines_are_left_to_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    # Only a peer's free text could make a row pass for a line; the program's own stay whole.
+    warning = KeyChanged("Bob", "10.0.0.7", 5001, FP_OLD, FP_NEW)
+    menu = Menu(store=None, identity=None, data_dir=Path("."))  # type: ignore[arg-type]
+    menu._screen_width = lambda: 80
+    menu.show_event(warning)
+    assert capsys.readouterr().out == describe_event(warning) + "\n"

@@ -138,7 +138,9 @@ class Menu:
         On a terminal, sys.stdout is then patch_stdout's proxy, which prints the
         line above the prompt and draws the prompt again with what was typed.
         """
-        text = self._fit(describe_event(event))
+        text = describe_event(event)
+        if isinstance(event, MessageArrived):  # the only news that carries a peer's free text
+            text = self._fit(text)
         with self._lock:
             print(text, flush=True)
 
