@@ -11,9 +11,11 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import logging.handlers
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -70,7 +72,7 @@ def _number_between(what: str, low: float, high: float) -> Callable[[str], float
 
 
 _seconds = _number_between("duration", 0.05, 86400)
-_days = _number_between("number of days", 0.001, 3650)
+_days = _number_between("number of days", 0.001, limits.MAX_QUEUE_DAYS)
 
 
 def _count(text: str) -> int:
@@ -180,13 +182,17 @@ def default_data_dir(name: str, environ: os._Environ[str] | dict[str, str]) -> P
 
 def prepare_data_dir(path: Path) -> Path:
     """Create the profile folder (private to the user) and prove it is writable."""
+    from crypto_utils import make_private_dir
+
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        warning = make_private_dir(path)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise PeerChatError(f"Data folder {path} is not writable: {reason.lower()}.") from None
+    if warning is not None:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return path
 
 
@@ -196,6 +202,19 @@ class _QuietFileHandler(logging.handlers.RotatingFileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass
+
+    def _open(self) -> io.TextIOWrapper:
+        # The log holds names, addresses and ID prefixes: 0600 from the start, at each
+        # rotation too, and an older log file left readable by others is tightened.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
 
 
 def _setup_logging(log_file: Path, verbose: bool) -> None:

@@ -10,8 +10,11 @@ process crashing or being killed; after a power loss or OS crash the last
 transactions before it may be lost (never corrupted). Surviving power loss too
 would need synchronous=FULL, an fsync per commit.
 
-Message text is sealed at rest with the peer's own Fernet key (`Sealer`);
-names, addresses and times are not. Search therefore opens the bodies in
+Message text is sealed at rest with the peer's own Fernet key (`Sealer`),
+bound to its row (msg_id, direction, peer) as associated data: a body copied
+or swapped into another row does not open and shows as unreadable. Names,
+addresses and times are not sealed. Code that changes a row's msg_id,
+direction or peer_fp must seal its body again. Search therefore opens the bodies in
 Python, newest first, page by page, and stops once it has `limit` matches.
 
 Opening never modifies a file that is not a healthy peer_chat history: the
@@ -25,32 +28,36 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from crypto_utils import Sealer, fingerprint_of
+from crypto_utils import Sealer, WrongSealKey, fingerprint_of
 from peerchat.errors import StorageError
 from peerchat.policy import trust
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 2
+# 1: the first schema. 2: messages to and from legacy peers carry a mark. 3: the same
+# tables; pins keyed by trust.pin_key's confusable skeleton (older keys are re-keyed
+# when the file is opened).
+SCHEMA_VERSION: Final = 3
 BUSY_TIMEOUT_MS: Final = 5000
 CHECKPOINT_INTERVAL: Final = 0.5  # seconds between background WAL checkpoints
 # The writer checkpoints by itself only if the background thread falls far behind.
 WRITER_AUTOCHECKPOINT_PAGES: Final = 16384
 _SEARCH_PAGE: Final = 1024  # rows fetched per lock hold while searching
 _MAX_SEQ: Final = (1 << 63) - 1  # above any seq (the largest SQLite integer)
-_BODY: Final = 7  # index of body in a _SELECT_MESSAGES row
-_LEGACY: Final = 12  # index of the legacy mark
+_LEGACY: Final = 12  # index of the legacy mark in a _SELECT_MESSAGES row
+_ROW_BINDING: Final = b"peer_chat history row\x00"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_SIZE: Final = 100
 
@@ -90,10 +97,6 @@ _SCHEMA_V1: Final = (
     "CREATE TABLE pins (pin_key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
 )
 # (version, statements): each brings a history from the version before up to it.
-_MIGRATIONS: Final = (
-    # 2: messages to and from legacy peers (unencrypted, no key) are marked.
-    (2, ("ALTER TABLE messages ADD COLUMN legacy INTEGER NOT NULL DEFAULT 0",)),
-)
 _TABLES: Final = frozenset({"messages", "peers", "pins"})
 
 _SELECT_MESSAGES: Final = (
@@ -146,6 +149,7 @@ class StoredMessage:
     state: DeliveryState
     detail: str | None = None  # e.g. why it failed
     legacy: bool = False  # to or from a legacy peer: unencrypted, unverified, no key
+    unreadable: bool = False  # its body does not open (altered, or moved from another row)
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,28 @@ class PeerRecord:
 
 
 _Row = tuple[Any, ...]  # sqlite3 rows are untyped; the schema's CHECKs guard the values
+
+
+def _row_binding(msg_id: str, direction: str, peer_fp: str | None) -> bytes:
+    """The associated data that seals a body to its row: a body moved elsewhere fails to open."""
+    fields = (msg_id, direction, peer_fp or "")
+    return _ROW_BINDING + b"\x00".join(field.encode("utf-8", "surrogatepass") for field in fields)
+
+
+def _as_float(value: Any) -> float:
+    # A REAL column keeps a value that is not a number as text; a damaged row
+    # must still show in the history (its time as unknown), not stop it.
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _describe(exc: sqlite3.Error, path: Path, action: str) -> str:
@@ -317,6 +343,48 @@ class _Checkpointer:
                     logger.debug("checkpoint skipped: %s", exc)
 
 
+def _rekey_pins(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: pins keyed by the confusable skeleton of the name.
+
+    Names that were distinct pins before may now share one key ("alice" and a
+    Cyrillic "\u0430lice"). One of them keeps the pin: a verified peer first,
+    then the one first seen (trust on first use); the others lose it, so their
+    next handshake is reported as a changed key, as a look-alike should be.
+    """
+    rows = conn.execute(
+        "SELECT pins.pin_key, pins.fingerprint, COALESCE(peers.verified, 0), "
+        "COALESCE(peers.first_seen, 1e308) FROM pins "
+        "LEFT JOIN peers ON peers.fingerprint = pins.fingerprint"
+    ).fetchall()
+    kept: dict[str, tuple[bool, float, str, str]] = {}
+    for old_key, fingerprint, verified, first_seen in rows:
+        key = trust.rekey_legacy_pin(str(old_key))
+        # Lowest wins: verified first, then first seen, then (for a stable result) the old key.
+        rank = (not verified, float(first_seen), str(old_key), str(fingerprint))
+        if key not in kept or rank < kept[key]:
+            if key in kept:
+                logger.warning("pin %r now shares its key with %r: dropped", kept[key][2], old_key)
+            kept[key] = rank
+        else:
+            logger.warning("pin %r now shares its key with %r: dropped", old_key, kept[key][2])
+    conn.execute("DELETE FROM pins")
+    conn.executemany(
+        "INSERT INTO pins (pin_key, fingerprint) VALUES (?, ?)",
+        [(key, rank[3]) for key, rank in kept.items()],
+    )
+
+
+def _add_legacy_mark(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: messages to and from legacy peers (unencrypted, no key) are marked."""
+    conn.execute("ALTER TABLE messages ADD COLUMN legacy INTEGER NOT NULL DEFAULT 0")
+
+
+_MIGRATIONS: Final[tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...]] = (
+    (2, _add_legacy_mark),
+    (3, _rekey_pins),
+)
+
+
 class HistoryStore:
     """The history database. Construct with `HistoryStore.open`."""
 
@@ -408,10 +476,9 @@ class HistoryStore:
                         conn.execute(statement)
                     current = 1
                     logger.info("created chat history %s", path)
-                for target, statements in _MIGRATIONS:
+                for target, migrate in _MIGRATIONS:
                     if current < target:
-                        for statement in statements:
-                            conn.execute(statement)
+                        migrate(conn)
                         logger.info("chat history %s: schema %d -> %d", path, current, target)
                         current = target
                 conn.execute(f"PRAGMA user_version = {current}")
@@ -422,20 +489,31 @@ class HistoryStore:
                 raise
 
     def _check_sealer(self) -> None:
-        """Fail at start, not at the first history view, if secret.key is not this history's."""
+        """Fail at start, not at the first history view, if secret.key is not this history's.
+
+        The newest body is opened: one sealed under another key is refused; one
+        that was altered or moved (the key is right) is only unreadable.
+        """
         try:
             with self._lock:
                 rows = self._fetchall(
-                    "read", "SELECT body FROM messages ORDER BY seq DESC LIMIT 1", ()
+                    "read",
+                    "SELECT msg_id, direction, peer_fp, body FROM messages "
+                    "ORDER BY seq DESC LIMIT 1",
+                    (),
                 )
             if rows:
+                msg_id, direction, peer_fp, body = rows[0]
+                binding = _row_binding(str(msg_id), str(direction), peer_fp and str(peer_fp))
                 try:
-                    self._sealer.open(rows[0][0])
-                except StorageError:
+                    self._sealer.open(bytes(body), binding)
+                except WrongSealKey:
                     raise StorageError(
                         f"chat history {self._path} was sealed with another secret.key "
                         "(was secret.key replaced?); move the history aside to start a new one"
                     ) from None
+                except StorageError:
+                    pass  # this key, an altered row: shown as unreadable in the history
         except BaseException:
             self.close()
             raise
@@ -502,6 +580,7 @@ class HistoryStore:
             raise
 
     def _message_params(self, message: StoredMessage) -> tuple[object, ...]:
+        row = _row_binding(message.msg_id, message.direction.value, message.peer_fp)
         return (
             message.msg_id,
             message.peer_fp,
@@ -509,7 +588,7 @@ class HistoryStore:
             message.peer_host,
             message.peer_port,
             message.direction.value,
-            self._sealer.seal(message.text.encode("utf-8")),
+            self._sealer.seal(message.text.encode("utf-8"), row),
             message.sent_at,
             message.stored_at,
             message.state.value,
@@ -517,32 +596,39 @@ class HistoryStore:
             int(message.legacy),
         )
 
-    def _open_body(self, body: bytes) -> str:
+    def _open_body(self, row: _Row) -> str | None:
+        """The text of a row, or None if its body does not open (altered or moved)."""
+        _, msg_id, peer_fp, _, _, _, direction, body, *_ = row
+        binding = _row_binding(
+            str(msg_id), str(direction), None if peer_fp is None else str(peer_fp)
+        )
         try:
-            return self._sealer.open(body).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise StorageError(f"chat history {self._path} holds a damaged message") from exc
+            return self._sealer.open(bytes(body), binding).decode("utf-8")
+        except (StorageError, UnicodeDecodeError, TypeError) as exc:
+            logger.warning(
+                "chat history %s: message %s cannot be read: %s", self._path, msg_id, exc
+            )
+            return None
 
     def _to_message(self, row: _Row, text: str | None = None) -> StoredMessage:
         fields, legacy = row[:_LEGACY], row[_LEGACY]
-        (_, msg_id, peer_fp, name, host, port, direction, body, sent, stored, state, detail) = (
-            fields
-        )
+        (_, msg_id, peer_fp, name, host, port, direction, _, sent, stored, state, detail) = fields
         if text is None:
-            text = self._open_body(body)
+            text = self._open_body(row)
         return StoredMessage(
             msg_id=str(msg_id),
             peer_fp=None if peer_fp is None else str(peer_fp),
             peer_name=str(name),
             peer_host=str(host),
-            peer_port=int(port),
+            peer_port=_as_int(port),
             direction=Direction(direction),
-            text=text,
-            sent_at=float(sent),
-            stored_at=float(stored),
+            text="" if text is None else text,
+            sent_at=_as_float(sent),
+            stored_at=_as_float(stored),
             state=DeliveryState(state),
             detail=None if detail is None else str(detail),
             legacy=bool(legacy),
+            unreadable=text is None,
         )
 
     @staticmethod
@@ -597,14 +683,18 @@ class HistoryStore:
             )
 
     def pending_messages(self) -> list[StoredMessage]:
-        """Outgoing messages not yet delivered nor failed, oldest first."""
+        """Outgoing messages not yet delivered nor failed, oldest first.
+
+        One whose text cannot be read any more is marked failed instead: it
+        can never be sent as it was written.
+        """
         with self._lock:
-            rows = self._fetchall(
-                "read",
-                _Q_PENDING,
-                (),
-            )
-        return [self._to_message(row) for row in rows]
+            rows = self._fetchall("read", _Q_PENDING, ())
+        messages = [self._to_message(row) for row in rows]
+        unreadable = [m.msg_id for m in messages if m.unreadable]
+        if unreadable:
+            self.mark_failed(unreadable, "its stored text cannot be read")
+        return [m for m in messages if not m.unreadable]
 
     def history(
         self, peer_fp: str | None = None, limit: int = 50, search: str | None = None
@@ -632,8 +722,8 @@ class HistoryStore:
             with self._lock:
                 rows = self._fetchall("read", sql, params)
             for row in rows:
-                text = self._open_body(row[_BODY])
-                if needle in text.casefold():
+                text = self._open_body(row)
+                if text is not None and needle in text.casefold():
                     found.append(self._to_message(row, text))
                     if len(found) == limit:
                         found.reverse()

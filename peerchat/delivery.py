@@ -19,6 +19,7 @@ before a message is queued raises StorageError, and nothing is queued.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Final
 
 from peerchat import limits
 from peerchat.errors import StorageError
@@ -52,10 +53,24 @@ def outgoing_message(
     )
 
 
+_OLDEST_QUEUED: Final = limits.MAX_QUEUE_DAYS * 86_400.0 + limits.MAX_CLOCK_SKEW
+
+
+def plausible_sent_at(sent_at: float, now: float) -> float:
+    """`sent_at` if a sender's clock and queue could explain it, else `now` (its arrival)."""
+    if now - _OLDEST_QUEUED <= sent_at <= now + limits.MAX_CLOCK_SKEW:
+        return sent_at
+    return now
+
+
 def received_messages(
     peer_fp: str, peer_name: str, host: str, port: int, chats: Sequence[Chat], *, now: float
 ) -> list[StoredMessage]:
-    """The rows a received batch is stored as, before it is acknowledged."""
+    """The rows a received batch is stored as, before it is acknowledged.
+
+    The sender's time is only a claim: one more than a day ahead of `now`, or
+    older than any sender's queue can keep a message, is replaced by `now`.
+    """
     return [
         StoredMessage(
             msg_id=chat.msg_id,
@@ -65,7 +80,7 @@ def received_messages(
             peer_port=port,
             direction=Direction.IN,
             text=chat.text,
-            sent_at=chat.sent_at,
+            sent_at=plausible_sent_at(chat.sent_at, now),
             stored_at=now,
             state=DeliveryState.RECEIVED,
         )

@@ -20,7 +20,10 @@ class MessageArrived:
     port: int
     fingerprint: str
     text: str
-    verified: bool = False  # the sender's key is one the user verified
+    # Whether the user verified this key: a verified sender is marked so, an
+    # unverified one is shown with its short ID, since its name may only look
+    # like a known one. None: not told (the original's plain line).
+    verified: bool | None = None
 
 
 @dataclass(frozen=True)

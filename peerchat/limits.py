@@ -20,6 +20,13 @@ MAX_HANDSHAKE_PAYLOAD: Final = 4096  # bytes of identity payload in a handshake 
 # Names and fields
 MAX_NAME_CHARS: Final = 32
 MAX_REASON_CHARS: Final = 200
+MAX_IDENTITY_KEY_BYTES: Final = 600  # DER of an identity key (RSA-4096 with e = 65537: 550)
+MAX_SIGNATURE_BYTES: Final = 512  # an RSA-4096 signature
+
+# Times from the network
+MAX_TIMESTAMP: Final = 32_503_680_000.0  # 3000-01-01 UTC: later is refused on decode
+MAX_CLOCK_SKEW: Final = 86_400.0  # a chat dated further ahead of our clock is clamped
+MAX_QUEUE_DAYS: Final = 3650  # --queue-days at most; an older chat time is clamped too
 
 # Sessions
 HANDSHAKE_TIMEOUT: Final = 5.0  # seconds a connection may take to authenticate

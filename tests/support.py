@@ -22,8 +22,9 @@ from typing import Any, Protocol, TextIO, TypeVar
 
 import pexpect
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from crypto_utils import Identity, KeyManager
+from crypto_utils import Identity, KeyManager, fingerprint_of, short_id
 from discovery import DiscoveryService
 from peerchat.errors import ProtocolError
 from peerchat.events import UiEvent
@@ -592,3 +593,22 @@ class WatchedScreen(Screen, Protocol):
 def await_new_lines(waits: Sequence[tuple[WatchedScreen, str]], timeout: float) -> None:
     """await_lines, counting lines a peer printed before its first menu as seen."""
     await_lines([(p, t) for p, t in waits if not p.seen_at_start(t)], timeout)
+
+
+class _Named(Protocol):
+    name: str
+    data_dir: Path
+
+
+def shown_as(peer: _Named) -> str:
+    """How a peer its correspondent has not verified is named on screen: name and short ID."""
+    return name_and_id(peer.name, peer.data_dir)
+
+
+def name_and_id(name: str, data_dir: Path) -> str:
+    """`name` and the short ID of the profile in `data_dir`, as an incoming line shows them."""
+    public = serialization.load_pem_public_key((data_dir / "public.pem").read_bytes())
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"{name}, ID {short_id(fingerprint_of(der))}"

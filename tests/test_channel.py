@@ -661,7 +661,7 @@ def raw_payload(name: bytes, port: int, rogue: Rogue, tail: bytes = b"") -> byte
         (lambda r: raw_payload(b"Rogue", 7000, r)[:-1], "truncated"),
         (lambda r: b"", "empty"),
         (lambda r: r.payload(identity_der=b""), "lacks"),
-        (lambda r: r.payload(identity_der=b"not a key"), "signature"),
+        (lambda r: r.payload(identity_der=b"not a key"), "identity key refused"),
         (lambda r: r.payload(signature=b"\x00" * 256), "signature"),
         (lambda r: pad(r.payload(), MAX_HANDSHAKE_PAYLOAD), "trailing"),  # size is fine
         (lambda r: pad(r.payload(), MAX_HANDSHAKE_PAYLOAD + 1), "outside|too large"),

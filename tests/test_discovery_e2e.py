@@ -29,6 +29,7 @@ from tests.support import (
     free_udp_port,
     own_fingerprint,
     peer_rows,
+    shown_as,
     strip_ansi,
     wait_for_log,
 )
@@ -176,7 +177,7 @@ def test_three_peers_discover_each_other_and_list_only_the_others(
     alice.expect_text(f"Connected to {bob.addr} (Bob)")
     bob.send_to("Alice", "one of three")
     bob.expect_text(f"Message sent to {alice.addr}")
-    alice.expect_text(f"Received from {bob.addr} (Bob): one of three")
+    alice.expect_text(f"Received from {bob.addr} ({shown_as(bob)}): one of three")
     for peer in group:
         assert_lists_exactly(peer, [o for o in group if o is not peer], ids)
     # Over a whole timeout nobody is discovered twice or dropped (no flapping).

@@ -27,7 +27,7 @@ from typing import ClassVar, Self
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from crypto_utils import Identity, KeyManager
+from crypto_utils import Identity, KeyManager, short_id
 from peerchat.limits import (
     HANDSHAKE_TIMEOUT,
     MAX_CONNECTIONS_PER_ADDRESS,
@@ -56,6 +56,7 @@ from tests.support import (
     free_tcp_port,
     free_udp_port,
     peer_rows,
+    shown_as,
 )
 
 pytestmark = pytest.mark.slow
@@ -262,7 +263,9 @@ class Scene:
         self.said += 1
         self.friend.send_to("127.0.0.1", text, port=self.victim.port)
         self.friend.expect_text(f"Message sent to {self.victim.addr}")
-        self.victim.expect_text(f"Received from {self.friend.addr} (Friend): {text}")
+        self.victim.expect_text(
+            f"Received from {self.friend.addr} ({shown_as(self.friend)}): {text}"
+        )
         assert self.victim.child.isalive()
 
     def log(self) -> str:
@@ -806,7 +809,8 @@ def test_escape_sequences_in_a_message_reach_the_screen_neutralised(
         client.send(chat)
         client.expect_ack(chat.msg_id)
         scene.victim.expect_text(
-            f"Received from 127.0.0.1:{sender.listen_port} (Sender): {VISIBLE_TEXT}"
+            f"Received from 127.0.0.1:{sender.listen_port} "
+            f"(Sender, ID {short_id(sender_id.fingerprint)}): {VISIBLE_TEXT}"
         )
         scene.friend_says("after the escapes")  # the line above is out in full by now
     finally:

@@ -31,6 +31,7 @@ from tests.support import (
     await_new_lines,
     own_fingerprint,
     peer_rows,
+    shown_as,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -212,13 +213,13 @@ def test_three_hosts_discover_chat_and_drop_a_host_whose_cable_is_pulled(
     # LAN address, never a loopback one.
     alice.send_to("Bob", "hello across the bridge")
     alice.expect_text(f"Message sent to {bob.addr}")
-    bob.expect_text(f"Received from {alice.addr} (Alice): hello across the bridge")
+    bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): hello across the bridge")
     carol.send_to(alice.addr.split(":")[0], "by address", port=PORT)
     carol.expect_text(f"Message sent to {alice.addr}")
-    alice.expect_text(f"Received from {carol.addr} (Carol): by address")
+    alice.expect_text(f"Received from {carol.addr} ({shown_as(carol)}): by address")
     bob.send_to("Carol", "and back")
     bob.expect_text(f"Message sent to {carol.addr}")
-    carol.expect_text(f"Received from {bob.addr} (Bob): and back")
+    carol.expect_text(f"Received from {bob.addr} ({shown_as(bob)}): and back")
 
     # Pull Carol's cable at the switch: both sides lose each other within the timeout.
     cut_at = time.monotonic()
@@ -263,4 +264,4 @@ def test_host_plugged_back_in_is_announced_and_listed_again(
         assert_lists_exactly(peer, [o for o in hosts if o is not peer], ids)
     alice.send_to("Carol", "welcome back")
     alice.expect_text(f"Message sent to {carol.addr}")
-    carol.expect_text(f"Received from {alice.addr} (Alice): welcome back")
+    carol.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): welcome back")

@@ -31,6 +31,7 @@ from tests.support import (
     free_tcp_port,
     free_udp_port,
     run_cli,
+    shown_as,
     strip_ansi,
     wait_for_log,
 )
@@ -214,7 +215,7 @@ def test_a_legacy_flood_does_not_stop_keyed_chat(tmp_path: Path, peers: list[Pee
         for n in range(5):
             bob.send_to("Alice", f"keyed {n}")
             bob.expect_text(f"Message sent to {alice.addr}")
-            alice.expect_all(f"Received from {bob.addr} (Bob): keyed {n}")
+            alice.expect_all(f"Received from {bob.addr} ({shown_as(bob)}): keyed {n}")
     finally:
         stop.set()
         flooder.join(30)

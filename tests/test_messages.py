@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS, MAX_TIMESTAMP
 from peerchat.protocol.messages import (
     AbortReason,
     Ack,
@@ -35,7 +35,7 @@ valid_messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(
         Chat,
         msg_ids,
-        st.floats(min_value=0, max_value=1e12, allow_nan=False),
+        st.floats(min_value=0, max_value=MAX_TIMESTAMP),
         st.text(max_size=200),
     ),
     st.builds(Ack, st.lists(msg_ids, min_size=1, max_size=40).map(tuple)),

@@ -12,10 +12,10 @@ Beacon wire format, version 1 (all integers big-endian, one UDP datagram):
     0       4     magic b"PCHB"
     4       1     version (1)
     5       1     N: name length in bytes (1..4*MAX_NAME_CHARS)
-    6       2     D: identity key length in bytes (>= 1)
-    8       2     S: signature length in bytes (>= 1)
+    6       2     D: identity key length in bytes (1..MAX_IDENTITY_KEY_BYTES)
+    8       2     S: signature length in bytes (1..MAX_SIGNATURE_BYTES)
     10      2     TCP port (1..65535)
-    12      8     timestamp: IEEE 754 double, unix seconds of the sender's clock
+    12      8     timestamp: IEEE 754 double, unix seconds of the sender's clock (0..MAX_TIMESTAMP)
     20      16    instance: random nonce chosen at each start of the sender
     36      8     sequence number: 0 for the start beacon, +1 for each further one
     44      N     name, UTF-8
@@ -34,13 +34,15 @@ session; the fingerprint is derived from it, never sent.
 How a receiver judges a datagram (BeaconFilter.check), cheapest first: size;
 decode; our own fingerprint; freshness (|now - timestamp| <= BEACON_MAX_SKEW);
 replay (per fingerprint: the same instance needs a higher sequence number, a
-new instance needs a newer timestamp than the last accepted beacon); budget;
-signature. The budget (token buckets: one per source address, one per known key
-at the address it was accepted from, one for all) is the only way to the RSA
-verification, so a flood costs little. Everything before it is bounded
+new instance needs a newer timestamp than the last accepted beacon); the key
+(RSA of 2048 to 4096 bits with e = 65537, parsed without RSA arithmetic);
+budget; signature. The budget (token buckets: one per source address, one per
+known key at the address it was accepted from, one for all) is the only way to
+the RSA verification, so a flood costs little. Everything before it is bounded
 parsing and dictionary lookups, and putting it first means that junk, our own
-beacons, duplicate copies (one beacon sent to several broadcast addresses) and
-replays cost no budget and no verification. The tables behind the buckets and
+beacons, duplicate copies (one beacon sent to several broadcast addresses),
+replays and keys that would make a check costly spend no budget and no
+verification. The tables behind the buckets and
 the replay state are LRU-capped, so a flood from many addresses or keys cannot
 grow memory without bound. A key pushed out of the replay table could have a
 beacon from the last BEACON_MAX_SKEW seconds replayed once; that costs the
@@ -51,13 +53,12 @@ authenticates whoever answers.
 from __future__ import annotations
 
 import logging
-import math
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
-from crypto_utils import Identity, fingerprint_of, verify_signature
+from crypto_utils import Identity, fingerprint_of, load_public_key, verify_signature
 from peerchat.errors import ProtocolError
 from peerchat.limits import (
     BEACON_MAX_SIZE,
@@ -65,7 +66,10 @@ from peerchat.limits import (
     BEACON_VERIFY_BURST,
     BEACON_VERIFY_GLOBAL_RATE,
     BEACON_VERIFY_RATE,
+    MAX_IDENTITY_KEY_BYTES,
     MAX_NAME_CHARS,
+    MAX_SIGNATURE_BYTES,
+    MAX_TIMESTAMP,
 )
 from peerchat.policy.sanitize import validate_name
 
@@ -90,6 +94,7 @@ RATE_LIMITED: Final = "rate limited"
 MALFORMED: Final = "malformed"
 SELF: Final = "self"
 STALE: Final = "stale"
+BAD_KEY: Final = "bad key"
 BAD_SIGNATURE: Final = "bad signature"
 REPLAY: Final = "replay"
 
@@ -134,8 +139,8 @@ def encode_beacon(  # noqa: PLR0917 (the contract's signature)
         raise ValueError(f"instance must be {INSTANCE_SIZE} bytes")
     if not 0 <= seq <= _MAX_SEQ:
         raise ValueError("sequence number out of range")
-    if not (math.isfinite(now) and now >= 0):
-        raise ValueError("timestamp must be a finite unix time")
+    if not 0 <= now <= MAX_TIMESTAMP:
+        raise ValueError("timestamp must be a unix time from 1970 to 3000")
     name_bytes = name.encode("utf-8")
     der = identity.public_der
     # The signature length is part of the signed header, so it comes from the key:
@@ -175,12 +180,16 @@ def decode_beacon(data: bytes) -> tuple[Beacon, bytes, bytes]:
         raise ProtocolError(f"unsupported beacon version {version}")
     if not (1 <= name_len <= _MAX_NAME_BYTES and der_len >= 1 and sig_len >= 1):
         raise ProtocolError("bad field length")
+    if der_len > MAX_IDENTITY_KEY_BYTES:
+        raise ProtocolError(f"identity key of {der_len} bytes is over {MAX_IDENTITY_KEY_BYTES}")
+    if sig_len > MAX_SIGNATURE_BYTES:
+        raise ProtocolError(f"signature of {sig_len} bytes is over {MAX_SIGNATURE_BYTES}")
     body_len = HEADER_SIZE + name_len + der_len
     if body_len + sig_len != len(data):
         raise ProtocolError("beacon length does not match its fields")
     if not 1 <= port <= 65535:
         raise ProtocolError("bad TCP port")
-    if not (math.isfinite(ts) and ts >= 0):
+    if not 0 <= ts <= MAX_TIMESTAMP:  # also false for NaN
         raise ProtocolError("bad timestamp")
     try:
         name = data[HEADER_SIZE : HEADER_SIZE + name_len].decode("utf-8")
@@ -315,6 +324,10 @@ class BeaconFilter:
             if beacon.timestamp <= state.timestamp:
                 return BeaconRejected(REPLAY, source_ip)
             new_instance = True
+        try:  # a key that could make the check costly is refused before it spends any budget
+            load_public_key(beacon.identity_der)
+        except ProtocolError as exc:
+            return BeaconRejected(f"{BAD_KEY}: {exc}", source_ip)
         lane = state.lane if state is not None and state.source_ip == source_ip else None
         if not self._take_token(source_ip, lane, now):
             return BeaconRejected(RATE_LIMITED, source_ip)

@@ -23,7 +23,6 @@ and the code comparison (protocol/sas.py), each for one attempt:
 
 from __future__ import annotations
 
-import math
 import secrets
 import struct
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from enum import IntEnum
 from typing import Any, Final, cast
 
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS, MAX_TIMESTAMP
 
 KIND_CHAT: Final = 0x01
 KIND_ACK: Final = 0x02
@@ -52,7 +51,6 @@ _CHAT_HEAD: Final = struct.Struct(">B16sd")
 _CHAT_SIZE: Final = _CHAT_HEAD.size
 _pack_chat = _CHAT_HEAD.pack
 _unpack_chat = _CHAT_HEAD.unpack_from
-_INF: Final = math.inf
 _ACK_HEAD: Final = struct.Struct(">BH")
 _NONCE: Final = struct.Struct(">BQ")
 
@@ -64,7 +62,7 @@ COMMITMENT_BYTES: Final = 32
 @dataclass(frozen=True, slots=True)
 class Chat:
     msg_id: str  # 32 lowercase hex chars (16 random bytes)
-    sent_at: float  # sender's unix time
+    sent_at: float  # sender's unix time, 0..MAX_TIMESTAMP (the receiver clamps it to its clock)
     text: str
 
 
@@ -170,8 +168,8 @@ def encode_message(message: Message) -> bytes:
             raise ValueError("text is not encodable as UTF-8") from exc
         if len(text) > MAX_MESSAGE_BYTES:
             raise ValueError(f"message text over {MAX_MESSAGE_BYTES} bytes")
-        if not 0.0 <= message.sent_at < _INF:
-            raise ValueError("sent_at must be a finite, non-negative time")
+        if not 0.0 <= message.sent_at <= MAX_TIMESTAMP:
+            raise ValueError(f"sent_at must be a time from 0 to {MAX_TIMESTAMP:.0f}")
         return _pack_chat(KIND_CHAT, _id_bytes(message.msg_id), message.sent_at) + text
     if type(message) is Ack:
         if not 0 < len(message.msg_ids) <= MAX_ACK_IDS:
@@ -240,8 +238,8 @@ def _decode_chat(data: bytes) -> Chat:
     if size - _CHAT_SIZE > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"chat text over {MAX_MESSAGE_BYTES} bytes")
     _, raw_id, sent_at = _unpack_chat(data)
-    if not 0.0 <= sent_at < _INF:  # also false for NaN
-        raise ProtocolError("chat timestamp is not a valid time")
+    if not 0.0 <= sent_at <= MAX_TIMESTAMP:  # also false for NaN
+        raise ProtocolError("chat timestamp is not a valid time (years 1970 to 3000)")
     try:
         text = data[_CHAT_SIZE:].decode()
     except UnicodeDecodeError:

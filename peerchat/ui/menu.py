@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
+import shutil
 import socket
 import sys
 import threading
@@ -52,7 +53,7 @@ from peerchat.events import (
 )
 from peerchat.net.node import Node
 from peerchat.net.verification import Verifier
-from peerchat.policy.sanitize import display_safe
+from peerchat.policy.sanitize import display_safe, fit_rows
 from peerchat.policy.trust import pin_key
 from peerchat.protocol.sas import format_code, format_safety_number, safety_number
 from peerchat.ui import legacy_menu
@@ -132,6 +133,9 @@ class Menu:
         self._legacy_listing: list[LegacyPeer] = []  # option 2's legacy rows, for option 8
         self._lock = threading.Lock()
         self._terminal: TextIO = sys.stdout  # the real stdout, even under patch_stdout
+        # Columns of the terminal, to cut lines that carry a peer's text into marked
+        # rows; None when output is not a terminal (nothing wraps there).
+        self._screen_width: Callable[[], int | None] = lambda: None
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
         # Code comparison, set by the program once the node that offers it exists.
         self.verifier: Verifier | None = None
@@ -161,6 +165,8 @@ class Menu:
         line above the prompt and draws the prompt again with what was typed.
         """
         text = describe_event(event)
+        if isinstance(event, MessageArrived):  # the only news that carries a peer's free text
+            text = self._fit(text)
         with self._lock:
             print(text, flush=True)
 
@@ -169,6 +175,8 @@ class Menu:
     def run(self, node: Node, *, port: int) -> None:
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         self._terminal = sys.stdout
+        if interactive:
+            self._screen_width = lambda: shutil.get_terminal_size().columns
         with self._output_context(interactive):
             reader: LineReader = TerminalReader() if interactive else PipeReader(self._write_prompt)
             self.say(f"Server listening on port {port}...")
@@ -371,25 +379,40 @@ class Menu:
                 self.say(chosen.error or f"Unknown peer: {display_safe(who)}")
                 return
             peer_fp = chosen.fingerprint
-        self._print_history(self.store.history(peer_fp=peer_fp, limit=HISTORY_LIMIT))
+        self._print_history(
+            self.store.history(peer_fp=peer_fp, limit=HISTORY_LIMIT), self._verified_keys()
+        )
 
     def search_history(self, reader: LineReader, node: Node) -> None:
         text = reader.read("Search for: ").strip()
         if not text:
             self.say("Nothing to search for.")
             return
-        self._print_history(self.store.history(limit=HISTORY_LIMIT, search=text))
+        self._print_history(
+            self.store.history(limit=HISTORY_LIMIT, search=text), self._verified_keys()
+        )
 
-    def _print_history(self, rows: list[StoredMessage]) -> None:
+    def _verified_keys(self) -> frozenset[str]:
+        with contextlib.suppress(StorageError):
+            return frozenset(p.fingerprint for p in self.store.known_peers() if p.verified)
+        return frozenset()
+
+    def _print_history(
+        self, rows: list[StoredMessage], verified: frozenset[str] = frozenset()
+    ) -> None:
         if not rows:
             self.say("No messages.")
             return
-        verified: set[str] = set()
-        with contextlib.suppress(StorageError):
-            verified = {p.fingerprint for p in self.store.known_peers() if p.verified}
         header = f"Last {len(rows)} message(s), oldest first:"
-        lines = (format_history_row(row, verified=row.peer_fp in verified) for row in rows)
+        lines = (
+            self._fit(format_history_row(row, verified=row.peer_fp in verified)) for row in rows
+        )
         self.say("\n".join([header, *lines]))
+
+    def _fit(self, line: str) -> str:
+        """`line` in marked rows of the terminal's width, so no row can pass for a line."""
+        columns = self._screen_width()
+        return line if columns is None else fit_rows(line, columns)
 
     # -- 4. connect ----------------------------------------------------------
 
@@ -540,11 +563,12 @@ def describe_event(event: UiEvent) -> str:
     if isinstance(event, LegacyMessageArrived | LegacyPeerDiscovered | LegacyPeerLeft):
         return legacy_menu.describe_legacy_event(event)
     if isinstance(event, MessageArrived):
-        mark = ", verified" if event.verified else ""  # a comma no name can contain
-        return (
-            f"Received from {event.host}:{event.port} ({display_safe(event.name)}{mark}): "
-            f"{display_safe(event.text)}"
-        )
+        who = display_safe(event.name)  # the marks follow a comma, which no name contains
+        if event.verified:
+            who += ", verified"
+        elif event.verified is False:
+            who += f", ID {short_id(event.fingerprint)}"
+        return f"Received from {event.host}:{event.port} ({who}): {display_safe(event.text)}"
     if isinstance(event, PeerDiscovered):
         return f"Discovered peer {display_safe(event.name)} at {event.host}:{event.port}"
     if isinstance(event, PeerConnected):
@@ -671,15 +695,25 @@ def _describe_connect(ok: bool, host: str, port: int, name: str | None, detail: 
 
 
 def format_history_row(row: StoredMessage, *, verified: bool = False) -> str:
-    stamp = datetime.fromtimestamp(row.sent_at).strftime("%Y-%m-%d %H:%M:%S")
     mark = ", verified" if verified else ""
-    peer = f"{display_safe(row.peer_name)} ({row.peer_host}:{row.peer_port}{mark})"
+    peer = f"{display_safe(row.peer_name)} ({display_safe(row.peer_host)}:{row.peer_port}{mark})"
     arrow = f"You -> {peer}" if row.direction is Direction.OUT else f"{peer} -> You"
     if row.legacy:
         state = legacy_menu.legacy_state(row)
     else:
-        state = row.state.value + (f": {row.detail}" if row.detail else "")
-    return f"[{stamp}] {arrow} [{state}]: {display_safe(row.text)}"
+        state = row.state.value + (f": {display_safe(row.detail)}" if row.detail else "")
+    text = "(cannot be read: altered or moved)" if row.unreadable else display_safe(row.text)
+    return f"[{_history_time(row.sent_at)}] {arrow} [{state}]: {text}"
+
+
+def _history_time(sent_at: float) -> str:
+    """Local time of a stored row; any float (a damaged or hostile row) gives a line."""
+    if not 0.0 <= sent_at <= limits.MAX_TIMESTAMP:  # also false for NaN
+        return "time unknown"
+    try:
+        return datetime.fromtimestamp(sent_at).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "time unknown"
 
 
 def _parse_port(text: str) -> int | None:
