@@ -148,7 +148,7 @@ class _SameLinkOnly(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         self._inner.error_received(exc)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         try:
             source = ipaddress.IPv4Address(str(addr[0]))
         except ValueError:
