@@ -81,6 +81,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("node", "bench.bench_node", LATENCY + THROUGHPUT + HANDSHAKE + SESSIONS + START_TO_MENU),
     Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
     Entry("flood", "bench.bench_flood"),
+    Entry("pex", "bench.bench_pex"),
 )
 
 

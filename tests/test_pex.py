@@ -30,6 +30,7 @@ from peerchat.protocol.pex import (
     MALFORMED,
     NO_SESSION,
     RATE_LIMITED,
+    RELAY_HOLD,
     REPLAY,
     SELF,
     STALE,
@@ -387,6 +388,9 @@ def test_random_records_never_raise_and_never_give_a_hint(
 # -- sending -----------------------------------------------------------------------
 
 
+EMPTY = PeerExchange(b"", ())
+
+
 def pair_up(s: PeerExchangeState, who: str, host: str, now: float = NOW) -> None:
     """`who` connects and sends its own beacon, as a real session peer would."""
     s.session_up(fp(who), host, 5000)
@@ -401,17 +405,18 @@ def test_a_new_session_gets_our_own_beacon_and_the_peers_we_hold() -> None:
     assert decode_beacon(out[fp("bob")].own_beacon)[0].fingerprint == fp("me")
     assert out[fp("bob")].records == ()  # Bob is told nothing about himself
     pair_up(s, "carol", "10.2.0.9")
-    out = dict(s.outgoing(NOW + 1))
-    assert [(r.host, decode_beacon(r.beacon)[0].fingerprint) for r in out[fp("bob")].records] == [
+    first = dict(s.outgoing(NOW + 1))
+    assert first[fp("carol")].own_beacon
+    later = dict(s.outgoing(NOW + 1 + RELAY_HOLD))  # past the hold of a new session
+    sent = {to: first.get(to, EMPTY).records + later.get(to, EMPTY).records for to in first}
+    assert [(r.host, decode_beacon(r.beacon)[0].fingerprint) for r in sent[fp("bob")]] == [
         ("10.2.0.9", fp("carol"))
     ]
-    carol = out[fp("carol")]
-    assert carol.own_beacon
-    assert [(r.host, decode_beacon(r.beacon)[0].fingerprint) for r in carol.records] == [
+    assert [(r.host, decode_beacon(r.beacon)[0].fingerprint) for r in sent[fp("carol")]] == [
         ("10.1.0.8", fp("bob"))
     ]
     # Said once: nothing more until our own beacon is due again.
-    assert s.outgoing(NOW + 2) == []
+    assert s.outgoing(NOW + 5) == []
 
 
 def test_what_we_send_is_what_the_other_side_accepts() -> None:
@@ -420,7 +425,8 @@ def test_what_we_send_is_what_the_other_side_accepts() -> None:
     me.session_up(fp("bob"), "10.1.0.8", 5000)
     bob.session_up(fp("me"), "10.1.0.1", 5000)
     hints = []
-    for target, message in me.outgoing(NOW):
+    sends = me.outgoing(NOW) + me.outgoing(NOW + RELAY_HOLD)
+    for target, message in sends:
         if target != fp("bob"):
             continue  # Carol gets our own beacon
         hints += bob.receive(fp("me"), "10.1.0.1", decode_message(encode_message(message)), NOW)  # type: ignore[arg-type]
@@ -465,9 +471,30 @@ def test_loopback_addresses_are_not_passed_to_a_peer_off_loopback() -> None:
     s = state()
     pair_up(s, "bob", "127.0.0.1")
     pair_up(s, "dave", "10.1.0.9")
-    out = dict(s.outgoing(NOW))
-    assert out[fp("dave")].records == ()
-    assert [r.host for r in out[fp("bob")].records] == ["10.1.0.9"]
+    sends = s.outgoing(NOW) + s.outgoing(NOW + RELAY_HOLD)
+    assert [r.host for to, m in sends if to == fp("dave") for r in m.records] == []
+    assert [r.host for to, m in sends if to == fp("bob") for r in m.records] == ["10.1.0.9"]
+
+
+def test_of_two_new_session_peers_the_one_with_the_larger_fingerprint_waits() -> None:
+    low, high = sorted(["me", "bob"], key=fp)
+    s_low, s_high = state(low), state(high)
+    for s, other in ((s_low, high), (s_high, low)):
+        pair_up(s, "carol", "10.2.0.9")
+        s.session_up(fp(other), "10.1.0.8", 5000)
+    assert [r for _, m in s_low.outgoing(NOW) for r in m.records]
+    assert not [r for _, m in s_high.outgoing(NOW) for r in m.records]
+    assert [r for _, m in s_high.outgoing(NOW + RELAY_HOLD) for r in m.records]
+
+
+def test_peers_a_session_peer_told_us_about_are_not_told_back() -> None:
+    s = state()
+    pair_up(s, "bob", "10.1.0.8")
+    pair_up(s, "carol", "10.2.0.9")
+    s.receive(fp("bob"), "10.1.0.8", PeerExchange(b"", (record("carol"),)), NOW)  # Bob has Carol
+    sends = s.outgoing(NOW) + s.outgoing(NOW + RELAY_HOLD)
+    assert [r for to, m in sends if to == fp("bob") for r in m.records] == []
+    assert [r for to, m in sends if to == fp("carol") for r in m.records]
 
 
 def test_records_sent_to_one_peer_stay_within_its_budget() -> None:

@@ -76,6 +76,7 @@ HOSTILE: Final = frozenset(
 )
 
 MAX_TRACKED_KEYS: Final = 1024
+RELAY_HOLD: Final = 2.0  # seconds the peer with the larger fingerprint waits before relaying
 MAX_VERIFIED_DIGESTS: Final = 4096
 SEND_SHARE: Final = 0.75  # of the receiver's per-peer budget an honest sender uses
 RELAY_MARGIN: Final = 15.0  # seconds of max_age kept for transit and clock skew
@@ -149,7 +150,9 @@ class _Session:
     host: str  # the address the node holds for this peer (passed on to others as the hint)
     port: int
     own_sent_at: float | None = None
+    first_sent_at: float | None = None
     sent: dict[str, bytes] = field(default_factory=dict)  # fingerprint -> instance passed on
+    knows: set[str] = field(default_factory=set)  # peers it passed on to us: it has them
     out: TokenBucket | None = None
 
 
@@ -230,6 +233,7 @@ class PeerExchangeState:
         self._relayable.pop(fingerprint, None)
         for session in self._sessions.values():
             session.sent.pop(fingerprint, None)
+            session.knows.discard(fingerprint)
 
     @property
     def hostile(self) -> int:
@@ -261,6 +265,9 @@ class PeerExchangeState:
             verdict = self._judge(record, sender, sender_host, now)
             if isinstance(verdict, PexHint):
                 hints.append(verdict)
+                knows = self._sessions[sender].knows
+                if len(knows) < self._max_keys:
+                    knows.add(verdict.fingerprint)
             else:
                 self._count(verdict)
         return hints
@@ -358,6 +365,12 @@ class PeerExchangeState:
         return self._own_raw
 
     def _records_for(self, fp: str, session: _Session, now: float) -> list[PexRecord]:
+        if session.first_sent_at is None:
+            session.first_sent_at = now
+        if self._own > fp and 0 <= now - session.first_sent_at < RELAY_HOLD:
+            # Both ends of a new session would tell each other about the same peers
+            # at once; one of them waits, and then skips those it was told about.
+            return []
         if session.out is None:
             rate = self._records_rate * SEND_SHARE
             session.out = TokenBucket(rate, self._records_burst * SEND_SHARE, now)
@@ -365,7 +378,9 @@ class PeerExchangeState:
             session.out.refill(now)
         records: list[PexRecord] = []
         for other, held in self._relayable.items():
-            if other == fp or session.sent.get(other) == held.beacon.instance:
+            if other == fp or other in session.knows:
+                continue
+            if session.sent.get(other) == held.beacon.instance:
                 continue
             if now - held.beacon.timestamp > self._max_age - RELAY_MARGIN:
                 continue  # too old to be believed on arrival; its next own beacon will do
