@@ -92,7 +92,8 @@ def test_arbitrary_bytes_raise_only_protocol_error_and_decode_canonically(data: 
     [
         (b"", "empty"),
         (b"\x00", "unknown message kind"),
-        (b"\x06", "unknown message kind"),
+        (b"\x07", "unknown message kind"),
+        (b"\x06", "peer exchange too short"),
         (b"\x01" + ID_BYTES + b"\x00" * 7, "too short"),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.nan), "not a valid time"),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.inf), "not a valid time"),
