@@ -408,7 +408,10 @@ def test_a_new_session_gets_our_own_beacon_and_the_peers_we_hold() -> None:
     first = dict(s.outgoing(NOW + 1))
     assert first[fp("carol")].own_beacon
     later = dict(s.outgoing(NOW + 1 + RELAY_HOLD))  # past the hold of a new session
-    sent = {to: first.get(to, EMPTY).records + later.get(to, EMPTY).records for to in first}
+    sent = {
+        to: first.get(to, EMPTY).records + later.get(to, EMPTY).records
+        for to in (fp("bob"), fp("carol"))
+    }
     assert [(r.host, decode_beacon(r.beacon)[0].fingerprint) for r in sent[fp("bob")]] == [
         ("10.2.0.9", fp("carol"))
     ]
