@@ -24,6 +24,7 @@ from typing import NoReturn
 
 from peerchat import limits
 from peerchat.errors import PeerChatError, UsageError
+from peerchat.policy.seed_address import Seed, parse_seed
 
 __version__ = "1.0.0"
 
@@ -90,6 +91,13 @@ def _ipv4(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid IPv4 address {text!r}") from None
 
 
+def _seed(text: str) -> Seed:
+    try:
+        return parse_seed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -135,7 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds of silence before a peer is offline (default: {limits.PEER_TIMEOUT:g})",
     )
     parser.add_argument(
-        "--no-discovery", action="store_true", help="no beacons: peers reach us by address only"
+        "--no-discovery",
+        action="store_true",
+        help="no beacons and no mDNS: peers reach us by address only",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        type=_seed,
+        default=[],
+        metavar="HOST:PORT",
+        help="a peer to connect to at start and keep trying while it is away (repeatable); "
+        "remembered in the profile once reached",
+    )
+    parser.add_argument(
+        "--no-peer-exchange",
+        action="store_true",
+        help="do not tell connected peers about each other, nor listen to what they tell",
+    )
+    parser.add_argument(
+        "--no-mdns", action="store_true", help="no mDNS / DNS-SD announcements or browsing"
     )
     parser.add_argument(
         "--queue-limit",
@@ -236,6 +263,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from crypto_utils import KeyManager, read_passphrase
     from peerchat.net.legacy_setup import check_legacy_flags, legacy_config
     from peerchat.net.node import Node, NodeConfig
+    from peerchat.net.seeds import SeedLookupError, SeedStore, resolve_seeds
     from peerchat.policy.sanitize import validate_name
     from peerchat.ui.menu import Menu
     from storage import HistoryStore
@@ -245,6 +273,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         raise UsageError(f"invalid name {args.name!r}: {exc}") from None
     team = check_legacy_flags(args, name)
+    if len(args.peer) > limits.MAX_SEEDS:
+        raise UsageError(f"too many --peer flags: at most {limits.MAX_SEEDS} seed peers")
+    try:
+        # Checked before anything is opened: a seed that cannot be found is a typo to fix now.
+        given_seeds = resolve_seeds(args.peer)
+    except SeedLookupError as exc:
+        raise UsageError(str(exc)) from None
     data_dir = prepare_data_dir(args.data_dir or default_data_dir(name, os.environ))
     _setup_logging(args.log_file or data_dir / "peer_chat.log", args.verbose)
     passphrase = read_passphrase(args.passphrase_file, os.environ)
@@ -271,7 +306,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         max_queued_age=args.queue_days * 86400,
         legacy=legacy,
     )
-    menu = Menu(store=store, identity=identity, data_dir=data_dir)
+    seeds = SeedStore(data_dir / "seeds.json", given=given_seeds)
+    menu = Menu(store=store, identity=identity, data_dir=data_dir, seeds=seeds)
     node = Node(config, identity, store, menu.show_event)
     menu.verifier = node.verifier
     menu.legacy = node.legacy

@@ -96,6 +96,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("junkflood", "bench.bench_junk_flood", JUNK_KEY_FLOOD),
     Entry("verify", "bench.bench_verify"),
     Entry("legacy-flood", "bench.bench_legacy_flood"),
+    Entry("pex", "bench.bench_pex"),
 )
 
 # Names that select several entries: "node" is what one module measured before it was split.

@@ -92,3 +92,14 @@ LEGACY_CONNECT_TIMEOUT: Final = 3.0  # seconds to connect to a legacy peer
 LEGACY_SEND_LINGER: Final = 1.0  # seconds a sent message waits for the peer to close
 LEGACY_BEACON_RATE: Final = 5.0  # legacy beacons decrypted per second per source address
 LEGACY_BEACON_BURST: Final = 10
+# Reach: peer exchange (over sessions), seed peers, mDNS
+PEX_MAX_RECORDS: Final = 16  # relayed records in one PeerExchange message
+PEX_RECORDS_PER_MINUTE: Final = 64  # relayed records taken from one peer; more are dropped
+PEX_VERIFY_PER_MINUTE: Final = 600  # signature checks of relayed records, all peers together
+PEX_OWN_PER_MINUTE: Final = 6  # a session peer's own beacons checked (it sends one per interval)
+PEX_SELF_INTERVAL: Final = 30.0  # seconds between this peer's own beacon on each session
+PEX_MAX_AGE: Final = 90.0  # seconds a relayed beacon may be old (interval + relay + clock skew)
+MAX_SEEDS: Final = 32  # seed peers remembered in the profile
+SEED_RESOLVE_TIMEOUT: Final = 5.0  # seconds to resolve a seed's host name at start
+MDNS_MAX_SERVICES: Final = 256  # DNS-SD instances tracked at once
+MDNS_HINTS_PER_SECOND: Final = 20.0  # hints reported from mDNS; more are dropped

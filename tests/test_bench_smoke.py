@@ -271,6 +271,11 @@ TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
     "legacy-flood": _tiny(
         "bench.bench_legacy_flood", runs=1, seconds=0.3, warmup=5, max_seconds=10.0
     ),
+    "pex": lambda monkeypatch, _: monkeypatch.setattr(
+        importlib.import_module("bench.bench_pex"),
+        "run",
+        functools.partial(importlib.import_module("bench.bench_pex").run, peers=3),
+    ),
     "verify": lambda monkeypatch, _: monkeypatch.setattr(
         importlib.import_module("bench.bench_verify"),
         "run",

@@ -111,10 +111,12 @@ def test_history_rows_of_legacy_messages() -> None:
     assert failed.endswith("[unencrypted, failed: connection refused]: hi")
 
 
-def test_option_8_sits_above_quit() -> None:
+def test_option_8_sits_in_number_order_above_quit() -> None:
     lines = with_legacy_option(MENU).splitlines()
-    assert lines[-2:] == ["8. Send to a legacy peer (unencrypted)", "0. Quit"]
-    assert lines[:-2] == MENU.splitlines()[:-1]
+    at = lines.index("8. Send to a legacy peer (unencrypted)")
+    assert lines[at - 1].startswith("7.")
+    assert lines[-1] == "0. Quit"
+    assert lines[:at] + lines[at + 1 :] == MENU.splitlines()
 
 
 @pytest.mark.parametrize(("text", "number"), [("L2", 2), ("l12", 12), ("3", 3), ("L", None)])

@@ -114,7 +114,7 @@ def test_arbitrary_bytes_raise_only_protocol_error_and_decode_canonically(data: 
     [
         (b"", "empty"),
         (b"\x00", "unknown message kind"),
-        (b"\x0b", "unknown message kind"),
+        (b"\xee", "unknown message kind"),
         (b"\x06", "wrong length"),
         (b"\x06" + ATTEMPT + b"\x00", "wrong length"),
         (b"\x07" + ATTEMPT + b"c" * 31, "wrong length"),
@@ -124,6 +124,7 @@ def test_arbitrary_bytes_raise_only_protocol_error_and_decode_canonically(data: 
         (b"\x0a" + ATTEMPT + b"\x00", "abort reason"),
         (b"\x0a" + ATTEMPT + b"\x06", "abort reason"),
         (b"\x0a" + ATTEMPT + b"\x04\x00", "wrong length"),
+        (b"\x0b", "peer exchange too short"),
         (b"\x01" + ID_BYTES + b"\x00" * 7, "too short"),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.nan), "not a valid time"),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.inf), "not a valid time"),

@@ -8,6 +8,12 @@ Every message starts with a 1-byte kind; the layout after it is fixed per kind
     Ping  0x03  nonce (u64)
     Pong  0x04  nonce (u64)
     Bye   0x05  reason (rest)
+    PeerExchange 0x06
+          own_len (u16) | own beacon (own_len bytes; 0: none)
+          | count (u8) | count x [ipv4 (4) | port (u16) | beacon_len (u16) | beacon]
+
+A PeerExchange is only checked for shape here; what its beacons say, and
+whether to believe it, is `peerchat.protocol.pex`'s business.
 
 and the code comparison (protocol/sas.py), each for one attempt:
 
@@ -23,6 +29,7 @@ and the code comparison (protocol/sas.py), each for one attempt:
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import struct
 from dataclasses import dataclass
@@ -30,7 +37,14 @@ from enum import IntEnum
 from typing import Any, Final, cast
 
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS, MAX_TIMESTAMP
+from peerchat.limits import (
+    BEACON_MAX_SIZE,
+    MAX_IN_FLIGHT,
+    MAX_MESSAGE_BYTES,
+    MAX_REASON_CHARS,
+    MAX_TIMESTAMP,
+    PEX_MAX_RECORDS,
+)
 
 KIND_CHAT: Final = 0x01
 KIND_ACK: Final = 0x02
@@ -42,6 +56,7 @@ KIND_VERIFY_COMMIT: Final = 0x07
 KIND_VERIFY_REVEAL: Final = 0x08
 KIND_VERIFY_CONFIRM: Final = 0x09
 KIND_VERIFY_ABORT: Final = 0x0A
+KIND_PEER_EXCHANGE: Final = 0x0B
 
 MSG_ID_BYTES: Final = 16
 MAX_ACK_IDS: Final = MAX_IN_FLIGHT * 4
@@ -53,6 +68,8 @@ _pack_chat = _CHAT_HEAD.pack
 _unpack_chat = _CHAT_HEAD.unpack_from
 _ACK_HEAD: Final = struct.Struct(">BH")
 _NONCE: Final = struct.Struct(">BQ")
+_U16: Final = struct.Struct(">H")
+_PEX_RECORD_HEAD: Final = struct.Struct(">4sHH")
 
 ATTEMPT_ID_BYTES: Final = 16
 VERIFY_NONCE_BYTES: Final = 32
@@ -134,7 +151,23 @@ VERIFY_MESSAGE_TYPES: Final = (
     VerifyAbort,
 )
 
-Message = Chat | Ack | Ping | Pong | Bye | VerifyMessage
+
+@dataclass(frozen=True, slots=True)
+class PexRecord:
+    """A third peer's own signed beacon, and the address its sender reached it at."""
+
+    host: str  # dotted IPv4, as the sender reached that peer (a hint)
+    port: int
+    beacon: bytes  # the third peer's beacon, exactly as that peer signed it
+
+
+@dataclass(frozen=True, slots=True)
+class PeerExchange:
+    own_beacon: bytes  # the sender's own signed beacon, b"" for none
+    records: tuple[PexRecord, ...]
+
+
+Message = Chat | Ack | Ping | Pong | Bye | VerifyMessage | PeerExchange
 
 
 def new_msg_id() -> str:
@@ -186,6 +219,8 @@ def encode_message(message: Message) -> bytes:
         return bytes((KIND_BYE,)) + _utf8(message.reason, "reason")
     if isinstance(message, VERIFY_MESSAGE_TYPES):
         return _encode_verify(message)
+    if type(message) is PeerExchange:
+        return _encode_peer_exchange(message)
     raise ValueError(f"not a message: {type(message).__name__}")
 
 
@@ -213,6 +248,68 @@ def _encode_verify(message: VerifyMessage) -> bytes:
         reason = AbortReason(message.reason)  # ValueError for a value outside the enum
         return bytes((KIND_VERIFY_ABORT,)) + attempt + bytes((reason,))
     raise ValueError(f"not a message: {type(message).__name__}")
+
+
+def _encode_peer_exchange(message: PeerExchange) -> bytes:
+    own = message.own_beacon
+    if len(own) > BEACON_MAX_SIZE:
+        raise ValueError(f"own beacon over {BEACON_MAX_SIZE} bytes")
+    if len(message.records) > PEX_MAX_RECORDS:
+        raise ValueError(f"a peer exchange carries at most {PEX_MAX_RECORDS} records")
+    if not own and not message.records:
+        raise ValueError("an empty peer exchange")
+    parts = [bytes((KIND_PEER_EXCHANGE,)), _U16.pack(len(own)), own, bytes((len(message.records),))]
+    for record in message.records:
+        if not 0 < len(record.beacon) <= BEACON_MAX_SIZE:
+            raise ValueError(f"a record's beacon must be 1..{BEACON_MAX_SIZE} bytes")
+        if not 1 <= record.port <= 65535:
+            raise ValueError(f"port {record.port} out of range")
+        try:
+            packed = ipaddress.IPv4Address(record.host).packed
+        except ValueError:
+            raise ValueError(f"not an IPv4 address: {record.host!r}") from None
+        parts.append(_PEX_RECORD_HEAD.pack(packed, record.port, len(record.beacon)))
+        parts.append(record.beacon)
+    return b"".join(parts)
+
+
+def _decode_peer_exchange(data: bytes) -> PeerExchange:
+    size = len(data)
+    at = 1
+    if size < at + _U16.size:
+        raise ProtocolError("peer exchange too short")
+    (own_len,) = _U16.unpack_from(data, at)
+    at += _U16.size
+    if own_len > BEACON_MAX_SIZE:
+        raise ProtocolError(f"own beacon over {BEACON_MAX_SIZE} bytes")
+    own = bytes(data[at : at + own_len])
+    at += own_len
+    if size < at + 1:
+        raise ProtocolError("peer exchange truncated")
+    count = data[at]
+    at += 1
+    if count > PEX_MAX_RECORDS:
+        raise ProtocolError(f"peer exchange with {count} records (at most {PEX_MAX_RECORDS})")
+    if not own and not count:
+        raise ProtocolError("empty peer exchange")
+    records = []
+    for _ in range(count):
+        if size < at + _PEX_RECORD_HEAD.size:
+            raise ProtocolError("peer exchange record truncated")
+        packed, port, beacon_len = _PEX_RECORD_HEAD.unpack_from(data, at)
+        at += _PEX_RECORD_HEAD.size
+        if not 1 <= port <= 65535:
+            raise ProtocolError("peer exchange record with port 0")
+        if not 0 < beacon_len <= BEACON_MAX_SIZE:
+            raise ProtocolError("peer exchange record with a bad beacon length")
+        if size < at + beacon_len:
+            raise ProtocolError("peer exchange record truncated")
+        host = str(ipaddress.IPv4Address(packed))
+        records.append(PexRecord(host, port, bytes(data[at : at + beacon_len])))
+        at += beacon_len
+    if at != size:
+        raise ProtocolError("bytes after the last peer exchange record")
+    return PeerExchange(own, tuple(records))
 
 
 def _text(data: bytes, start: int, what: str) -> str:
@@ -288,6 +385,8 @@ def decode_message(data: bytes) -> Message:
         return Bye(reason)
     if KIND_VERIFY_REQUEST <= kind <= KIND_VERIFY_ABORT:
         return _decode_verify(kind, data)
+    if kind == KIND_PEER_EXCHANGE:
+        return _decode_peer_exchange(data)
     raise ProtocolError(f"unknown message kind {kind:#04x}")
 
 

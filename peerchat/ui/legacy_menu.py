@@ -48,9 +48,15 @@ def banner(port: int) -> str:
 
 
 def with_legacy_option(menu: str) -> str:
-    """The menu text with option 8 just above "0. Quit"."""
+    """The menu text with option 8 in its place: before any higher number, and "0. Quit"."""
     lines = menu.splitlines()
-    at = next((i for i, line in enumerate(lines) if line.startswith("0.")), len(lines))
+    option = int(OPTION)
+
+    def after_it(line: str) -> bool:
+        number = line.split(".", 1)[0]
+        return number.isdigit() and (int(number) > option or int(number) == 0)
+
+    at = next((i for i, line in enumerate(lines) if after_it(line)), len(lines))
     return "\n".join([*lines[:at], MENU_LINE, *lines[at:]])
 
 

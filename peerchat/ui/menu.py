@@ -52,6 +52,7 @@ from peerchat.events import (
     VerificationEnded,
 )
 from peerchat.net.node import Node
+from peerchat.net.seeds import SeedStore, StoredSeed
 from peerchat.net.verification import Verifier
 from peerchat.policy.sanitize import display_safe, fit_rows
 from peerchat.policy.trust import pin_key
@@ -71,6 +72,7 @@ MENU = """***** Menu *****
 5. Show my fingerprint
 6. Verify or re-trust a peer
 7. Search history
+10. Seed peers
 0. Quit"""
 
 HISTORY_LIMIT = 50
@@ -125,12 +127,14 @@ class Menu:
         identity: Identity,
         data_dir: Path,
         legacy: LegacyBridge | None = None,
+        seeds: SeedStore | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
         self.data_dir = data_dir
         self.legacy = legacy  # the legacy bridge, only with --legacy-port
         self._legacy_listing: list[LegacyPeer] = []  # option 2's legacy rows, for option 8
+        self.seeds = seeds
         self._lock = threading.Lock()
         self._terminal: TextIO = sys.stdout  # the real stdout, even under patch_stdout
         # Columns of the terminal, to cut lines that carry a peer's text into marked
@@ -222,6 +226,7 @@ class Menu:
             "5": self.show_fingerprint,
             "6": self.verify_peer,
             "7": self.search_history,
+            "10": self.seed_peers,
         }
         if self.legacy is not None:
             actions[legacy_menu.OPTION] = self.send_legacy
@@ -555,8 +560,42 @@ class Menu:
         else:
             self.say(describe_ending(offer.name, ending))
 
+    # -- 10. seed peers ------------------------------------------------------
+
+    def seed_peers(self, reader: LineReader, node: Node) -> None:
+        seeds = self.seeds.seeds() if self.seeds is not None else []
+        if self.seeds is None or not seeds:
+            self.say("No seed peers. Start with --peer HOST:PORT to add one.")
+            return
+        self.say("Seed peers (tried at start and while they are away):")
+        for number, entry in enumerate(seeds, 1):
+            self.say(f"  {number}. {format_seed(entry)}")
+        choice = reader.read("Seed to remove (number, empty to keep them all): ").strip()
+        if not choice:
+            return
+        if not choice.isdigit() or not 1 <= int(choice) <= len(seeds):
+            self.say(f"No seed number {display_safe(choice)}.")
+            return
+        seed = seeds[int(choice) - 1].seed
+        if self.seeds.remove(seed):
+            self.say(f"Seed {display_safe(str(seed))} removed: it is no longer tried.")
+        else:
+            self.say(f"Seed {display_safe(str(seed))} was already removed.")
+
 
 # -- formatting (pure, tested) ------------------------------------------------
+
+
+def format_seed(entry: StoredSeed) -> str:
+    """One seed in option 10: where, and who answered there last."""
+    where = display_safe(str(entry.seed))
+    if entry.address is not None and entry.address != entry.seed.host:
+        where += f" ({entry.address})"
+    if entry.fingerprint is None or entry.last_reached is None:
+        return f"{where}: not reached yet"
+    stamp = datetime.fromtimestamp(entry.last_reached).strftime("%Y-%m-%d %H:%M")
+    who = display_safe(entry.name or "?")
+    return f"{where}: {who} [{short_id(entry.fingerprint)}], last reached {stamp}"
 
 
 def describe_event(event: UiEvent) -> str:
