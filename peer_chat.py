@@ -91,6 +91,7 @@ def _ipv4(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
+        allow_abbrev=False,  # a mistyped flag is an error, never some other flag
         description="Serverless, end-to-end encrypted chat for peers on the same network.",
         epilog=(
             f"A passphrase for the key files is read from --passphrase-file or from "
