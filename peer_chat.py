@@ -201,6 +201,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from crypto_utils import KeyManager, read_passphrase
     from peerchat.net.node import Node, NodeConfig
     from peerchat.policy.sanitize import validate_name
+    from peerchat.profile_lock import ProfileLock
     from peerchat.ui.menu import Menu
     from storage import HistoryStore
 
@@ -209,6 +210,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         raise UsageError(f"invalid name {args.name!r}: {exc}") from None
     data_dir = prepare_data_dir(args.data_dir or default_data_dir(name, os.environ))
+    # Before anything in the folder is opened: keys, history and log are this run's alone.
+    ProfileLock(data_dir).acquire()  # held until the process ends, however it ends
     _setup_logging(args.log_file or data_dir / "peer_chat.log", args.verbose)
     passphrase = read_passphrase(args.passphrase_file, os.environ)
     keys = KeyManager(data_dir, passphrase)
