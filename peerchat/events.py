@@ -72,6 +72,25 @@ class Problem:
     text: str
 
 
+@dataclass(frozen=True)
+class DiscoveryBlocked:
+    """Beacons to `address` cannot be sent (said once, until a send works again)."""
+
+    address: str
+    port: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DiscoveryQuiet:
+    """No other peer's beacon accepted for `seconds` (said once per silence)."""
+
+    port: int
+    seconds: float
+
+
+DiscoveryTrouble = DiscoveryBlocked | DiscoveryQuiet
+
 UiEvent = (
     MessageArrived
     | PeerDiscovered
@@ -81,6 +100,8 @@ UiEvent = (
     | QueuedDelivered
     | QueuedExpired
     | Problem
+    | DiscoveryBlocked
+    | DiscoveryQuiet
 )
 
 
