@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -245,9 +246,9 @@ class Peer:
         return str(self.child.before)
 
     def history(self, who: str = "") -> str:
-        self.choose("3")
-        self.answer("Show history with (name or number, empty for everyone):", who)
-        self.expect(["oldest first:", "No messages."])
+        """Option 3, of everyone or, given on the same line, of one peer (name or number)."""
+        self.choose(f"3 {who}" if who else "3")
+        self.expect(["oldest first", "No messages."])
         self.expect_menu()
         return strip_ansi(str(self.child.before))
 
@@ -336,6 +337,52 @@ def run_cli(
         env=child_env(env),
         check=False,
     )
+
+
+def run_script(
+    args: Sequence[str],
+    script: str,
+    *,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run peer_chat.py on a script piped to a standard input that stays open.
+
+    End of input quits as 0 does, so with `run_cli` a script whose lines were
+    read by the wrong prompts still ends cleanly. Here the script has to reach
+    its own `0`: a peer still waiting for input when `timeout` runs out is
+    killed and the test fails with what it printed.
+    """
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as out,
+        tempfile.TemporaryFile("w+", encoding="utf-8") as err,
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *args],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
+            text=True,
+            cwd=str(ROOT),
+            env=child_env(env),
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(script)
+            proc.stdin.flush()
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            out.seek(0)
+            raise AssertionError(
+                f"still waiting for input after {timeout} s; it printed:\n{out.read()[-2000:]}"
+            ) from None
+        finally:
+            proc.stdin.close()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
 # -- discovery and liveness end to end: reading the screen, watching the port --------
