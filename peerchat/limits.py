@@ -2,7 +2,7 @@
 
 Each limit is enforced before the work it guards is done (a length prefix is
 checked before the body is buffered, a beacon's rate before its signature is
-verified). docs/PROTOCOL.md and the README list the same values.
+verified). docs/PROTOCOL.md and docs/LIMITS.md list the same values.
 """
 
 from __future__ import annotations
