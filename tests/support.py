@@ -7,15 +7,18 @@ test, so no test traffic ever leaves this machine.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -294,6 +297,43 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\r")
 
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
+
+
+_namespaces = itertools.count()
+
+
+@contextlib.contextmanager
+def loopback_only_namespace() -> Iterator[str | None]:
+    """A network namespace of the test's own with only loopback up, or None where
+    one cannot be made (needs root and iproute2).
+
+    Inside it 255.255.255.255 has no route, and a name lookup cannot leave the
+    machine: the resolver's server is out of reach.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("ip") is None:
+        yield None
+        return
+    name = f"pc{os.getpid()}lo{next(_namespaces)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
+    if made.returncode != 0:
+        yield None
+        return
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        routes = subprocess.run(
+            ["ip", "-n", name, "-4", "route", "show"], capture_output=True, text=True, check=True
+        )
+        assert routes.stdout.strip() == "", "the namespace must have no route"
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def in_namespace(name: str | None) -> Callable[[list[str]], list[str]] | None:
+    """A Peer `launch` that runs the command in namespace `name` (None: as it is)."""
+    if name is None:
+        return None
+    return lambda command: ["ip", "netns", "exec", name, *command]
 
 
 def mount_tmpfs(target: Path, size: str) -> Path:

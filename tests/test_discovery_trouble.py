@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +21,15 @@ from crypto_utils import Identity
 from discovery import DiscoveryService
 from peerchat.events import DiscoveryBlocked, DiscoveryQuiet, DiscoveryTrouble
 from peerchat.protocol.beacon import decode_beacon
-from tests.support import LOOPBACK_BROADCAST, ROOT, Peer, free_udp_port, strip_ansi
+from tests.support import (
+    LOOPBACK_BROADCAST,
+    ROOT,
+    Peer,
+    free_udp_port,
+    in_namespace,
+    loopback_only_namespace,
+    strip_ansi,
+)
 
 INTERVAL = 0.1
 BEACONS_AFTER = 8  # beacons that must go by with nothing more said
@@ -116,23 +122,10 @@ def test_silence_is_said_once_and_not_while_someone_is_heard(me: Identity) -> No
 @pytest.fixture
 def bare_namespace() -> Iterator[str]:
     """A network namespace with only loopback up: broadcast has no route there."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 ('ip') is not installed")
-    name = f"pc{os.getpid()}nr{next(_names)}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        routes = subprocess.run(
-            ["ip", "-n", name, "-4", "route", "show"], capture_output=True, text=True, check=True
-        )
-        assert routes.stdout.strip() == "", "the namespace must have no route"
+    with loopback_only_namespace() as name:
+        if name is None:
+            pytest.skip("cannot create a network namespace (needs root and iproute2)")
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 PROBE = """
@@ -189,7 +182,7 @@ def test_the_user_is_told_once_when_discovery_cannot_broadcast(
         54545,  # the program's defaults, as a user starts it: only this namespace hears
         broadcast=None,
         beacon_interval=0.2,
-        launch=lambda command: ["ip", "netns", "exec", bare_namespace, *command],
+        launch=in_namespace(bare_namespace),
     )
     try:
         line = (

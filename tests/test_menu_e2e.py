@@ -27,6 +27,8 @@ from tests.support import (
     child_env,
     free_tcp_port,
     free_udp_port,
+    in_namespace,
+    loopback_only_namespace,
     own_fingerprint,
     peer_rows,
     run_cli,
@@ -188,29 +190,45 @@ def test_readme_scripted_example_works_on_a_first_run(
     flags[flags.index("--port") + 1] = str(free_tcp_port())
     flags += ["--data-dir", str(tmp_path / "scripted"), *on_loopback(discovery_port)]
     # Bob's keys exist already (so that he starts in a fraction of a second), but
-    # the two have never met: the scripted peer starts first and must wait for him.
+    # the two have never met: the scripted peer starts first and has to wait for him.
     made = run_cli(alone("Bob", tmp_path), stdin="0\n")
     assert made.returncode == 0, made.stderr
     pipeline = f"printf {shlex.quote(script)} | {shlex.join([sys.executable, str(SCRIPT), *flags])}"
-    sender = subprocess.Popen(
-        ["/bin/sh", "-c", pipeline],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=str(ROOT),
-        env=child_env(),
-    )
-    try:
-        bob = start(peers, "Bob", tmp_path, discovery_port, data_dir=tmp_path / "Bob")
-        out, err = sender.communicate(timeout=30)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.wait()
-    assert sender.returncode == 0, err
-    assert f"Message sent to {bob.addr}" in out
-    assert "Unknown peer" not in out and "Invalid choice" not in out
-    bob.expect_text(": hello")
+    # Should Bob not be found, "Bob" goes to the resolver: in a namespace of the
+    # test's own that lookup cannot leave the machine.
+    with loopback_only_namespace() as namespace:
+        launch = in_namespace(namespace)
+        command = ["/bin/sh", "-c", pipeline]
+        sender = subprocess.Popen(
+            launch(command) if launch else command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+            env=child_env(),
+        )
+        try:
+            assert sender.stdout is not None
+            before = ""
+            while "Bob is not known yet: waiting up to 5 s" not in before:
+                line = sender.stdout.readline()
+                assert line, f"the scripted peer did not wait for Bob: {before[-600:]}"
+                before += line
+            # Bob starts only now, during the wait that the scripted peer announced.
+            bob = start(
+                peers, "Bob", tmp_path, discovery_port, data_dir=tmp_path / "Bob", launch=launch
+            )
+            rest, err = sender.communicate(timeout=30)
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+                sender.wait()
+        out = before + rest
+        assert sender.returncode == 0, err
+        assert f"Message sent to {bob.addr}" in out
+        assert "Unknown peer" not in out and "Invalid choice" not in out
+        bob.expect_text(": hello")
+        bob.close()
 
 
 def test_a_wrong_recipient_does_not_shift_the_script(
