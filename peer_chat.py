@@ -101,6 +101,7 @@ def _seed(text: str) -> Seed:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
+        allow_abbrev=False,  # a mistyped flag is an error, never some other flag
         description="Serverless, end-to-end encrypted chat for peers on the same network.",
         epilog=(
             f"A passphrase for the key files is read from --passphrase-file or from "
@@ -265,6 +266,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from peerchat.net.node import Node, NodeConfig
     from peerchat.net.seeds import SeedLookupError, SeedStore, resolve_seeds
     from peerchat.policy.sanitize import validate_name
+    from peerchat.profile_lock import ProfileLock
     from peerchat.ui.menu import Menu
     from storage import HistoryStore
 
@@ -281,6 +283,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except SeedLookupError as exc:
         raise UsageError(str(exc)) from None
     data_dir = prepare_data_dir(args.data_dir or default_data_dir(name, os.environ))
+    # Before anything in the folder is opened: keys, history and log are this run's alone.
+    ProfileLock(data_dir).acquire()  # held until the process ends, however it ends
     _setup_logging(args.log_file or data_dir / "peer_chat.log", args.verbose)
     passphrase = read_passphrase(args.passphrase_file, os.environ)
     keys = KeyManager(data_dir, passphrase)

@@ -147,6 +147,26 @@ class LegacyPeerLeft:
     reason: str
 
 
+@dataclass(frozen=True)
+class DiscoveryBlocked:
+    """Beacons to `address` cannot be sent (said once, until a send works again)."""
+
+    address: str
+    port: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DiscoveryQuiet:
+    """No other peer's beacon accepted for `seconds` (said once per silence)."""
+
+    port: int
+    seconds: float
+
+
+DiscoveryTrouble = DiscoveryBlocked | DiscoveryQuiet
+
+
 UiEvent = (
     MessageArrived
     | PeerDiscovered
@@ -161,6 +181,8 @@ UiEvent = (
     | LegacyMessageArrived
     | LegacyPeerDiscovered
     | LegacyPeerLeft
+    | DiscoveryBlocked
+    | DiscoveryQuiet
 )
 
 

@@ -2,7 +2,7 @@
 
 Each limit is enforced before the work it guards is done (a length prefix is
 checked before the body is buffered, a beacon's rate before its signature is
-verified). docs/PROTOCOL.md and the README list the same values.
+verified). docs/PROTOCOL.md and docs/LIMITS.md list the same values.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ MAX_IN_FLIGHT: Final = 256  # chat messages sent and not yet acknowledged, per s
 MAX_QUEUED_PER_PEER: Final = 10_000  # undelivered messages kept for one peer
 MAX_QUEUED_AGE: Final = 7 * 24 * 3600.0  # seconds before a queued message is marked failed
 SEND_WAIT: Final = 5.0  # seconds option 1 waits for an acknowledgement
+NAME_DISCOVERY_WAIT: Final = 5.0  # seconds options 1 and 4 wait for a name not discovered yet
 RECONNECT_MIN: Final = 1.0  # seconds before reconnecting to a peer with messages waiting
 RECONNECT_MAX: Final = 10.0  # ... doubling with each attempt up to this
 

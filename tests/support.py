@@ -7,15 +7,19 @@ test, so no test traffic ever leaves this machine.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
@@ -319,9 +323,9 @@ class Peer:
         return str(self.child.before)
 
     def history(self, who: str = "") -> str:
-        self.choose("3")
-        self.answer("Show history with (name or number, empty for everyone):", who)
-        self.expect(["oldest first:", "No messages."])
+        """Option 3, of everyone or, given on the same line, of one peer (name or number)."""
+        self.choose(f"3 {who}" if who else "3")
+        self.expect(["oldest first", "No messages."])
         self.expect_menu()
         return strip_ansi(str(self.child.before))
 
@@ -369,6 +373,43 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+_namespaces = itertools.count()
+
+
+@contextlib.contextmanager
+def loopback_only_namespace() -> Iterator[str | None]:
+    """A network namespace of the test's own with only loopback up, or None where
+    one cannot be made (needs root and iproute2).
+
+    Inside it 255.255.255.255 has no route, and a name lookup cannot leave the
+    machine: the resolver's server is out of reach.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("ip") is None:
+        yield None
+        return
+    name = f"pc{os.getpid()}lo{next(_namespaces)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
+    if made.returncode != 0:
+        yield None
+        return
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        routes = subprocess.run(
+            ["ip", "-n", name, "-4", "route", "show"], capture_output=True, text=True, check=True
+        )
+        assert routes.stdout.strip() == "", "the namespace must have no route"
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def in_namespace(name: str | None) -> Callable[[list[str]], list[str]] | None:
+    """A Peer `launch` that runs the command in namespace `name` (None: as it is)."""
+    if name is None:
+        return None
+    return lambda command: ["ip", "netns", "exec", name, *command]
+
+
 def mount_tmpfs(target: Path, size: str) -> Path:
     """A tmpfs of `size` at `target` (made if missing); skips the test when it cannot be mounted.
 
@@ -410,6 +451,52 @@ def run_cli(
         env=child_env(env),
         check=False,
     )
+
+
+def run_script(
+    args: Sequence[str],
+    script: str,
+    *,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run peer_chat.py on a script piped to a standard input that stays open.
+
+    End of input quits as 0 does, so with `run_cli` a script whose lines were
+    read by the wrong prompts still ends cleanly. Here the script has to reach
+    its own `0`: a peer still waiting for input when `timeout` runs out is
+    killed and the test fails with what it printed.
+    """
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as out,
+        tempfile.TemporaryFile("w+", encoding="utf-8") as err,
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *args],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
+            text=True,
+            cwd=str(ROOT),
+            env=child_env(env),
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(script)
+            proc.stdin.flush()
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            out.seek(0)
+            raise AssertionError(
+                f"still waiting for input after {timeout} s; it printed:\n{out.read()[-2000:]}"
+            ) from None
+        finally:
+            proc.stdin.close()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
 # -- discovery and liveness end to end: reading the screen, watching the port --------

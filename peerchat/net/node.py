@@ -253,6 +253,7 @@ class Node:
                 discovery_port=cfg.discovery_port,
                 interval=cfg.beacon_interval,
                 on_beacon=self._beacons,
+                on_trouble=self._news.emit,
             )
             try:
                 await self._discovery.start()

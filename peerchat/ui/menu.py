@@ -12,20 +12,20 @@ Everything a peer chose (its name, its messages) passes through
 from __future__ import annotations
 
 import contextlib
-import ipaddress
+import functools
 import math
 import shutil
-import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from crypto_utils import Identity, format_fingerprint, short_id
+from discovery import broadcast_targets
 from peerchat import limits
 from peerchat.errors import NotAnswering, StorageError
 from peerchat.events import (
@@ -33,6 +33,8 @@ from peerchat.events import (
     CodeRefused,
     CodeRequested,
     CodeShown,
+    DiscoveryBlocked,
+    DiscoveryQuiet,
     Ending,
     KeyChanged,
     LegacyMessageArrived,
@@ -55,10 +57,10 @@ from peerchat.net.node import Node
 from peerchat.net.seeds import SeedStore, StoredSeed
 from peerchat.net.verification import Verifier
 from peerchat.policy.sanitize import display_safe, fit_rows
-from peerchat.policy.trust import pin_key
 from peerchat.protocol.sas import format_code, format_safety_number, safety_number
 from peerchat.ui import legacy_menu
 from peerchat.ui.legacy_menu import LegacyBridge
+from peerchat.ui.targets import PeerChoice, PeerNews, Target, TargetFinder
 from storage import Direction, HistoryStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -77,14 +79,6 @@ MENU = """***** Menu *****
 
 HISTORY_LIMIT = 50
 SAFETY_NUMBERS_LISTED = 10  # option 5 lists this many connected peers' safety numbers
-
-
-@dataclass(frozen=True)
-class PeerChoice:
-    """What the user meant at a "which peer" prompt."""
-
-    fingerprint: str | None = None  # a peer, chosen by number or name
-    error: str | None = None  # why no peer could be chosen
 
 
 class LineReader(Protocol):
@@ -143,6 +137,10 @@ class Menu:
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
         # Code comparison, set by the program once the node that offers it exists.
         self.verifier: Verifier | None = None
+        self._news = PeerNews()
+        self._targets = TargetFinder(
+            pins=store.pins, say=self.say, news=self._news, broadcasts=_local_broadcasts
+        )
 
     # -- output --------------------------------------------------------------
 
@@ -173,6 +171,8 @@ class Menu:
             text = self._fit(text)
         with self._lock:
             print(text, flush=True)
+        if isinstance(event, PeerDiscovered | PeerConnected):
+            self._news.heard()  # a menu waiting for this peer's name goes on
 
     # -- the loop ------------------------------------------------------------
 
@@ -201,6 +201,7 @@ class Menu:
                     self._dispatch(choice, reader, node)
             except (EOFError, KeyboardInterrupt):
                 pass
+            self._say_still_queued()
             self.say("Goodbye.")
 
     @staticmethod
@@ -217,11 +218,28 @@ class Menu:
     def menu_text(self) -> str:
         return MENU if self.legacy is None else legacy_menu.with_legacy_option(MENU)
 
+    def _say_still_queued(self) -> None:
+        try:
+            pending = self.store.pending_messages()
+        except StorageError:
+            return
+        if not pending:
+            return
+        counts = Counter(display_safe(row.peer_name) for row in pending)
+        each = ", ".join(f"{_messages(n)} to {name}" for name, n in counts.items())
+        self.say(
+            f"Still queued: {each}. They will be sent when you next run peer_chat "
+            "with this profile and the recipient is online."
+        )
+
     def _dispatch(self, choice: str, reader: LineReader, node: Node) -> None:
+        option, _, rest = choice.partition(" ")
+        if option == "3":  # "3 Bob", "3 2": one peer's history, with no question asked
+            self.view_history(reader, node, rest.strip())
+            return
         actions: dict[str, Callable[[LineReader, Node], None]] = {
             "1": self.send_message,
             "2": self.query_peers,
-            "3": self.view_history,
             "4": self.connect,
             "5": self.show_fingerprint,
             "6": self.verify_peer,
@@ -242,29 +260,22 @@ class Menu:
     # -- 1. send -------------------------------------------------------------
 
     def send_message(self, reader: LineReader, node: Node) -> None:
-        target = reader.read("Enter recipient's IP: ").strip()
-        if not target:
+        answer = reader.read("Enter recipient's IP: ").strip()
+        if not answer:
             self.say("No recipient given.")
             return
-        host, port = "", 0
-        chosen = self._pick_peer(target, node)
-        if chosen.error:
-            self.say(chosen.error)
-            return
-        peer_fp = chosen.fingerprint
-        if peer_fp is None:
-            resolved = _resolve_host(target)
-            if resolved is None:
-                self.say(f"Unknown peer or address: {display_safe(target)}")
-                return
-            host = resolved
-            port_text = reader.read("Enter recipient's port number: ").strip()
-            parsed = _parse_port(port_text)
-            if parsed is None:
-                self.say("Invalid port number.")
-                return
-            port = parsed
+        target = self._find_target(answer, node)
+        port_text = reader.read("Enter recipient's port number: ") if target.asks_port else ""
+        # Every question is asked before any answer is judged, as the original
+        # did: a script's next line is always read by the prompt it was written for.
         text = reader.read("Enter your message: ")
+        if target.error:
+            self.say(f"{target.error} Message not sent.")
+            return
+        port = _parse_port(port_text.strip())
+        if target.fingerprint is None and port is None:
+            self.say("Invalid port number.")
+            return
         if not text.strip():
             self.say("Empty message: nothing sent.")
             return
@@ -272,36 +283,21 @@ class Menu:
         if size > limits.MAX_MESSAGE_BYTES:
             self.say(f"Message too long: {size} bytes (the limit is {limits.MAX_MESSAGE_BYTES}).")
             return
-        if peer_fp is not None:
-            result = node.send_to_peer(peer_fp, text)
+        if target.fingerprint is not None:
+            result = node.send_to_peer(target.fingerprint, text)
         else:
-            result = node.send_to_address(host, port, text)
+            assert target.host is not None and port is not None
+            result = node.send_to_address(target.host, port, text)
         self.say(describe_send(result))
 
     def _pick_peer(self, target: str, node: Node) -> PeerChoice:
         """The peer meant by a number from option 2 or a name; neither for an address."""
-        if target.isdigit() and len(target) <= 4:
-            listing = self._listing or node.active_peers()
-            index = int(target)
-            if 1 <= index <= len(listing):
-                return PeerChoice(fingerprint=listing[index - 1].fingerprint)
-            return PeerChoice(error=f"No peer number {index}: see option 2.")
-        if _looks_like_address(target):
-            return PeerChoice()
-        wanted = target.casefold()
-        matches = [p for p in node.active_peers() if p.name.casefold() == wanted]
-        if len(matches) > 1:
-            return PeerChoice(
-                error=f"Several peers are called {display_safe(target)}: "
-                "use their number from option 2."
-            )
-        if matches:
-            return PeerChoice(fingerprint=matches[0].fingerprint)
-        with contextlib.suppress(StorageError):
-            pinned = self.store.pins().get(pin_key(target))
-            if pinned is not None:
-                return PeerChoice(fingerprint=pinned)
-        return PeerChoice()
+        return self._targets.known_peer(target, self._listing, node.active_peers)
+
+    def _find_target(self, answer: str, node: Node) -> Target:
+        """What options 1 and 4 were given; with discovery on, a new name is waited for."""
+        wait = limits.NAME_DISCOVERY_WAIT if node.config.discovery else 0.0
+        return self._targets.find(answer, self._listing, node.active_peers, wait=wait)
 
     # -- 2. peers ------------------------------------------------------------
 
@@ -355,15 +351,15 @@ class Menu:
                 return
             host, port = listing[number - 1].host, listing[number - 1].port
         else:
-            resolved = _resolve_host(target)
-            if resolved is None:
-                self.say(f"Unknown address: {display_safe(target)}")
+            found = self._targets.address(target)
+            if found.host is None:
+                self.say(found.error or f"Unknown address: {display_safe(target)}")
                 return
             parsed = _parse_port(reader.read("Enter legacy peer's port number: ").strip())
             if parsed is None:
                 self.say("Invalid port number.")
                 return
-            host, port = resolved, parsed
+            host, port = found.host, parsed
         if any((p.host, p.port) == (host, port) for p in node.active_peers()):
             self.say(f"{host}:{port} is a peer_chat peer: use option 1 (encrypted).")
             return
@@ -375,17 +371,22 @@ class Menu:
 
     # -- 3 and 7. history ----------------------------------------------------
 
-    def view_history(self, reader: LineReader, node: Node) -> None:
-        who = reader.read("Show history with (name or number, empty for everyone): ").strip()
-        peer_fp: str | None = None
-        if who:
-            chosen = self._pick_peer(who, node)
-            if chosen.fingerprint is None:
-                self.say(chosen.error or f"Unknown peer: {display_safe(who)}")
-                return
-            peer_fp = chosen.fingerprint
+    def view_history(self, reader: LineReader, node: Node, who: str = "") -> None:
+        """Everyone's last messages at once, as the original; `3 NAME` or `3 NUMBER`: one peer's."""
+        if not who:
+            rows = self.store.history(limit=HISTORY_LIMIT)
+            header = f"Last {_messages(len(rows))}, oldest first (3 NAME shows one peer's):"
+            self._print_history(rows, header, self._verified_keys())
+            return
+        chosen = self._pick_peer(who, node)
+        if chosen.fingerprint is None:
+            self.say(chosen.error or f"Unknown peer: {display_safe(who)}")
+            return
+        rows = self.store.history(peer_fp=chosen.fingerprint, limit=HISTORY_LIMIT)
+        record = self.store.get_peer(chosen.fingerprint)
+        name = display_safe(record.name if record is not None else who)
         self._print_history(
-            self.store.history(peer_fp=peer_fp, limit=HISTORY_LIMIT), self._verified_keys()
+            rows, f"Last {_messages(len(rows))} with {name}, oldest first:", self._verified_keys()
         )
 
     def search_history(self, reader: LineReader, node: Node) -> None:
@@ -393,8 +394,14 @@ class Menu:
         if not text:
             self.say("Nothing to search for.")
             return
+        rows = self.store.history(limit=HISTORY_LIMIT, search=text)
+        quoted = f'"{display_safe(text)}"'
+        if not rows:
+            self.say(f"No messages containing {quoted}.")
+            return
+        last = "The last " if len(rows) == HISTORY_LIMIT else ""
         self._print_history(
-            self.store.history(limit=HISTORY_LIMIT, search=text), self._verified_keys()
+            rows, f"{last}{_messages(len(rows))} containing {quoted}:", self._verified_keys()
         )
 
     def _verified_keys(self) -> frozenset[str]:
@@ -403,12 +410,11 @@ class Menu:
         return frozenset()
 
     def _print_history(
-        self, rows: list[StoredMessage], verified: frozenset[str] = frozenset()
+        self, rows: list[StoredMessage], header: str, verified: frozenset[str] = frozenset()
     ) -> None:
         if not rows:
             self.say("No messages.")
             return
-        header = f"Last {len(rows)} message(s), oldest first:"
         lines = (
             self._fit(format_history_row(row, verified=row.peer_fp in verified)) for row in rows
         )
@@ -430,16 +436,37 @@ class Menu:
             for r in results:
                 self.say(_describe_connect(r.ok, r.host, r.port, r.name, r.detail))
             return
-        host = _resolve_host(target)
-        if host is None:
-            self.say(f"Unknown address: {display_safe(target)}")
+        found = self._find_target(target, node)
+        port_text = reader.read("Enter peer's port number: ") if found.asks_port else ""
+        if found.error:
+            self.say(found.error)
             return
-        port = _parse_port(reader.read("Enter peer's port number: ").strip())
-        if port is None:
-            self.say("Invalid port number.")
-            return
+        if found.fingerprint is not None:
+            address = self._address_of(found.fingerprint, node)
+            if address is None:
+                self.say("No address is known for that peer: type its IP instead.")
+                return
+            host, port = address
+        else:
+            parsed = _parse_port(port_text.strip())
+            if parsed is None:
+                self.say("Invalid port number.")
+                return
+            assert found.host is not None
+            host, port = found.host, parsed
         r = node.connect(host, port)
         self.say(_describe_connect(r.ok, r.host, r.port, r.name, r.detail))
+
+    def _address_of(self, fingerprint: str, node: Node) -> tuple[str, int] | None:
+        """Where a peer is listed now, else where it was last seen."""
+        for peer in node.active_peers():
+            if peer.fingerprint == fingerprint:
+                return peer.host, peer.port
+        with contextlib.suppress(StorageError):
+            record = self.store.get_peer(fingerprint)
+            if record is not None and record.host and record.port:
+                return record.host, record.port
+        return None
 
     # -- 5 and 6. identity ----------------------------------------------------
 
@@ -503,9 +530,15 @@ class Menu:
             node.retrust(c.presented_fingerprint)
             self.say(f"New key of {display_safe(c.name)} accepted.")
             return
-        chosen = self._pick_peer(choice, node) if choice else PeerChoice()
+        if not choice:
+            self.say(
+                "No peer chosen: type a peer's name or its number from option 2"
+                + (", or c<number> for a changed key." if conflicts else ".")
+            )
+            return
+        chosen = self._pick_peer(choice, node)
         if chosen.fingerprint is None:
-            self.say(chosen.error or "Unknown peer.")
+            self.say(chosen.error or f"Unknown peer: {display_safe(choice)}")
             return
         offer = next((o for o in offers if o.fingerprint == chosen.fingerprint), None)
         if offer is not None:  # that peer asked: its code is the question
@@ -622,9 +655,9 @@ def describe_event(event: UiEvent) -> str:
     if isinstance(event, KeyChanged):
         return (
             f"WARNING: the key of peer {display_safe(event.name)} at {event.host}:{event.port} "
-            f"has changed! Pinned key: {format_fingerprint(event.pinned_fingerprint)}; "
-            f"presented key: {format_fingerprint(event.presented_fingerprint)}. "
-            f"Nothing from it is shown until you re-trust it (option 6)."
+            f"has changed (was {short_id(event.pinned_fingerprint)}, now "
+            f"{short_id(event.presented_fingerprint)}); nothing from it is shown until you "
+            f"compare fingerprints and re-trust it in option 6."
         )
     if isinstance(event, QueuedDelivered):
         return (
@@ -644,6 +677,16 @@ def describe_event(event: UiEvent) -> str:
         )
     if isinstance(event, VerificationEnded):
         return describe_ending(event.name, event.ending)
+    if isinstance(event, DiscoveryBlocked):
+        return (
+            f"Discovery: cannot broadcast to {event.address}:{event.port} ({event.reason}); "
+            f"peers can still be reached by address"
+        )
+    if isinstance(event, DiscoveryQuiet):
+        return (
+            f"Discovery: no other peer heard on UDP port {event.port} in {event.seconds:g} s "
+            f"(this network may block broadcast); peers can still be reached by address"
+        )
     assert isinstance(event, Problem)
     return f"Problem: {event.text}"
 
@@ -712,14 +755,15 @@ def describe_send(r: SendResult) -> str:
     if r.outcome is Outcome.DELIVERED:
         return f"Message sent to {where}"
     if r.outcome is Outcome.QUEUED:
-        return f"{who} is not reachable ({r.detail}): message queued for delivery."
+        return (
+            f"{who} is not reachable ({r.detail}): message queued for delivery. "
+            f"It goes out when both of you are online."
+        )
     if r.outcome is Outcome.PENDING:
         return f"Message to {who} sent but not acknowledged yet: it stays queued for delivery."
     if r.outcome is Outcome.KEY_CHANGED:
-        return (
-            f"WARNING: the key of {who} has changed ({r.detail}). Message not sent: "
-            f"check and re-trust it with option 6."
-        )
+        # The warning itself was said once, when the new key was first presented.
+        return f"Message to {who} not sent: its key has changed (see option 6)."
     if r.outcome is Outcome.REFUSED:
         return f"Message refused by {who}: {display_safe(r.detail)}."
     if r.outcome is Outcome.NOT_SENT:
@@ -762,21 +806,11 @@ def _parse_port(text: str) -> int | None:
     return value if 1 <= value <= 65535 else None
 
 
-def _looks_like_address(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return text == "localhost"
-    return True
+def _messages(count: int) -> str:
+    return f"{count} message" + ("" if count == 1 else "s")
 
 
-def _resolve_host(text: str) -> str | None:
-    """An IPv4 address for what the user typed (an address or a host name)."""
-    try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        pass
-    try:
-        return socket.gethostbyname(text)
-    except (OSError, UnicodeError):
-        return None
+@functools.cache
+def _local_broadcasts() -> frozenset[str]:
+    """The limited broadcast and this host's directed ones: never a peer's address."""
+    return frozenset(broadcast_targets(limits.LIMITED_BROADCAST))
