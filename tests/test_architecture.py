@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "storage": 2,
     f"{PACKAGE}.delivery": 2,
     f"{PACKAGE}.completion": 2,
+    f"{PACKAGE}.profile_lock": 2,
     f"{PACKAGE}.events": 1,
     f"{PACKAGE}.protocol": 1,
     f"{PACKAGE}.policy": 1,
