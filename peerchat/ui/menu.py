@@ -139,7 +139,10 @@ class Menu:
         self.verifier: Verifier | None = None
         self._news = PeerNews()
         self._targets = TargetFinder(
-            pins=store.pins, say=self.say, news=self._news, broadcasts=_local_broadcasts
+            pins=lambda: self.store.pins(),  # noqa: PLW0108 (the store may be set later)
+            say=self.say,
+            news=self._news,
+            broadcasts=_local_broadcasts,
         )
 
     # -- output --------------------------------------------------------------
