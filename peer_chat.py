@@ -101,6 +101,7 @@ def _seed(text: str) -> Seed:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
+        allow_abbrev=False,  # --peer must never be taken as --peer-timeout, nor any typo as a flag
         description="Serverless, end-to-end encrypted chat for peers on the same network.",
         epilog=(
             f"A passphrase for the key files is read from --passphrase-file or from "
@@ -302,13 +303,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         beacon_interval=args.beacon_interval,
         peer_timeout=args.peer_timeout,
         discovery=not args.no_discovery,
+        peer_exchange=not args.no_peer_exchange,
+        mdns=not (args.no_mdns or args.no_discovery),
         max_queued_per_peer=args.queue_limit,
         max_queued_age=args.queue_days * 86400,
         legacy=legacy,
     )
     seeds = SeedStore(data_dir / "seeds.json", given=given_seeds)
     menu = Menu(store=store, identity=identity, data_dir=data_dir, seeds=seeds)
-    node = Node(config, identity, store, menu.show_event)
+    node = Node(config, identity, store, menu.show_event, seeds)
     menu.verifier = node.verifier
     menu.legacy = node.legacy
     try:

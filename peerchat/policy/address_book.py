@@ -361,6 +361,33 @@ class AddressBook:
             dials.append(dial)
         return dials
 
+    def next_due(self, now: float, connected: Collection[str]) -> float | None:
+        """The earliest time `due` may return a dial (None: nothing will be due by itself).
+
+        Like `due`, it leaves out keys in `connected`, keys nobody spoke of
+        lately, claims too old to count and claims at an address already
+        confirmed (for that key, or for a connected one): nothing is reported
+        due that `due` would skip, so the caller never wakes in a loop.
+        """
+        times = [s.next_try for s in self._seeds.values() if s.fingerprint not in connected]
+        for fp, entry in self._entries.items():
+            if fp in connected or not self._around(entry, now):
+                continue
+            if entry.confirmed:
+                times.append(entry.next_try)
+            for key, claim in entry.claims.items():
+                there = self._at.get(key[0])
+                if there == fp or (there is not None and there in connected):
+                    continue
+                if now - claim.last_seen <= self._claim_ttl:
+                    times.append(claim.next_try)
+        if not times:
+            return None
+        due = min(times)
+        if self._tokens < 1 and self._stamp is not None:
+            due = max(due, self._stamp + (1 - self._tokens) / self._dial_rate)
+        return due
+
     def _around(self, entry: _Entry, now: float) -> bool:
         """Whether anyone said lately that this key is there."""
         return any(now - claim.last_seen <= self._claim_ttl for claim in entry.claims.values())

@@ -1,9 +1,5 @@
 """Reach with real peers: seeds, peer exchange and mDNS across namespaces.
 
-Not collected yet (the file name does not start with `test_`): these need the
-node to use the seed store, the address book, peer exchange and the mDNS role.
-Once it does, rename this file to tests/test_reach_e2e.py.
-
 The lines awaited are the ones peers print today ("Discovered peer NAME at
 IP:PORT", "Peer NAME connected from IP:PORT", "Received from ..."); a peer
 learned from a seed or from peer exchange is announced with the same
@@ -26,6 +22,7 @@ from tests.netns import (
     require_netns,
     root_links,
     tool,
+    unavailable,
 )
 from tests.support import WatchedPeer, await_new_lines, own_fingerprint, peer_rows, strip_ansi
 
@@ -85,7 +82,7 @@ def subnets() -> Iterator[tuple[Lan, Lan]]:
             b.build()
             Router(a, b).build()
         except RuntimeError as exc:
-            pytest.skip(f"cannot build the test subnets: {exc}")
+            unavailable(f"cannot build the test subnets: {exc}")
         check_isolated([a, b], before)
         yield a, b
     finally:
@@ -169,7 +166,7 @@ def lan() -> Iterator[Lan]:
         try:
             net.build()
         except RuntimeError as exc:
-            pytest.skip(f"cannot build the test LAN: {exc}")
+            unavailable(f"cannot build the test LAN: {exc}")
         check_isolated([net], before)
         yield net
     finally:
