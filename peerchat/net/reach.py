@@ -210,7 +210,7 @@ class Reach:
         hello, listen = session.peer, session.listen_address
         if hello is None or listen is None:
             return None
-        kinds = {source.kind for _, source in self.book.claimed(hello.fingerprint)}
+        kinds = {source.kind for source in self.book.sources(hello.fingerprint)}
         if session.dialled in self._seed_at or kinds & _REACHED_BY:
             return PeerDiscovered(hello.name, *listen)
         if session.role is Role.RESPONDER:

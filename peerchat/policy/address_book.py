@@ -288,15 +288,19 @@ class AddressBook:
         entry = self._entries.get(fingerprint)
         return entry.name if entry is not None else None
 
-    def found_by(self, fingerprint: str) -> list[str]:
-        """How a key was found, for option 2: confirmed sources first, then claims."""
+    def sources(self, fingerprint: str) -> list[Source]:
+        """How a key was found: confirmed addresses' sources first, then the claims'."""
         entry = self._entries.get(fingerprint)
         if entry is None:
             return []
-        said: list[str] = []
         confirmed = sorted(entry.confirmed.values(), key=lambda c: c.last_worked, reverse=True)
         claims = sorted(entry.claims.values(), key=lambda c: c.last_seen, reverse=True)
-        for source in [c.source for c in confirmed] + [c.source for c in claims]:
+        return [c.source for c in confirmed] + [c.source for c in claims]
+
+    def found_by(self, fingerprint: str) -> list[str]:
+        """How a key was found, for option 2: confirmed sources first, then claims."""
+        said: list[str] = []
+        for source in self.sources(fingerprint):
             text = source.describe()
             if text not in said:
                 said.append(text)
