@@ -89,8 +89,10 @@ def await_met(pairs: Sequence[tuple[HostPeer, HostPeer]], timeout: float) -> Non
             with contextlib.suppress(pexpect.TIMEOUT):
                 peer.child.expect(pexpect.TIMEOUT, timeout=0.02)  # read what is there
             screen = strip_ansi(peer.screen())
-            texts = (f"Discovered peer {other.name} at {other.addr}",)
-            texts += (f"Peer {other.name} connected from {other.addr}",)
+            texts = (
+                f"Discovered peer {other.name} at {other.addr}",
+                f"Peer {other.name} connected from {other.addr}",
+            )
             if any(text in screen for text in texts):
                 pending.remove((peer, other))
         if pending and time.monotonic() > deadline:
