@@ -95,7 +95,8 @@ class Reach:
                 refused_addresses=broadcast_targets(config.broadcast),
             )
         self._pex_due: float | None = None
-        self._holding = False  # a session is new: its held relays go after RELAY_HOLD
+        # New sessions on which the exchange holds relays back (pex.RELAY_HOLD): until when.
+        self._held_until: dict[str, float] = {}
         self._mdns: MdnsRole | None = None
         self._seed_at: dict[Address, Seed] = {}
         self._dialling: dict[Address, asyncio.Task[None]] = {}
@@ -198,9 +199,12 @@ class Reach:
             self.book.claim(fp, listen, Source(Found.INBOUND), now, hello.name)
         if self.pex is not None:
             self.pex.session_up(fp, *(self.book.best(fp) or listen))
+            if self._identity.fingerprint > fp:  # the end that holds its relays a while
+                self._held_until[fp] = now + RELAY_HOLD + _HOLD_MARGIN
             self._pex_soon(now)
 
     def session_down(self, fp: str) -> None:
+        self._held_until.pop(fp, None)
         if self.pex is not None:
             self.pex.session_down(fp)
         self._poke()  # its addresses may be due for a reconnect
@@ -272,18 +276,19 @@ class Reach:
             session = self._sessions.get(fp)
             if session is not None:
                 session.send([message])
-        # Again when the next own beacon is due, or when a held relay may go.
-        if not any(True for _ in self._sessions.live()):
-            self._pex_due = None
-        elif self._holding:
-            self._pex_due = now + RELAY_HOLD + _HOLD_MARGIN
-        else:
+        # Again when a held relay may go, else when the next own beacon is due.
+        self._held_until = {fp: t for fp, t in self._held_until.items() if t > now}
+        relayable = set(self.pex.relayable())
+        held = [t for fp, t in self._held_until.items() if relayable - {fp}]
+        if held:
+            self._pex_due = min(held)
+        elif any(True for _ in self._sessions.live()):
             self._pex_due = now + PEX_SELF_INTERVAL
-        self._holding = False
+        else:
+            self._pex_due = None
 
     def _pex_soon(self, now: float) -> None:
-        """Something to pass on: send now, and once more after the relay hold."""
-        self._holding = True
+        """Something to pass on: send now."""
         self._pex_due = now
         self._poke()
 
