@@ -283,3 +283,37 @@ def test_invariants_hold_under_any_sequence(sequence: list[tuple[str, int, int, 
             assert len(book.addresses(key)) <= 2
             for addr in book.addresses(key):
                 assert book.key_at(addr) == key
+
+
+# -- next_due: the alarm wakes only when `due` has something ----------------------
+
+
+def test_next_due_is_what_due_would_dial_and_nothing_it_would_skip() -> None:
+    book = AddressBook()
+    assert book.next_due(NOW, connected=()) is None
+    book.claim(ALICE, HERE, BROADCAST, NOW)
+    assert book.next_due(NOW, connected=()) == 0.0  # a fresh claim: due at once
+    assert book.next_due(NOW, connected={ALICE}) is None  # connected: no dial
+    book.confirm(ALICE, HERE, NOW)
+    book.claim(ALICE, HERE, BROADCAST, NOW + 1)  # a claim where it is confirmed already
+    dials = book.due(NOW + 1, connected=())
+    assert [d.kind for d in dials] == [DialKind.RECONNECT]
+    due = book.next_due(NOW + 1, connected=())
+    assert due is not None and due > NOW + 1  # the backoff, not "now" again and again
+    assert book.due(NOW + 1, connected=()) == []
+
+
+def test_next_due_forgets_a_key_nobody_spoke_of_lately() -> None:
+    book = AddressBook(claim_ttl=10.0)
+    book.claim(ALICE, HERE, BROADCAST, NOW)
+    assert book.next_due(NOW + 11, connected=()) is None
+    assert book.due(NOW + 11, connected=()) == []
+
+
+def test_next_due_of_a_seed_is_its_next_try() -> None:
+    book = AddressBook()
+    book.add_seed(HERE)
+    assert book.next_due(NOW, connected=()) == 0.0
+    [dial] = book.due(NOW, connected=())
+    assert dial.kind is DialKind.SEED
+    assert book.next_due(NOW, connected=()) == NOW + 1.0  # RECONNECT_MIN
