@@ -306,13 +306,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         beacon_interval=args.beacon_interval,
         peer_timeout=args.peer_timeout,
         discovery=not args.no_discovery,
+        peer_exchange=not args.no_peer_exchange,
+        mdns=not (args.no_mdns or args.no_discovery),
         max_queued_per_peer=args.queue_limit,
         max_queued_age=args.queue_days * 86400,
         legacy=legacy,
     )
     seeds = SeedStore(data_dir / "seeds.json", given=given_seeds)
     menu = Menu(store=store, identity=identity, data_dir=data_dir, seeds=seeds)
-    node = Node(config, identity, store, menu.show_event)
+    node = Node(config, identity, store, menu.show_event, seeds)
     menu.verifier = node.verifier
     menu.legacy = node.legacy
     try:

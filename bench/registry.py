@@ -97,6 +97,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("verify", "bench.bench_verify"),
     Entry("legacy-flood", "bench.bench_legacy_flood"),
     Entry("pex", "bench.bench_pex"),
+    Entry("reach", "bench.bench_reach"),
 )
 
 # Names that select several entries: "node" is what one module measured before it was split.

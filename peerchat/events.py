@@ -210,6 +210,7 @@ class ActivePeer:
     port: int
     verified: bool
     last_seen: float  # wall clock, for display
+    found: str = ""  # how it was found, for option 2 ("broadcast, via Bob")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -46,16 +47,23 @@ def root_links() -> set[str]:
     return {line.split(":")[1].strip() for line in ip_ok("-o", "link", "show").splitlines()}
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip the calling test, saying why; under CI (`CI` set) fail instead, never skip silently."""
+    if os.environ.get("CI"):
+        pytest.fail(f"network namespaces are required under CI: {reason}")
+    pytest.skip(reason)
+
+
 def require_netns() -> None:
-    """Skip the calling test, saying why, where network namespaces cannot be made."""
+    """Skip (fail under CI) the calling test, saying why, where namespaces cannot be made."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        unavailable("network namespaces need root")
     if shutil.which("ip") is None:
-        pytest.skip("iproute2 ('ip') is not installed")
+        unavailable("iproute2 ('ip') is not installed")
     probe = f"pc{os.getpid()}probe"
     result = ip("netns", "add", probe)
     if result.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {result.stderr.strip()}")
+        unavailable(f"cannot create a network namespace: {result.stderr.strip()}")
     ip("netns", "del", probe)
 
 

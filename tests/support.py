@@ -175,7 +175,9 @@ def peer_args(
         args.append("--no-discovery")
     else:
         if broadcast is not None:
-            args += ["--broadcast", broadcast]
+            # mDNS has one port for the whole host: on loopback every test's peers
+            # would meet. Only peers in a test's own namespaces (broadcast=None) use it.
+            args += ["--broadcast", broadcast, "--no-mdns"]
         args += [
             "--discovery-port",
             str(discovery_port),
@@ -511,10 +513,12 @@ class PeerRow:
     address: str
     short_id: str
     verified: bool
+    found: str = ""  # how it was found: "broadcast", "mDNS", "seed", "via NAME", ...
 
 
 _PEER_ROW = re.compile(
-    r"^\s*(\d+)\s+(.+?)\s+(\d{1,3}(?:\.\d{1,3}){3}:\d+)\s+([A-Z2-7]{8})\s+(yes|no)\s+\d+s ago\s*$"
+    r"^\s*(\d+)\s+(.+?)\s+(\d{1,3}(?:\.\d{1,3}){3}:\d+)\s+([A-Z2-7]{8})\s+(yes|no)\s+\d+s ago"
+    r"(?:\s+(\S.*?))?\s*$"
 )
 _FULL_FINGERPRINT = r"[A-Z2-7]{4}(?:-[A-Z2-7]{4}){12}"
 
@@ -525,8 +529,8 @@ def peer_rows(table: str) -> list[PeerRow]:
     for line in strip_ansi(table).splitlines():
         match = _PEER_ROW.match(line)
         if match:
-            number, name, address, sid, verified = match.groups()
-            rows.append(PeerRow(int(number), name, address, sid, verified == "yes"))
+            number, name, address, sid, verified, found = match.groups()
+            rows.append(PeerRow(int(number), name, address, sid, verified == "yes", found or ""))
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,6 +156,18 @@ def test_a_claim_is_dialled_to_confirm_it_a_few_times_then_rests() -> None:
     assert times[1] - times[0] >= 2 and times[2] - times[1] >= 4
 
 
+@pytest.mark.parametrize("source", [BROADCAST, MDNS, Source(Found.INBOUND)])
+def test_a_claim_anyone_can_forge_is_never_dialled_by_itself(source: Source) -> None:
+    # A beacon's source address or an mDNS record names any host: dialling it
+    # unasked would let a forger point this peer at an address of its choice.
+    book = AddressBook()
+    book.claim(ALICE, HERE, source, NOW)
+    assert book.due(NOW, connected=()) == []
+    assert book.next_due(NOW, connected=()) is None
+    book.claim(ALICE, THERE, via(BOB, "Bob"), NOW)  # the same key passed on by a session peer
+    assert [(d.address, d.kind) for d in book.due(NOW, connected=())] == [(THERE, DialKind.CONFIRM)]
+
+
 def test_a_key_that_is_connected_is_not_dialled() -> None:
     book = AddressBook()
     book.claim(ALICE, HERE, BROADCAST, NOW)
@@ -165,7 +178,7 @@ def test_a_confirmed_key_that_is_around_is_reconnected_at_its_confirmed_address(
     book = AddressBook()
     book.confirm(ALICE, HERE, NOW)
     assert book.due(NOW, connected=()) == []  # nobody says it is around
-    book.claim(ALICE, THERE, BROADCAST, NOW + 1)  # it may have moved
+    book.claim(ALICE, THERE, via(BOB, "Bob"), NOW + 1)  # it may have moved
     assert book.due(NOW + 1, connected=()) == [Dial(HERE, ALICE, DialKind.RECONNECT)]
     # Between reconnect attempts, the claim elsewhere is tried too.
     assert book.due(NOW + 1.5, connected=()) == [Dial(THERE, ALICE, DialKind.CONFIRM)]
@@ -187,7 +200,7 @@ def test_old_claims_are_not_dialled() -> None:
 def test_a_flood_of_claims_is_dialled_within_the_budget() -> None:
     book = AddressBook(dial_rate=2, dial_burst=10)
     for i in range(500):
-        book.claim(f"{i:052d}", (f"10.2.{i // 250}.{i % 250}", 5000), BROADCAST, NOW)
+        book.claim(f"{i:052d}", (f"10.2.{i // 250}.{i % 250}", 5000), via(BOB, "Bob"), NOW)
     assert len(book.due(NOW, connected=())) == 10
     assert len(book.due(NOW + 10, connected=())) == 10  # burst refilled, no more
     dials = 0
@@ -283,3 +296,37 @@ def test_invariants_hold_under_any_sequence(sequence: list[tuple[str, int, int, 
             assert len(book.addresses(key)) <= 2
             for addr in book.addresses(key):
                 assert book.key_at(addr) == key
+
+
+# -- next_due: the alarm wakes only when `due` has something ----------------------
+
+
+def test_next_due_is_what_due_would_dial_and_nothing_it_would_skip() -> None:
+    book = AddressBook()
+    assert book.next_due(NOW, connected=()) is None
+    book.claim(ALICE, HERE, via(BOB, "Bob"), NOW)
+    assert book.next_due(NOW, connected=()) == 0.0  # a fresh claim: due at once
+    assert book.next_due(NOW, connected={ALICE}) is None  # connected: no dial
+    book.confirm(ALICE, HERE, NOW)
+    book.claim(ALICE, HERE, BROADCAST, NOW + 1)  # a claim where it is confirmed already
+    dials = book.due(NOW + 1, connected=())
+    assert [d.kind for d in dials] == [DialKind.RECONNECT]
+    due = book.next_due(NOW + 1, connected=())
+    assert due is not None and due > NOW + 1  # the backoff, not "now" again and again
+    assert book.due(NOW + 1, connected=()) == []
+
+
+def test_next_due_forgets_a_key_nobody_spoke_of_lately() -> None:
+    book = AddressBook(claim_ttl=10.0)
+    book.claim(ALICE, HERE, BROADCAST, NOW)
+    assert book.next_due(NOW + 11, connected=()) is None
+    assert book.due(NOW + 11, connected=()) == []
+
+
+def test_next_due_of_a_seed_is_its_next_try() -> None:
+    book = AddressBook()
+    book.add_seed(HERE)
+    assert book.next_due(NOW, connected=()) == 0.0
+    [dial] = book.due(NOW, connected=())
+    assert dial.kind is DialKind.SEED
+    assert book.next_due(NOW, connected=()) == NOW + 1.0  # RECONNECT_MIN

@@ -276,6 +276,11 @@ TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
         "run",
         functools.partial(importlib.import_module("bench.bench_pex").run, peers=3),
     ),
+    "reach": lambda monkeypatch, _: monkeypatch.setattr(
+        importlib.import_module("bench.bench_reach"),
+        "run",
+        functools.partial(importlib.import_module("bench.bench_reach").run, runs=1),
+    ),
     "verify": lambda monkeypatch, _: monkeypatch.setattr(
         importlib.import_module("bench.bench_verify"),
         "run",

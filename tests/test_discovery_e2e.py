@@ -72,6 +72,7 @@ def start(
     data_dir: Path | None = None,
     beacon_interval: float = BEACON_INTERVAL,
     verbose: bool = False,
+    extra: Sequence[str] = (),
 ) -> WatchedPeer:
     peer = WatchedPeer(
         name,
@@ -81,7 +82,7 @@ def start(
         data_dir=data_dir,
         beacon_interval=beacon_interval,
         peer_timeout=PEER_TIMEOUT,
-        extra=["-v"] if verbose else [],
+        extra=(["-v"] if verbose else []) + list(extra),
     )
     peers.append(peer)
     # Peers already on the port answer at once, while this one is still starting:
@@ -236,9 +237,11 @@ def test_killed_peer_leaves_the_lists_within_the_timeout_and_returns_on_restart(
 def test_peer_without_discovery_is_listed_only_once_it_connects(
     tmp_path: Path, discovery_port: int, peers: list[WatchedPeer], sniffer: BeaconSniffer
 ) -> None:
-    alice = start(peers, "Alice", tmp_path, discovery_port)
-    bob = start(peers, "Bob", tmp_path, discovery_port)
-    nina = start(peers, "Nina", tmp_path, None)
+    # About beacons: without peer exchange, which would tell Bob and Nina of each other.
+    alone = ["--no-peer-exchange"]
+    alice = start(peers, "Alice", tmp_path, discovery_port, extra=alone)
+    bob = start(peers, "Bob", tmp_path, discovery_port, extra=alone)
+    nina = start(peers, "Nina", tmp_path, None, extra=alone)
     all_discover([alice, bob])
     ids = {p.name: own_fingerprint(p)[0] for p in (alice, bob, nina)}
 

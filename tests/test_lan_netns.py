@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from peerchat.limits import DISCOVERY_PORT  # the program's default, as on a real LAN
-from tests.netns import Lan, check_isolated, require_netns, root_links
+from tests.netns import Lan, check_isolated, require_netns, root_links, unavailable
 from tests.support import (
     WatchedPeer,
     await_lines,
@@ -52,7 +52,7 @@ def lan() -> Iterator[Lan]:
         try:
             net.build()
         except RuntimeError as exc:
-            pytest.skip(f"cannot build the test LAN: {exc}")
+            unavailable(f"cannot build the test LAN: {exc}")
         check_isolated([net], before)
         yield net
     finally:

@@ -23,6 +23,7 @@ from tests.netns import (
     require_netns,
     root_links,
     tool,
+    unavailable,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -66,7 +67,7 @@ def lan() -> Iterator[Lan]:
         try:
             net.build()
         except RuntimeError as exc:
-            pytest.skip(f"cannot build the test LAN: {exc}")
+            unavailable(f"cannot build the test LAN: {exc}")
         check_isolated([net], before)
         yield net
     finally:
@@ -173,7 +174,7 @@ def subnets() -> Iterator[tuple[Lan, Lan, Router]]:
             b.build()
             router.build()
         except RuntimeError as exc:
-            pytest.skip(f"cannot build the test subnets: {exc}")
+            unavailable(f"cannot build the test subnets: {exc}")
         check_isolated([a, b], before)
         yield a, b, router
     finally:

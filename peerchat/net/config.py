@@ -25,6 +25,8 @@ class NodeConfig:
     beacon_interval: float = limits.BEACON_INTERVAL
     peer_timeout: float = limits.PEER_TIMEOUT
     discovery: bool = True
+    peer_exchange: bool = True  # tell session peers about each other (--no-peer-exchange)
+    mdns: bool = False  # DNS-SD on the discovery interfaces; peer_chat turns it on (--no-mdns)
     handshake_timeout: float = limits.HANDSHAKE_TIMEOUT
     idle_timeout: float = limits.IDLE_SESSION_TIMEOUT
     ping_interval: float = limits.PING_INTERVAL

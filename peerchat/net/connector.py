@@ -64,10 +64,14 @@ class Connector:
             live = self._sessions.get(fp)
             if live is not None:
                 return live
+
+        def dial() -> Session:
+            session = self._new_session(Role.INITIATOR)
+            session.dialled = (host, port)  # a handshake here confirms the key at this address
+            return session
+
         async with asyncio.timeout(self._connect_timeout):
-            _, session = await self._loop.create_connection(
-                lambda: self._new_session(Role.INITIATOR), host, port
-            )
+            _, session = await self._loop.create_connection(dial, host, port)
         # The session fails itself at its handshake deadline, which ends this wait.
         return await session.ready
 

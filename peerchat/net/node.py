@@ -50,7 +50,9 @@ from peerchat.net.liveness_checker import LivenessChecker
 from peerchat.net.news import News
 from peerchat.net.peer_cache import PeerCacheWriter
 from peerchat.net.peer_sessions import PeerSessions
+from peerchat.net.reach import Reach
 from peerchat.net.reconnector import Reconnector
+from peerchat.net.seeds import SeedStore
 from peerchat.net.sender import Sender
 from peerchat.net.server import TcpServer
 from peerchat.net.session import BYE_QUIT, Session
@@ -59,7 +61,7 @@ from peerchat.net.verification import LoopVerifier, VerificationRole
 from peerchat.policy.presence import Presence
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Credentials, Role
-from peerchat.protocol.messages import VERIFY_MESSAGE_TYPES, Message
+from peerchat.protocol.messages import VERIFY_MESSAGE_TYPES, Message, PeerExchange
 from storage import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class Node:
         identity: Identity,
         store: HistoryStore,
         on_event: Callable[[UiEvent], None],
+        seeds: SeedStore | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -157,6 +160,23 @@ class Node:
             pump=self._sender.pump,
             emit=emit,
         )
+        # Reach beyond broadcast: seeds, peer exchange and mDNS feed the address book.
+        self._reach = reach = Reach(
+            loop,
+            identity=identity,
+            config=config,
+            sessions=sessions,
+            trust_book=self._trust,
+            delivery=self._delivery,
+            connector=connector,
+            seeds=seeds,
+            emit=emit,
+            poke=alarm.poke,
+        )
+        self._owner.route([PeerExchange], reach.exchange_received)
+        self._owner.on_session_up(reach.session_up)
+        self._owner.on_session_down(reach.session_down)
+        self._owner.announce_with(reach.announcement)
         self._beacons = BeaconIntake(
             loop,
             trust_book=self._trust,
@@ -167,6 +187,7 @@ class Node:
             reconnector=reconnector,
             emit=emit,
             announce=self._announce,
+            on_claim=reach.beacon_heard,
         )
         self._server = TcpServer(loop, lambda: self._new_session(Role.RESPONDER))
         # Legacy peers: their own port and list, never mixed with keyed peers' sessions.
@@ -184,7 +205,9 @@ class Node:
         self._owner.route(VERIFY_MESSAGE_TYPES, self._on_verify_message)
         self._owner.on_session_up(self._verification_session_up)
         self._owner.on_session_down(lambda fp: self.verification.session_closed(fp, loop.time()))
-        alarm.attach(self._liveness, self._sender, reconnector, self._peer_cache, self.verification)
+        alarm.attach(
+            self._liveness, self._sender, reconnector, self._peer_cache, self.verification, reach
+        )
 
     # -- lifecycle (menu thread) ---------------------------------------------
 
@@ -262,6 +285,7 @@ class Node:
                     self.legacy.close()
                 self._server.close()
                 raise
+        await self._reach.start(self._discovery.instance if self._discovery else None)
 
     async def _shutdown(self) -> None:
         self._owner.closing = True
@@ -271,6 +295,7 @@ class Node:
         self._server.close()
         if self.legacy is not None:
             self.legacy.close()
+        await self._reach.close()
         for session in self._sessions.connections():
             session.close(BYE_QUIT)
         # Give the goodbyes a moment to reach the wire.
@@ -296,7 +321,7 @@ class Node:
         return self.config.connect_timeout + self.config.handshake_timeout
 
     def active_peers(self) -> list[ActivePeer]:
-        return self._call(self._in_loop(self._presence.listing))
+        return self._call(self._in_loop(lambda: self._reach.describe(self._presence.listing())))
 
     def send_to_address(self, host: str, port: int, text: str) -> SendResult:
         takes = 2 * self._connect_takes() + self.config.send_wait

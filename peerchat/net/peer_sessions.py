@@ -78,6 +78,7 @@ class PeerSessions:
         self._routes: dict[type[Message], Callable[[Session, str, Message], None]] = {}
         self._up: list[Callable[[Session, str], None]] = []
         self._down: list[Callable[[str], None]] = []
+        self._announcement: Callable[[Session], UiEvent | None] = _connected_from
 
     # -- wiring (the node shell) --------------------------------------------------
 
@@ -95,6 +96,10 @@ class PeerSessions:
     def on_session_down(self, listener: Callable[[str], None]) -> None:
         """Tell `listener` when a peer's current session is gone."""
         self._down.append(listener)
+
+    def announce_with(self, announcement: Callable[[Session], UiEvent | None]) -> None:
+        """How a peer that a session newly lists is announced (None: not at all)."""
+        self._announcement = announcement
 
     # -- SessionOwner -----------------------------------------------------------
 
@@ -142,8 +147,10 @@ class PeerSessions:
         self._liveness.watch(session)
         for listener in self._up:
             listener(session, fp)
-        if newly and session.role is Role.RESPONDER:
-            self._emit(PeerConnected(hello.name, host, port))
+        if newly:
+            event = self._announcement(session)
+            if event is not None:
+                self._emit(event)
         session.resolve_ready(session)
         self._pump(fp)
 
@@ -250,3 +257,11 @@ class PeerSessions:
         peer = self._presence.depart(fp)
         if peer is not None:
             self._emit(PeerOffline(peer.name, peer.host, peer.port, reason))
+
+
+def _connected_from(session: Session) -> UiEvent | None:
+    """The default announcement: a peer that connected to us; our own dials say nothing."""
+    hello, addr = session.peer, session.listen_address
+    if session.role is not Role.RESPONDER or hello is None or addr is None:
+        return None
+    return PeerConnected(hello.name, *addr)

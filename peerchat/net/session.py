@@ -77,6 +77,7 @@ class Session(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.remote_ip = "?"
         self.remote_port = 0
+        self.dialled: tuple[str, int] | None = None  # the address we connected to (initiator)
         self.peer: PeerHello | None = None
         self.last_received = 0.0
         self.last_chat = 0.0

@@ -68,6 +68,10 @@ class TrustBook:
         self._report(KeyConflict(name, host, port, decision.pinned_fingerprint, fp, identity_der))
         return False
 
+    def pinned_to_another(self, name: str, fp: str) -> bool:
+        """Whether `name` is pinned to a key other than `fp` (asks only; reports nothing)."""
+        return trust.decide(self._pins, name, fp).verdict is trust.Verdict.CHANGED
+
     def conflicts(self) -> list[KeyConflict]:
         return list(self._conflicts.values())
 

@@ -57,6 +57,14 @@ class Found(enum.Enum):
     TYPED = "by address"  # the user typed it (options 1 and 4)
 
 
+# Claims dialled by themselves to confirm them. A peer never dials an address
+# the user did not give or a handshake did not confirm: a beacon's source
+# address and an mDNS record are anyone's to forge, so they are only listed or
+# dialled when the user names the peer. A peer-exchange record is the key's own
+# signed beacon, passed on by a peer authenticated by its session, with the
+# address at which that peer reached it.
+SELF_CONFIRMED_SOURCES: Final = frozenset({Found.EXCHANGE})
+
 # Claims kept per key and kind: enough for a peer with a few interfaces,
 # too few for a flood from one kind to push out the others.
 _CLAIMS_PER_KIND: Final = {kind: 2 for kind in Found} | {Found.EXCHANGE: 4}
@@ -288,15 +296,19 @@ class AddressBook:
         entry = self._entries.get(fingerprint)
         return entry.name if entry is not None else None
 
-    def found_by(self, fingerprint: str) -> list[str]:
-        """How a key was found, for option 2: confirmed sources first, then claims."""
+    def sources(self, fingerprint: str) -> list[Source]:
+        """How a key was found: confirmed addresses' sources first, then the claims'."""
         entry = self._entries.get(fingerprint)
         if entry is None:
             return []
-        said: list[str] = []
         confirmed = sorted(entry.confirmed.values(), key=lambda c: c.last_worked, reverse=True)
         claims = sorted(entry.claims.values(), key=lambda c: c.last_seen, reverse=True)
-        for source in [c.source for c in confirmed] + [c.source for c in claims]:
+        return [c.source for c in confirmed] + [c.source for c in claims]
+
+    def found_by(self, fingerprint: str) -> list[str]:
+        """How a key was found, for option 2: confirmed sources first, then claims."""
+        said: list[str] = []
+        for source in self.sources(fingerprint):
             text = source.describe()
             if text not in said:
                 said.append(text)
@@ -361,6 +373,35 @@ class AddressBook:
             dials.append(dial)
         return dials
 
+    def next_due(self, now: float, connected: Collection[str]) -> float | None:
+        """The earliest time `due` may return a dial (None: nothing will be due by itself).
+
+        Like `due`, it leaves out keys in `connected`, keys nobody spoke of
+        lately, claims too old to count and claims at an address already
+        confirmed (for that key, or for a connected one): nothing is reported
+        due that `due` would skip, so the caller never wakes in a loop.
+        """
+        times = [s.next_try for s in self._seeds.values() if s.fingerprint not in connected]
+        for fp, entry in self._entries.items():
+            if fp in connected or not self._around(entry, now):
+                continue
+            if entry.confirmed:
+                times.append(entry.next_try)
+            for key, claim in entry.claims.items():
+                if key[1] not in SELF_CONFIRMED_SOURCES:
+                    continue
+                there = self._at.get(key[0])
+                if there == fp or (there is not None and there in connected):
+                    continue
+                if now - claim.last_seen <= self._claim_ttl:
+                    times.append(claim.next_try)
+        if not times:
+            return None
+        due = min(times)
+        if self._tokens < 1 and self._stamp is not None:
+            due = max(due, self._stamp + (1 - self._tokens) / self._dial_rate)
+        return due
+
     def _around(self, entry: _Entry, now: float) -> bool:
         """Whether anyone said lately that this key is there."""
         return any(now - claim.last_seen <= self._claim_ttl for claim in entry.claims.values())
@@ -387,7 +428,9 @@ class AddressBook:
         fresh = [
             (key[0], claim)
             for key, claim in entry.claims.items()
-            if claim.next_try <= now and now - claim.last_seen <= self._claim_ttl
+            if key[1] in SELF_CONFIRMED_SOURCES
+            and claim.next_try <= now
+            and now - claim.last_seen <= self._claim_ttl
         ]
         for address, claim in sorted(fresh, key=lambda item: item[1].last_seen, reverse=True):
             there = self._at.get(address)

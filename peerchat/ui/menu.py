@@ -317,7 +317,7 @@ class Menu:
             self.say("No connected peers.")
             return
         now = time.time()
-        rows = [("#", "Name", "Address", "ID", "Verified", "Last seen")]
+        rows = [("#", "Name", "Address", "ID", "Verified", "Last seen", "Found")]
         for number, peer in enumerate(peers, 1):
             rows.append(
                 (
@@ -327,6 +327,7 @@ class Menu:
                     short_id(peer.fingerprint),
                     "yes" if peer.verified else "no",
                     f"{max(0, int(now - peer.last_seen))}s ago",
+                    display_safe(peer.found) or "-",
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
