@@ -102,11 +102,15 @@ class Node:
         )
         completion = Completion()
         directory = PeerDirectory(presence, store)
+        self._directory = directory
         self._connector = connector = Connector(
             loop,
             sessions,
             presence,
             self._new_session,
+            key_at=directory.known_fingerprint_at,
+            address_of=directory.address_of,
+            name_of=directory.name_of,
             own_port=config.port,
             connect_timeout=config.connect_timeout,
         )
@@ -146,6 +150,7 @@ class Node:
             store,
             table=sessions,
             trust_book=self._trust,
+            confirmed=directory.confirmed,
             presence=presence,
             delivery=self._delivery,
             completion=completion,
@@ -173,6 +178,7 @@ class Node:
     def start(self) -> None:
         """Bind the TCP port and the discovery port; nothing is processed until `run()`."""
         self._trust.load()
+        self._directory.load()
         try:
             self.loop.run_until_complete(self._bind())
         except BaseException:
@@ -291,6 +297,10 @@ class Node:
     def key_conflicts(self) -> list[KeyConflict]:
         return self._call(self._in_loop(self._trust.conflicts))
 
+    def key_conflicts_not_listed(self) -> int:
+        """Changed keys no longer kept (beyond the few kept per name)."""
+        return self._call(self._in_loop(self._trust.conflicts_not_listed))
+
     def retrust(self, presented_fingerprint: str) -> KeyConflict | None:
         """Accept a changed key: pin it, then let held messages flow."""
         return self._call(self._retrust(presented_fingerprint), self._connect_takes())
@@ -316,12 +326,13 @@ class Node:
         return conflict
 
     def _verify(self, fp: str) -> None:
-        self._trust.verify(fp, True)
-        self._presence.set_verified(fp, True)
+        peer = self._presence.get(fp)
+        self._trust.verify(fp, True, peer.name if peer is not None else None)
+        if peer is not None:
+            self._presence.set_verified(fp, self._trust.is_verified(fp, peer.name))
 
-    def _is_verified(self, fp: str) -> bool:
-        stored = self.store.get_peer(fp)
-        return bool(stored and stored.verified)
+    def _is_verified(self, fp: str, name: str) -> bool:
+        return self._trust.is_verified(fp, name)
 
     def _announce(self) -> None:
         if self._discovery is not None:

@@ -37,10 +37,11 @@ from peerchat.net.session import (
     Session,
 )
 from peerchat.net.trust_book import TrustBook
+from peerchat.policy.confirmed_addresses import ConfirmedAddresses
 from peerchat.policy.presence import Presence
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Role
-from peerchat.protocol.messages import Ack, Bye, Chat, Message, Ping, Pong
+from peerchat.protocol.messages import Ack, Bye, Chat, ConnectNotice, Message, Ping, Pong
 from storage import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class PeerSessions:
         *,
         table: SessionTable[Session],
         trust_book: TrustBook,
+        confirmed: ConfirmedAddresses,
         presence: Presence,
         delivery: Delivery,
         completion: Completion,
@@ -66,6 +68,7 @@ class PeerSessions:
         self._store = store
         self._table = table
         self._trust = trust_book
+        self._confirmed = confirmed
         self._presence = presence
         self._delivery = delivery
         self._completion = completion
@@ -92,11 +95,16 @@ class PeerSessions:
         assert hello is not None and addr is not None
         fp = hello.fingerprint
         host, port = addr
-        conflict = self._trust.admit_hello(hello, host, port)
+        # Only where we dialled does a completed handshake confirm an address.
+        dialled = (session.remote_ip, session.remote_port)
+        worked = session.role is Role.INITIATOR and self._confirmed.may_confirm(fp, dialled)
+        conflict = self._trust.admit_hello(hello, *(dialled if worked else addr), worked=worked)
         if conflict is not None:
             session.close(BYE_UNTRUSTED)
             session.fail_ready(KeyChangedError(conflict))
             return
+        if worked:
+            self._confirmed.confirm(fp, dialled)
         settled = self._table.settle(fp, session)
         dropped = settled.dropped
         if dropped is not None:
@@ -121,12 +129,20 @@ class PeerSessions:
         self._liveness.watch(session)
         if newly and session.role is Role.RESPONDER:
             self._emit(PeerConnected(hello.name, host, port))
+            session.announced_at_start = True
         session.resolve_ready(session)
         self._pump(fp)
 
     def received(self, session: Session, messages: list[Message]) -> None:
+        fp = session.fingerprint
+        if fp is not None and self._table.is_live(fp, session):
+            self._presence.heard(fp, self._loop.time(), time.time())
+        announced, session.announced_at_start = session.announced_at_start, False
         chats: list[Chat] = []
         for message in messages:
+            if isinstance(message, ConnectNotice) and announced:
+                announced = False  # said already when the session listed the peer
+                continue
             if isinstance(message, Chat):
                 chats.append(message)
                 continue
@@ -138,9 +154,6 @@ class PeerSessions:
                 return
         if chats:
             self._on_chats(session, chats)
-        fp = session.fingerprint
-        if fp is not None and self._table.is_live(fp, session):
-            self._presence.heard(fp, self._loop.time(), time.time())
 
     def closed(self, session: Session) -> None:
         fp = session.fingerprint
@@ -176,7 +189,8 @@ class PeerSessions:
                 continue
             self._emit(MessageArrived(hello.name, addr[0], addr[1], hello.fingerprint, chat.text))
             if chat.text.strip().lower() == "exit":
-                self._depart(hello.fingerprint, "said exit")
+                # As the original did: gone from the list until its next sign of life.
+                self._depart(hello.fingerprint, "said exit", until_heard=True)
 
     def _on_control(self, session: Session, message: Message) -> None:
         fp = session.fingerprint
@@ -188,6 +202,9 @@ class PeerSessions:
             session.send([Pong(message.nonce)])
         elif isinstance(message, Bye):
             self._on_bye(session, fp, message.reason)
+        elif isinstance(message, ConnectNotice) and session.peer is not None:
+            host, port = session.listen_address or (session.remote_ip, 0)
+            self._emit(PeerConnected(session.peer.name, host, port))
 
     def _on_bye(self, session: Session, fp: str, reason: str) -> None:
         kept = self._table.get(fp)
@@ -212,7 +229,7 @@ class PeerSessions:
             self._emit(QueuedDelivered(peer.name, peer.host, peer.port, unattended))
         self._pump(fp)
 
-    def _depart(self, fp: str, reason: str) -> None:
-        peer = self._presence.depart(fp)
+    def _depart(self, fp: str, reason: str, *, until_heard: bool = False) -> None:
+        peer = self._presence.depart(fp, until_heard=until_heard)
         if peer is not None:
             self._emit(PeerOffline(peer.name, peer.host, peer.port, reason))

@@ -81,6 +81,9 @@ class Session(asyncio.Protocol):
         self.last_received = 0.0
         self.last_chat = 0.0
         self.last_ping = 0.0
+        # "Peer ... connected" was said when this session listed the peer; the
+        # peer's own notice that its user connected (if it comes first) is not said twice.
+        self.announced_at_start = False
         self.admitted = False
         self.closed = False
         self.ready: asyncio.Future[Session] = self._loop.create_future()
