@@ -49,6 +49,7 @@ BEACON_MAX_SKEW: Final = 30.0  # seconds a beacon's timestamp may differ from ou
 BEACON_VERIFY_RATE: Final = 5.0  # signature checks per second per source address
 BEACON_VERIFY_BURST: Final = 10
 BEACON_VERIFY_GLOBAL_RATE: Final = 200.0  # signature checks per second from all sources
+BEACON_VERIFY_KNOWN_RATE: Final = 100.0  # ... plus these, reserved for keys already accepted
 
 # Code comparison (verification): see docs/PROTOCOL.md, "Comparing a code"
 VERIFY_CODE_WAIT: Final = 10.0  # seconds for both sides' nonces to be exchanged

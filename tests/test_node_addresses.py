@@ -403,7 +403,7 @@ def test_a_peer_that_sent_exit_is_listed_again_at_its_next_beacon(nodes: Nodes) 
     wait_listed(bob, alice.fingerprint)  # its next beacon (every 0.5 s) brings it back
 
 
-# -- option 4 tells the other side -------------------------------------------------------------------
+# -- option 4 tells the other side ------------------------------------------------------------
 
 
 def test_option_4_is_told_to_the_other_side_even_when_already_listed(nodes: Nodes) -> None:
