@@ -28,6 +28,8 @@ PING_INTERVAL: Final = 5.0  # seconds of silence on a session before it is pinge
 MAX_CONNECTIONS: Final = 2048  # open TCP connections in total
 MAX_CONNECTIONS_PER_ADDRESS: Final = 64  # open TCP connections from one source address
 MAX_PENDING_HANDSHAKES: Final = 128  # connections not yet authenticated
+MAX_PENDING_PER_ADDRESS: Final = 32  # ... from one source address (the oldest is dropped)
+FIRST_MESSAGE_TIMEOUT: Final = 1.0  # seconds before a new connection must start its handshake
 MAX_IN_FLIGHT: Final = 256  # chat messages sent and not yet acknowledged, per session
 
 # Delivery

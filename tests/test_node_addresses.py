@@ -28,6 +28,7 @@ from peerchat.events import (
     PeerRenamed,
     UiEvent,
 )
+from peerchat.limits import MAX_CONNECTIONS_PER_ADDRESS
 from peerchat.net.node import NodeConfig
 from peerchat.protocol.beacon import INSTANCE_SIZE, encode_beacon
 from peerchat.protocol.channel import Credentials
@@ -417,3 +418,28 @@ def test_option_4_is_told_to_the_other_side_even_when_already_listed(nodes: Node
     assert alice.node.connect("127.0.0.1", bob.port).ok  # and again
     with bob.changed:
         assert bob.changed.wait_for(lambda: len(bob.seen(PeerConnected)) == 2, WAIT)
+
+
+# -- idle connections cannot hold every pending-handshake slot ----------------------------------
+
+
+def test_idle_connections_from_four_addresses_leave_room_for_a_peer(nodes: Nodes) -> None:
+    victim = nodes.start("Victim")
+    friend = nodes.start("Friend")
+    idle: list[socket.socket] = []
+    try:
+        # Idle TCP connections, no byte sent, up to the per-address limit from each address.
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
+            for _ in range(MAX_CONNECTIONS_PER_ADDRESS):
+                sock = socket.socket()
+                sock.bind((source, 0))
+                sock.connect(("127.0.0.1", victim.port))
+                idle.append(sock)
+        started = time.monotonic()
+        result = friend.node.send_to_address("127.0.0.1", victim.port, "through the flood")
+        assert result.outcome is Outcome.DELIVERED, result
+        victim.wait_for_text("through the flood", timeout=2.0)
+        assert time.monotonic() - started < 2.0
+    finally:
+        for sock in idle:
+            sock.close()

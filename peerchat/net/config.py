@@ -32,13 +32,18 @@ class NodeConfig:
     max_connections: int = limits.MAX_CONNECTIONS
     max_connections_per_address: int = limits.MAX_CONNECTIONS_PER_ADDRESS
     max_pending_handshakes: int = limits.MAX_PENDING_HANDSHAKES
+    max_pending_per_address: int = limits.MAX_PENDING_PER_ADDRESS
+    first_message_timeout: float = limits.FIRST_MESSAGE_TIMEOUT
     max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER
     max_queued_age: float = limits.MAX_QUEUED_AGE
     call_slack: float = CALL_SLACK
 
     def admission(self) -> AdmissionLimits:
         return AdmissionLimits(
-            self.max_connections, self.max_connections_per_address, self.max_pending_handshakes
+            self.max_connections,
+            self.max_connections_per_address,
+            self.max_pending_handshakes,
+            self.max_pending_per_address,
         )
 
     def upkeep(self) -> UpkeepLimits:

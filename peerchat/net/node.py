@@ -254,7 +254,10 @@ class Node:
         await self._peer_cache.flush()
 
     def _new_session(self, role: Role) -> Session:
-        return Session(self._owner, role, self.credentials, self.config.handshake_timeout)
+        cfg = self.config
+        return Session(
+            self._owner, role, self.credentials, cfg.handshake_timeout, cfg.first_message_timeout
+        )
 
     # -- the facade (menu thread) ------------------------------------------------
 

@@ -83,6 +83,8 @@ class PeerSessions:
     def admit(self, session: Session) -> bool:
         if self.closing:
             return False
+        for idle in self._table.make_room(session):
+            idle.fail(f"dropped for a newer connection from {session.remote_ip}")
         refused = self._table.admit(session)
         if refused is not None:
             log.warning("refusing %s: %s", session.remote_ip, refused)

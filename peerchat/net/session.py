@@ -68,10 +68,14 @@ class Session(asyncio.Protocol):
         role: Role,
         credentials: Credentials,
         handshake_timeout: float,
+        first_message_timeout: float | None = None,
     ) -> None:
         self._owner = owner
         self._loop = asyncio.get_running_loop()
         self._handshake_timeout = handshake_timeout
+        # A connection from outside must start its handshake at once: an idle one
+        # would hold a pending slot for the whole handshake deadline.
+        self._first_message_timeout = first_message_timeout
         self.role = role
         self.channel = SecureChannel(role, credentials)
         self.transport: asyncio.Transport | None = None
@@ -88,6 +92,7 @@ class Session(asyncio.Protocol):
         self.closed = False
         self.ready: asyncio.Future[Session] = self._loop.create_future()
         self._deadline: asyncio.TimerHandle | None = None
+        self._first: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -104,11 +109,16 @@ class Session(asyncio.Protocol):
             return
         self.admitted = True
         self._deadline = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
+        if self.role is Role.RESPONDER and self._first_message_timeout is not None:
+            self._first = self._loop.call_later(self._first_message_timeout, self._first_expired)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self._first is not None:
+            self._first.cancel()
+            self._first = None
         try:
             events = self.channel.receive_data(data)
         except ProtocolError as exc:
@@ -130,8 +140,9 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._deadline is not None:
-            self._deadline.cancel()
+        for timer in (self._deadline, self._first):
+            if timer is not None:
+                timer.cancel()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(str(exc) if exc else "connection closed"))
             self.ready.exception()  # mark retrieved: a waiter may already be gone
@@ -228,6 +239,11 @@ class Session(asyncio.Protocol):
         transport.write(data)
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.fail("peer is not reading its data")
+
+    def _first_expired(self) -> None:
+        self._first = None
+        if self.channel.state is ChannelState.HANDSHAKING and not self.closed:
+            self.fail("no handshake started in time")
 
     def _handshake_expired(self) -> None:
         if self.channel.state is ChannelState.HANDSHAKING and not self.closed:
