@@ -147,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=limits.MAX_QUEUED_AGE / 86400,
         help="days a queued message may wait before it is marked failed (default: 7)",
     )
+    parser.add_argument(
+        "--quota-messages",
+        type=_count,
+        default=limits.QUOTA_MESSAGES_PER_HOUR,
+        help="messages one peer may have stored here per hour; ten times as many for a "
+        f"verified peer (default: {limits.QUOTA_MESSAGES_PER_HOUR:,})",
+    )
+    parser.add_argument(
+        "--quota-mb",
+        type=_count,
+        default=limits.QUOTA_BYTES_PER_HOUR // (1024 * 1024),
+        help="MiB of text one peer may have stored here per hour; ten times as much for a "
+        f"verified peer (default: {limits.QUOTA_BYTES_PER_HOUR // (1024 * 1024)})",
+    )
     parser.add_argument("--passphrase-file", type=Path, help="file holding the key passphrase")
     parser.add_argument("--log-file", type=Path, help="log file (default: DATA_DIR/peer_chat.log)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -226,6 +240,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         discovery=not args.no_discovery,
         max_queued_per_peer=args.queue_limit,
         max_queued_age=args.queue_days * 86400,
+        quota_messages_per_hour=args.quota_messages,
+        quota_bytes_per_hour=args.quota_mb * 1024 * 1024,
     )
     menu = Menu(store=store, identity=identity, data_dir=data_dir)
     node = Node(config, identity, store, menu.show_event)

@@ -35,6 +35,10 @@ MAX_IN_FLIGHT: Final = 256  # chat messages sent and not yet acknowledged, per s
 # Delivery
 MAX_QUEUED_PER_PEER: Final = 10_000  # undelivered messages kept for one peer
 MAX_QUEUED_AGE: Final = 7 * 24 * 3600.0  # seconds before a queued message is marked failed
+QUOTA_MESSAGES_PER_HOUR: Final = 10_000  # messages stored per peer per hour (--quota-messages)
+QUOTA_BYTES_PER_HOUR: Final = (
+    16 * 1024 * 1024
+)  # ... and bytes of text (--quota-mb); x10 if verified
 SEND_WAIT: Final = 5.0  # seconds option 1 waits for an acknowledgement
 RECONNECT_MIN: Final = 1.0  # seconds before reconnecting to a peer with messages waiting
 RECONNECT_MAX: Final = 10.0  # ... doubling with each attempt up to this

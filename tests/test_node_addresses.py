@@ -26,6 +26,7 @@ from peerchat.events import (
     PeerConnected,
     PeerDiscovered,
     PeerRenamed,
+    Problem,
     UiEvent,
 )
 from peerchat.limits import MAX_CONNECTIONS_PER_ADDRESS
@@ -33,6 +34,7 @@ from peerchat.net.node import NodeConfig
 from peerchat.protocol.beacon import INSTANCE_SIZE, encode_beacon
 from peerchat.protocol.channel import Credentials
 from peerchat.protocol.messages import Chat
+from storage import DeliveryState
 from tests.support import (
     LOOPBACK_BROADCAST,
     RunningNode,
@@ -90,6 +92,7 @@ class Nodes:
         bind: str = "127.0.0.1",
         discovery: bool = False,
         data: str | None = None,
+        quota_messages_per_hour: int = NodeConfig.quota_messages_per_hour,
     ) -> Running:
         folder = self.tmp / (data or name)
         identity, store = open_profile(folder)
@@ -103,6 +106,7 @@ class Nodes:
             discovery_port=self.discovery_port,
             beacon_interval=0.5,
             peer_timeout=3.0,
+            quota_messages_per_hour=quota_messages_per_hour,
         )
         node = start_node(config, identity, store, Running)
         node.identity = identity
@@ -443,3 +447,27 @@ def test_idle_connections_from_four_addresses_leave_room_for_a_peer(nodes: Nodes
     finally:
         for sock in idle:
             sock.close()
+
+
+# -- a stranger cannot fill the disk ---------------------------------------------------------------
+
+
+def test_messages_over_a_peers_quota_are_neither_stored_nor_acknowledged_and_it_is_told(
+    nodes: Nodes,
+) -> None:
+    bob = nodes.start("Bob", quota_messages_per_hour=5)
+    alice = nodes.start("Alice")
+    assert alice.node.connect("127.0.0.1", bob.port).ok
+    texts = [f"note {i}" for i in range(8)]
+    ids = alice.node.submit(bob.fingerprint, texts)
+    told = alice.wait_for(lambda e: isinstance(e, Problem) and "refuses more" in e.text)
+    assert isinstance(told, Problem) and "over quota" in told.text
+    bob.wait_for(lambda e: isinstance(e, Problem) and "over its quota" in e.text)
+    stored = [r.text for r in bob.store.history(limit=100)]
+    assert stored == texts[:5]
+    assert alice.node.wait_delivered(ids[:5], timeout=5)
+    states = {r.text: r.state for r in alice.store.history(limit=100)}
+    assert [states[t] for t in texts[5:]] == [DeliveryState.PENDING] * 3  # kept, not lost
+    refused = alice.node.send_to_peer(bob.fingerprint, "one more")
+    assert refused.outcome in {Outcome.REFUSED, Outcome.QUEUED, Outcome.PENDING}, refused
+    assert "one more" not in [r.text for r in bob.store.history(limit=100)]

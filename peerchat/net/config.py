@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peerchat import limits
+from peerchat.policy.quota import QuotaLimits
 from peerchat.policy.session_table import AdmissionLimits
 from peerchat.policy.upkeep import UpkeepLimits
 
@@ -36,6 +37,8 @@ class NodeConfig:
     first_message_timeout: float = limits.FIRST_MESSAGE_TIMEOUT
     max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER
     max_queued_age: float = limits.MAX_QUEUED_AGE
+    quota_messages_per_hour: int = limits.QUOTA_MESSAGES_PER_HOUR
+    quota_bytes_per_hour: int = limits.QUOTA_BYTES_PER_HOUR
     call_slack: float = CALL_SLACK
 
     def admission(self) -> AdmissionLimits:
@@ -45,6 +48,9 @@ class NodeConfig:
             self.max_pending_handshakes,
             self.max_pending_per_address,
         )
+
+    def quota(self) -> QuotaLimits:
+        return QuotaLimits(self.quota_messages_per_hour, self.quota_bytes_per_hour)
 
     def upkeep(self) -> UpkeepLimits:
         return UpkeepLimits(self.peer_timeout, self.idle_timeout, self.ping_interval)

@@ -55,6 +55,7 @@ from peerchat.net.server import TcpServer
 from peerchat.net.session import BYE_QUIT, Session
 from peerchat.net.trust_book import TrustBook
 from peerchat.policy.presence import Presence
+from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Credentials, Role
 from storage import HistoryStore
@@ -151,6 +152,7 @@ class Node:
             table=sessions,
             trust_book=self._trust,
             confirmed=directory.confirmed,
+            quota=ReceiveQuota(config.quota()),
             presence=presence,
             delivery=self._delivery,
             completion=completion,

@@ -32,6 +32,7 @@ from peerchat.net.reconnector import Reconnector
 from peerchat.net.session import (
     BYE_DUPLICATE,
     BYE_QUIT,
+    BYE_QUOTA,
     BYE_STORAGE,
     BYE_UNTRUSTED,
     Session,
@@ -39,6 +40,7 @@ from peerchat.net.session import (
 from peerchat.net.trust_book import TrustBook
 from peerchat.policy.confirmed_addresses import ConfirmedAddresses
 from peerchat.policy.presence import Presence
+from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Role
 from peerchat.protocol.messages import Ack, Bye, Chat, ConnectNotice, Message, Ping, Pong
@@ -56,6 +58,7 @@ class PeerSessions:
         table: SessionTable[Session],
         trust_book: TrustBook,
         confirmed: ConfirmedAddresses,
+        quota: ReceiveQuota,
         presence: Presence,
         delivery: Delivery,
         completion: Completion,
@@ -69,6 +72,7 @@ class PeerSessions:
         self._table = table
         self._trust = trust_book
         self._confirmed = confirmed
+        self._quota = quota
         self._presence = presence
         self._delivery = delivery
         self._completion = completion
@@ -174,6 +178,23 @@ class PeerSessions:
         addr = session.listen_address
         if hello is None or addr is None or not self._table.is_live(hello.fingerprint, session):
             return  # a losing duplicate: the peer resends on the kept session
+        verified = self._trust.is_verified(hello.fingerprint, hello.name)
+        sizes = [len(chat.text.encode()) for chat in chats]
+        fits = self._quota.admit(hello.fingerprint, sizes, verified=verified, now=self._loop.time())
+        over = fits < len(chats)
+        chats = chats[:fits]
+        if chats:
+            self._store_and_ack(session, chats)
+        if over:
+            # Not stored, not acknowledged: the sender keeps them and is told why.
+            allowed = self._quota.limits_for(verified).describe()
+            self._emit(Problem(f"Refused messages from {hello.name}: over its quota ({allowed})"))
+            session.close(f"{BYE_QUOTA}: {allowed}; try again later")
+
+    def _store_and_ack(self, session: Session, chats: list[Chat]) -> None:
+        hello = session.peer
+        addr = session.listen_address
+        assert hello is not None and addr is not None
         rows = received_messages(hello.fingerprint, hello.name, *addr, chats, now=time.time())
         try:
             fresh = self._store.add_incoming(rows)
@@ -215,8 +236,10 @@ class PeerSessions:
             session.resolve_ready(kept)
         else:
             session.fail_ready(Refused(reason))
-        if reason == BYE_UNTRUSTED:
+        if reason == BYE_UNTRUSTED or reason.startswith(BYE_QUOTA):
             self._completion.refused(self._delivery.queued_ids(fp), Refused(reason))
+        if reason.startswith(BYE_QUOTA) and session.peer is not None:
+            self._emit(Problem(f"{session.peer.name} refuses more messages for now: {reason}"))
         session.hang_up()
         if reason == BYE_QUIT:
             self._depart(fp, "left")

@@ -34,6 +34,7 @@ BYE_DUPLICATE = "duplicate session"
 BYE_UNTRUSTED = "key not trusted"
 BYE_IDLE = "idle"
 BYE_STORAGE = "cannot store messages"
+BYE_QUOTA = "over quota"  # followed by ": " and the limits
 
 # A peer that stops reading must not make us buffer without bound.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
