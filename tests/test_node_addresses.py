@@ -25,11 +25,12 @@ from peerchat.events import (
     Outcome,
     PeerConnected,
     PeerDiscovered,
+    PeerOffline,
     PeerRenamed,
     Problem,
     UiEvent,
 )
-from peerchat.limits import MAX_CONNECTIONS_PER_ADDRESS
+from peerchat.limits import BEACON_VERIFY_RATE, MAX_CONNECTIONS_PER_ADDRESS
 from peerchat.net.node import NodeConfig
 from peerchat.protocol.beacon import INSTANCE_SIZE, encode_beacon
 from peerchat.protocol.channel import Credentials
@@ -404,7 +405,7 @@ def test_a_peer_that_sent_exit_is_listed_again_at_its_next_beacon(nodes: Nodes) 
     wait_listed(bob, alice.fingerprint)
     assert alice.node.send_to_peer(bob.fingerprint, "exit").outcome is Outcome.DELIVERED
     bob.wait_for_text("exit")
-    bob.wait_for(lambda e: type(e).__name__ == "PeerOffline")
+    bob.wait_for(lambda e: isinstance(e, PeerOffline))
     wait_listed(bob, alice.fingerprint)  # its next beacon (every 0.5 s) brings it back
 
 
@@ -471,3 +472,37 @@ def test_messages_over_a_peers_quota_are_neither_stored_nor_acknowledged_and_it_
     refused = alice.node.send_to_peer(bob.fingerprint, "one more")
     assert refused.outcome in {Outcome.REFUSED, Outcome.QUEUED, Outcome.PENDING}, refused
     assert "one more" not in [r.text for r in bob.store.history(limit=100)]
+
+
+# -- junk carrying a friend's key cannot make it go offline --------------------------------------
+
+
+def test_a_friend_stays_listed_under_junk_beacons_carrying_its_key_from_its_address(
+    nodes: Nodes,
+) -> None:
+    victim = nodes.start("Victim", discovery=True)
+    friend = nodes.start("Friend", discovery=True)
+    wait_listed(victim, friend.fingerprint)
+    # The friend's key, from the friend's address (all of loopback is 127.0.0.1 here),
+    # with a broken signature, ten times a second more than one address may be checked.
+    junk = bytearray(
+        encode_beacon(
+            friend.identity,
+            "Friend",
+            friend.port,
+            secrets.token_bytes(INSTANCE_SIZE),
+            10**6,
+            time.time() + 20,
+        )
+    )
+    junk[-1] ^= 0x01
+    rate = 10 * BEACON_VERIFY_RATE
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.bind(("127.0.0.1", 0))
+        end = time.monotonic() + 8.0  # well past the 3 s peer timeout
+        while time.monotonic() < end:
+            sock.sendto(bytes(junk), (LOOPBACK_BROADCAST, nodes.discovery_port))
+            time.sleep(1 / rate)  # the flood's own pace
+    assert victim.seen(PeerOffline) == []
+    assert listed(victim, friend.fingerprint) is not None
