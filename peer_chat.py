@@ -194,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="team name in outgoing legacy messages (default: --name, spaces as _)",
     )
+    parser.add_argument(
+        "--quota-messages",
+        type=_count,
+        default=limits.QUOTA_MESSAGES_PER_HOUR,
+        help="messages one peer may have stored here per hour; ten times as many for a "
+        f"verified peer (default: {limits.QUOTA_MESSAGES_PER_HOUR:,})",
+    )
+    parser.add_argument(
+        "--quota-mb",
+        type=_count,
+        default=limits.QUOTA_BYTES_PER_HOUR // (1024 * 1024),
+        help="MiB of text one peer may have stored here per hour; ten times as much for a "
+        f"verified peer (default: {limits.QUOTA_BYTES_PER_HOUR // (1024 * 1024)})",
+    )
     parser.add_argument("--passphrase-file", type=Path, help="file holding the key passphrase")
     parser.add_argument("--log-file", type=Path, help="log file (default: DATA_DIR/peer_chat.log)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -311,6 +325,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         max_queued_per_peer=args.queue_limit,
         max_queued_age=args.queue_days * 86400,
         legacy=legacy,
+        quota_messages_per_hour=args.quota_messages,
+        quota_bytes_per_hour=args.quota_mb * 1024 * 1024,
     )
     seeds = SeedStore(data_dir / "seeds.json", given=given_seeds)
     menu = Menu(store=store, identity=identity, data_dir=data_dir, seeds=seeds)

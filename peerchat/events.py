@@ -56,6 +56,19 @@ class KeyChanged:
     pinned_fingerprint: str
     presented_fingerprint: str
     was_verified: bool = False  # the pinned key was verified: the loudest warning
+    more: int = 0  # other new keys under this name since the last warning, not said
+
+
+@dataclass(frozen=True)
+class PeerRenamed:
+    """A known key uses another name than it did."""
+
+    old_name: str
+    name: str
+    host: str
+    port: int
+    fingerprint: str
+    was_verified: bool  # the key is verified (under its pinned name, not this one)
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,7 @@ UiEvent = (
     | PeerDiscovered
     | PeerConnected
     | PeerOffline
+    | PeerRenamed
     | KeyChanged
     | QueuedDelivered
     | QueuedExpired
@@ -231,6 +245,7 @@ class Outcome(enum.Enum):
     NOT_SENT = "not sent"  # refused here: the queue is full, or it cannot be stored
     KEY_CHANGED = "key changed"
     REFUSED = "refused"
+    OTHER_KEY = "other key"  # another key answered at an address a handshake confirmed for one
 
 
 @dataclass(frozen=True)
@@ -240,6 +255,9 @@ class SendResult:
     port: int
     name: str | None = None
     detail: str = ""
+    fingerprint: str | None = None  # who acknowledged it (DELIVERED) or answered (OTHER_KEY)
+    expected_name: str | None = None  # OTHER_KEY: the key last reached at that address ...
+    expected_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +267,9 @@ class ConnectResult:
     port: int
     name: str | None = None
     detail: str = ""
+    fingerprint: str | None = None  # who answered
+    expected_name: str | None = None  # a different key was last reached at that address ...
+    expected_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)

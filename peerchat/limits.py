@@ -35,11 +35,17 @@ PING_INTERVAL: Final = 5.0  # seconds of silence on a session before it is pinge
 MAX_CONNECTIONS: Final = 2048  # open TCP connections in total
 MAX_CONNECTIONS_PER_ADDRESS: Final = 64  # open TCP connections from one source address
 MAX_PENDING_HANDSHAKES: Final = 128  # connections not yet authenticated
+MAX_PENDING_PER_ADDRESS: Final = 32  # ... from one source address (the oldest is dropped)
+FIRST_MESSAGE_TIMEOUT: Final = 1.0  # seconds before a new connection must start its handshake
 MAX_IN_FLIGHT: Final = 256  # chat messages sent and not yet acknowledged, per session
 
 # Delivery
 MAX_QUEUED_PER_PEER: Final = 10_000  # undelivered messages kept for one peer
 MAX_QUEUED_AGE: Final = 7 * 24 * 3600.0  # seconds before a queued message is marked failed
+QUOTA_MESSAGES_PER_HOUR: Final = 10_000  # messages stored per peer per hour (--quota-messages)
+QUOTA_BYTES_PER_HOUR: Final = (
+    16 * 1024 * 1024
+)  # ... and bytes of text (--quota-mb); x10 if verified
 SEND_WAIT: Final = 5.0  # seconds option 1 waits for an acknowledgement
 NAME_DISCOVERY_WAIT: Final = 5.0  # seconds options 1 and 4 wait for a name not discovered yet
 RECONNECT_MIN: Final = 1.0  # seconds before reconnecting to a peer with messages waiting
@@ -57,6 +63,7 @@ BEACON_MAX_SKEW: Final = 30.0  # seconds a beacon's timestamp may differ from ou
 BEACON_VERIFY_RATE: Final = 5.0  # signature checks per second per source address
 BEACON_VERIFY_BURST: Final = 10
 BEACON_VERIFY_GLOBAL_RATE: Final = 200.0  # signature checks per second from all sources
+BEACON_VERIFY_KNOWN_RATE: Final = 100.0  # ... plus these, reserved for keys already accepted
 
 # Code comparison (verification): see docs/PROTOCOL.md, "Comparing a code"
 VERIFY_CODE_WAIT: Final = 10.0  # seconds for both sides' nonces to be exchanged

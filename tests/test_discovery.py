@@ -24,6 +24,7 @@ from peerchat.limits import (
     BEACON_MAX_SKEW,
     BEACON_VERIFY_BURST,
     BEACON_VERIFY_GLOBAL_RATE,
+    BEACON_VERIFY_KNOWN_RATE,
     BEACON_VERIFY_RATE,
     MAX_NAME_CHARS,
 )
@@ -443,7 +444,34 @@ def test_forgeries_from_a_known_peers_own_address_are_still_limited(
     f.check(beacon_from(alice()), "10.0.0.7", NOW)
     for i in range(1000):
         f.check(forge(alice(), mallory(), seq=1 + i), "10.0.0.7", NOW)
-    assert len(verifications) == 1 + BEACON_VERIFY_BURST
+    # Bounded by the pool reserved for known keys; Alice's own budget is untouched
+    # (failed checks are charged to the source), so her next beacon gets through.
+    assert len(verifications) == 1 + BEACON_VERIFY_KNOWN_RATE
+    assert isinstance(f.check(beacon_from(alice(), seq=2000), "10.0.0.7", NOW + 1), BeaconAccepted)
+
+
+def test_a_friend_stays_accepted_under_a_flood_of_junk_carrying_its_key() -> None:
+    """Junk beacons with the friend's key, from its own address at ten times one
+    address's budget and from many addresses at three times the global budget:
+    every real beacon of the friend, twice a second for 20 s, is still accepted."""
+    f = new_filter()
+    friend = "10.0.0.7"
+    assert isinstance(f.check(beacon_from(alice(), seq=0), friend, NOW), BeaconAccepted)
+    junk = forge(alice(), mallory(), seq=10**9, ts=NOW + 10)  # junk fails: never a replay
+    step = 1 / (10 * BEACON_VERIFY_RATE)
+    many = round(3 * BEACON_VERIFY_GLOBAL_RATE * step)
+    real_every = round(0.5 / step)
+    refused = []
+    for tick in range(1, round(20 / step)):
+        now = NOW + tick * step
+        assert reason(f.check(junk, friend, now)) in {BAD_SIGNATURE, RATE_LIMITED}
+        for i in range(many):
+            f.check(junk, f"10.1.{tick % 200}.{i}", now)
+        if tick % real_every == 0:
+            result = f.check(beacon_from(alice(), seq=tick, at=now), friend, now)
+            if not isinstance(result, BeaconAccepted):
+                refused.append((round(now - NOW, 2), reason(result)))
+    assert refused == []
 
 
 def test_several_peers_behind_one_address_do_not_throttle_each_other() -> None:

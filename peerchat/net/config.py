@@ -7,6 +7,7 @@ from pathlib import Path
 
 from peerchat import limits
 from peerchat.net.legacy_service import LegacyConfig
+from peerchat.policy.quota import QuotaLimits
 from peerchat.policy.session_table import AdmissionLimits
 from peerchat.policy.upkeep import UpkeepLimits
 
@@ -35,15 +36,25 @@ class NodeConfig:
     max_connections: int = limits.MAX_CONNECTIONS
     max_connections_per_address: int = limits.MAX_CONNECTIONS_PER_ADDRESS
     max_pending_handshakes: int = limits.MAX_PENDING_HANDSHAKES
+    max_pending_per_address: int = limits.MAX_PENDING_PER_ADDRESS
+    first_message_timeout: float = limits.FIRST_MESSAGE_TIMEOUT
     max_queued_per_peer: int = limits.MAX_QUEUED_PER_PEER
     max_queued_age: float = limits.MAX_QUEUED_AGE
+    quota_messages_per_hour: int = limits.QUOTA_MESSAGES_PER_HOUR
+    quota_bytes_per_hour: int = limits.QUOTA_BYTES_PER_HOUR
     call_slack: float = CALL_SLACK
     legacy: LegacyConfig | None = None  # --legacy-port: a second, unencrypted listener
 
     def admission(self) -> AdmissionLimits:
         return AdmissionLimits(
-            self.max_connections, self.max_connections_per_address, self.max_pending_handshakes
+            self.max_connections,
+            self.max_connections_per_address,
+            self.max_pending_handshakes,
+            self.max_pending_per_address,
         )
+
+    def quota(self) -> QuotaLimits:
+        return QuotaLimits(self.quota_messages_per_hour, self.quota_bytes_per_hour)
 
     def upkeep(self) -> UpkeepLimits:
         return UpkeepLimits(self.peer_timeout, self.idle_timeout, self.ping_interval)

@@ -59,6 +59,7 @@ from peerchat.net.session import BYE_QUIT, Session
 from peerchat.net.trust_book import TrustBook
 from peerchat.net.verification import LoopVerifier, VerificationRole
 from peerchat.policy.presence import Presence
+from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Credentials, Role
 from peerchat.protocol.messages import VERIFY_MESSAGE_TYPES, Message, PeerExchange
@@ -108,11 +109,15 @@ class Node:
         )
         completion = Completion()
         directory = PeerDirectory(presence, store)
+        self._directory = directory
         self._connector = connector = Connector(
             loop,
             sessions,
             presence,
             self._new_session,
+            key_at=directory.known_fingerprint_at,
+            address_of=directory.address_of,
+            name_of=directory.name_of,
             own_port=config.port,
             connect_timeout=config.connect_timeout,
         )
@@ -152,6 +157,8 @@ class Node:
             store,
             table=sessions,
             trust_book=self._trust,
+            confirmed=directory.confirmed,
+            quota=ReceiveQuota(config.quota()),
             presence=presence,
             delivery=self._delivery,
             completion=completion,
@@ -214,6 +221,7 @@ class Node:
     def start(self) -> None:
         """Bind the TCP port and the discovery port; nothing is processed until `run()`."""
         self._trust.load()
+        self._directory.load()
         try:
             self.loop.run_until_complete(self._bind())
         except BaseException:
@@ -304,7 +312,10 @@ class Node:
         await self._peer_cache.flush()
 
     def _new_session(self, role: Role) -> Session:
-        return Session(self._owner, role, self.credentials, self.config.handshake_timeout)
+        cfg = self.config
+        return Session(
+            self._owner, role, self.credentials, cfg.handshake_timeout, cfg.first_message_timeout
+        )
 
     # -- the facade (menu thread) ------------------------------------------------
 
@@ -347,6 +358,10 @@ class Node:
     def key_conflicts(self) -> list[KeyConflict]:
         return self._call(self._in_loop(self._trust.conflicts))
 
+    def key_conflicts_not_listed(self) -> int:
+        """Changed keys no longer kept (beyond the few kept per name)."""
+        return self._call(self._in_loop(self._trust.conflicts_not_listed))
+
     def retrust(self, presented_fingerprint: str) -> KeyConflict | None:
         """Accept a changed key: pin it, then let held messages flow."""
         return self._call(self._retrust(presented_fingerprint), self._connect_takes())
@@ -372,8 +387,10 @@ class Node:
         return conflict
 
     def _verify(self, fp: str) -> None:
-        self._trust.verify(fp, True)
-        self._presence.set_verified(fp, True)
+        peer = self._presence.get(fp)
+        self._trust.verify(fp, True, peer.name if peer is not None else None)
+        if peer is not None:
+            self._presence.set_verified(fp, self._trust.is_verified(fp, peer.name))
 
     def _send_to_current(self, fp: str, message: Message) -> None:
         session = self._sessions.get(fp)
@@ -390,9 +407,8 @@ class Node:
         assert handshake_hash is not None and session.peer is not None
         self.verification.session_opened(fp, session.peer.name, handshake_hash, self.loop.time())
 
-    def _is_verified(self, fp: str) -> bool:
-        stored = self.store.get_peer(fp)
-        return bool(stored and stored.verified)
+    def _is_verified(self, fp: str, name: str) -> bool:
+        return self._trust.is_verified(fp, name)
 
     def _announce(self) -> None:
         if self._discovery is not None:

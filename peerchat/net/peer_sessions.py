@@ -32,15 +32,18 @@ from peerchat.net.reconnector import Reconnector
 from peerchat.net.session import (
     BYE_DUPLICATE,
     BYE_QUIT,
+    BYE_QUOTA,
     BYE_STORAGE,
     BYE_UNTRUSTED,
     Session,
 )
 from peerchat.net.trust_book import TrustBook
+from peerchat.policy.confirmed_addresses import ConfirmedAddresses
 from peerchat.policy.presence import Presence
+from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Role
-from peerchat.protocol.messages import Ack, Bye, Chat, Message, Ping, Pong
+from peerchat.protocol.messages import Ack, Bye, Chat, ConnectNotice, Message, Ping, Pong
 from storage import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,8 @@ class PeerSessions:
         *,
         table: SessionTable[Session],
         trust_book: TrustBook,
+        confirmed: ConfirmedAddresses,
+        quota: ReceiveQuota,
         presence: Presence,
         delivery: Delivery,
         completion: Completion,
@@ -66,6 +71,8 @@ class PeerSessions:
         self._store = store
         self._table = table
         self._trust = trust_book
+        self._confirmed = confirmed
+        self._quota = quota
         self._presence = presence
         self._delivery = delivery
         self._completion = completion
@@ -106,6 +113,8 @@ class PeerSessions:
     def admit(self, session: Session) -> bool:
         if self.closing:
             return False
+        for idle in self._table.make_room(session):
+            idle.fail(f"dropped for a newer connection from {session.remote_ip}")
         refused = self._table.admit(session)
         if refused is not None:
             log.warning("refusing %s: %s", session.remote_ip, refused)
@@ -118,11 +127,16 @@ class PeerSessions:
         assert hello is not None and addr is not None
         fp = hello.fingerprint
         host, port = addr
-        conflict = self._trust.admit_hello(hello, host, port)
+        # Only where we dialled does a completed handshake confirm an address.
+        dialled = (session.remote_ip, session.remote_port)
+        worked = session.role is Role.INITIATOR and self._confirmed.may_confirm(fp, dialled)
+        conflict = self._trust.admit_hello(hello, *(dialled if worked else addr), worked=worked)
         if conflict is not None:
             session.close(BYE_UNTRUSTED)
             session.fail_ready(KeyChangedError(conflict))
             return
+        if worked:
+            self._confirmed.confirm(fp, dialled)
         settled = self._table.settle(fp, session)
         dropped = settled.dropped
         if dropped is not None:
@@ -151,12 +165,21 @@ class PeerSessions:
             event = self._announcement(session)
             if event is not None:
                 self._emit(event)
+                # The peer's notice of an explicit connect, if one follows, is said already.
+                session.announced_at_start = isinstance(event, PeerConnected)
         session.resolve_ready(session)
         self._pump(fp)
 
     def received(self, session: Session, messages: list[Message]) -> None:
+        fp = session.fingerprint
+        if fp is not None and self._table.is_live(fp, session):
+            self._presence.heard(fp, self._loop.time(), time.time())
+        announced, session.announced_at_start = session.announced_at_start, False
         chats: list[Chat] = []
         for message in messages:
+            if isinstance(message, ConnectNotice) and announced:
+                announced = False  # said already when the session listed the peer
+                continue
             if isinstance(message, Chat):
                 chats.append(message)
                 continue
@@ -168,9 +191,6 @@ class PeerSessions:
                 return
         if chats:
             self._on_chats(session, chats)
-        fp = session.fingerprint
-        if fp is not None and self._table.is_live(fp, session):
-            self._presence.heard(fp, self._loop.time(), time.time())
 
     def closed(self, session: Session) -> None:
         fp = session.fingerprint
@@ -191,6 +211,23 @@ class PeerSessions:
         addr = session.listen_address
         if hello is None or addr is None or not self._table.is_live(hello.fingerprint, session):
             return  # a losing duplicate: the peer resends on the kept session
+        verified = self._trust.is_verified(hello.fingerprint, hello.name)
+        sizes = [len(chat.text.encode()) for chat in chats]
+        fits = self._quota.admit(hello.fingerprint, sizes, verified=verified, now=self._loop.time())
+        over = fits < len(chats)
+        chats = chats[:fits]
+        if chats:
+            self._store_and_ack(session, chats)
+        if over:
+            # Not stored, not acknowledged: the sender keeps them and is told why.
+            allowed = self._quota.limits_for(verified).describe()
+            self._emit(Problem(f"Refused messages from {hello.name}: over its quota ({allowed})"))
+            session.close(f"{BYE_QUOTA}: {allowed}; try again later")
+
+    def _store_and_ack(self, session: Session, chats: list[Chat]) -> None:
+        hello = session.peer
+        addr = session.listen_address
+        assert hello is not None and addr is not None
         rows = received_messages(hello.fingerprint, hello.name, *addr, chats, now=time.time())
         try:
             fresh = self._store.add_incoming(rows)
@@ -212,7 +249,8 @@ class PeerSessions:
                 MessageArrived(hello.name, addr[0], addr[1], hello.fingerprint, chat.text, verified)
             )
             if chat.text.strip().lower() == "exit":
-                self._depart(hello.fingerprint, "said exit")
+                # As the original did: gone from the list until its next sign of life.
+                self._depart(hello.fingerprint, "said exit", until_heard=True)
 
     def _on_control(self, session: Session, message: Message) -> None:
         fp = session.fingerprint
@@ -224,6 +262,9 @@ class PeerSessions:
             session.send([Pong(message.nonce)])
         elif isinstance(message, Bye):
             self._on_bye(session, fp, message.reason)
+        elif isinstance(message, ConnectNotice) and session.peer is not None:
+            host, port = session.listen_address or (session.remote_ip, 0)
+            self._emit(PeerConnected(session.peer.name, host, port))
         else:
             handler = self._routes.get(type(message))
             # Only the current session's: a duplicate's messages are the peer's to resend.
@@ -237,8 +278,10 @@ class PeerSessions:
             session.resolve_ready(kept)
         else:
             session.fail_ready(Refused(reason))
-        if reason == BYE_UNTRUSTED:
+        if reason == BYE_UNTRUSTED or reason.startswith(BYE_QUOTA):
             self._completion.refused(self._delivery.queued_ids(fp), Refused(reason))
+        if reason.startswith(BYE_QUOTA) and session.peer is not None:
+            self._emit(Problem(f"{session.peer.name} refuses more messages for now: {reason}"))
         session.hang_up()
         if reason == BYE_QUIT:
             self._depart(fp, "left")
@@ -253,8 +296,8 @@ class PeerSessions:
             self._emit(QueuedDelivered(peer.name, peer.host, peer.port, unattended))
         self._pump(fp)
 
-    def _depart(self, fp: str, reason: str) -> None:
-        peer = self._presence.depart(fp)
+    def _depart(self, fp: str, reason: str, *, until_heard: bool = False) -> None:
+        peer = self._presence.depart(fp, until_heard=until_heard)
         if peer is not None:
             self._emit(PeerOffline(peer.name, peer.host, peer.port, reason))
 

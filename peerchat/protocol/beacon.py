@@ -37,8 +37,11 @@ replay (per fingerprint: the same instance needs a higher sequence number, a
 new instance needs a newer timestamp than the last accepted beacon); the key
 (RSA of 2048 to 4096 bits with e = 65537, parsed without RSA arithmetic);
 budget; signature. The budget (token buckets: one per source address, one per
-known key at the address it was accepted from, one for all) is the only way to
-the RSA verification, so a flood costs little. Everything before it is bounded
+known key at the address it was accepted from, one for all, one reserved for
+known keys) is the only way to the RSA verification, so a flood costs little.
+A check that fails is charged to the source address, never to the key it
+claimed, so junk carrying a friend's key cannot spend the friend's own budget.
+Everything before it is bounded
 parsing and dictionary lookups, and putting it first means that junk, our own
 beacons, duplicate copies (one beacon sent to several broadcast addresses),
 replays and keys that would make a check costly spend no budget and no
@@ -65,6 +68,7 @@ from peerchat.limits import (
     BEACON_MAX_SKEW,
     BEACON_VERIFY_BURST,
     BEACON_VERIFY_GLOBAL_RATE,
+    BEACON_VERIFY_KNOWN_RATE,
     BEACON_VERIFY_RATE,
     MAX_IDENTITY_KEY_BYTES,
     MAX_NAME_CHARS,
@@ -255,12 +259,16 @@ class BeaconFilter:
     """Judges received datagrams; pure (time is passed in), bounded memory.
 
     Budgets: a beacon that claims a key already accepted from this same address
-    is charged to that key's own bucket; any other (a new key, or a known key
-    from another address) to the bucket of its source address. Every signature
-    check is also charged to one global bucket. So a flood from one address gets
-    `burst` checks and then `rate` per second, a flood from many addresses at
-    most `global_rate` per second, and several peers behind one address (on
-    one host, behind a NAT) do not eat each other's budget.
+    takes a check from that key's own bucket and from a pool reserved for known
+    keys (`known_rate` per second); the key's bucket pays only if the signature
+    holds, and a failed check is charged to the source address instead. Any
+    other beacon (a new key, or a known key from another address) is charged to
+    the bucket of its source address and to one global bucket. So a flood from
+    one address gets `burst` checks and then `rate` per second, a flood from
+    many addresses at most `global_rate` per second, junk carrying a known key
+    at most `known_rate` per second and never that key's own budget, and several
+    peers behind one address (on one host, behind a NAT) do not eat each other's
+    budget.
     """
 
     def __init__(
@@ -272,6 +280,7 @@ class BeaconFilter:
         burst: float = BEACON_VERIFY_BURST,
         global_rate: float = BEACON_VERIFY_GLOBAL_RATE,
         global_burst: float | None = None,
+        known_rate: float = BEACON_VERIFY_KNOWN_RATE,
         max_sources: int = MAX_TRACKED_SOURCES,
         max_peers: int = MAX_TRACKED_PEERS,
     ) -> None:
@@ -283,6 +292,8 @@ class BeaconFilter:
         self._global_rate = global_rate
         self._global_burst = global_rate if global_burst is None else global_burst
         self._global: TokenBucket | None = None
+        self._known_rate = known_rate
+        self._known: TokenBucket | None = None  # reserved for keys already accepted
         self._sources: OrderedDict[str, TokenBucket] = OrderedDict()
         self._peers: OrderedDict[str, _PeerState] = OrderedDict()
         self._max_sources = max_sources
@@ -332,6 +343,8 @@ class BeaconFilter:
         if not self._take_token(source_ip, lane, now):
             return BeaconRejected(RATE_LIMITED, source_ip)
         if not verify_signature(beacon.identity_der, signature, signed):
+            if lane is not None:
+                self._charge_failure(source_ip, lane, now)
             return BeaconRejected(BAD_SIGNATURE, source_ip)
         if state is None:
             state = _PeerState(beacon, source_ip, TokenBucket(self._rate, self._burst, now))
@@ -349,26 +362,38 @@ class BeaconFilter:
         return BeaconAccepted(beacon, source_ip, new_instance)
 
     def _take_token(self, source_ip: str, lane: TokenBucket | None, now: float) -> bool:
-        bucket = lane
-        if bucket is not None:
-            bucket.refill(now)
+        if lane is not None:
+            lane.refill(now)
+            bucket = lane
+            shared = self._known
+            if shared is None:
+                shared = self._known = TokenBucket(self._known_rate, self._known_rate, now)
         else:
-            bucket = self._sources.get(source_ip)
-            if bucket is None:
-                bucket = TokenBucket(self._rate, self._burst, now)
-                self._sources[source_ip] = bucket
-                while len(self._sources) > self._max_sources:
-                    self._sources.popitem(last=False)
-            else:
-                self._sources.move_to_end(source_ip)
-                bucket.refill(now)
-        shared = self._global
-        if shared is None:
-            shared = self._global = TokenBucket(self._global_rate, self._global_burst, now)
-        else:
-            shared.refill(now)
+            bucket = self._source_bucket(source_ip, now)
+            shared = self._global
+            if shared is None:
+                shared = self._global = TokenBucket(self._global_rate, self._global_burst, now)
+        shared.refill(now)
         if bucket.tokens < 1 or shared.tokens < 1:
             return False
         bucket.tokens -= 1
         shared.tokens -= 1
         return True
+
+    def _charge_failure(self, source_ip: str, lane: TokenBucket, now: float) -> None:
+        """A check taken from a key's own bucket failed: the source pays it, not the key."""
+        lane.tokens = min(lane.burst, lane.tokens + 1)
+        source = self._source_bucket(source_ip, now)
+        source.tokens = max(0.0, source.tokens - 1)
+
+    def _source_bucket(self, source_ip: str, now: float) -> TokenBucket:
+        bucket = self._sources.get(source_ip)
+        if bucket is None:
+            bucket = TokenBucket(self._rate, self._burst, now)
+            self._sources[source_ip] = bucket
+            while len(self._sources) > self._max_sources:
+                self._sources.popitem(last=False)
+        else:
+            self._sources.move_to_end(source_ip)
+            bucket.refill(now)
+        return bucket

@@ -23,6 +23,10 @@ and the code comparison (protocol/sas.py), each for one attempt:
     VerifyConfirm 0x09  attempt | same (u8, 0 or 1)
     VerifyAbort   0x0A  attempt | reason (u8, an AbortReason)
 
+and the notice that the user connected on purpose (option 4):
+
+    ConnectNotice 0x10  (nothing)
+
 `decode_message` raises only `ProtocolError`; `encode_message` raises
 `ValueError` for a message that could never be decoded (a local mistake).
 """
@@ -57,6 +61,7 @@ KIND_VERIFY_REVEAL: Final = 0x08
 KIND_VERIFY_CONFIRM: Final = 0x09
 KIND_VERIFY_ABORT: Final = 0x0A
 KIND_PEER_EXCHANGE: Final = 0x0B
+KIND_CONNECT_NOTICE: Final = 0x10
 
 MSG_ID_BYTES: Final = 16
 MAX_ACK_IDS: Final = MAX_IN_FLIGHT * 4
@@ -101,6 +106,11 @@ class Pong:
 @dataclass(frozen=True, slots=True)
 class Bye:
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectNotice:
+    """The sender's user connected to us on purpose (option 4): say so on our screen."""
 
 
 class AbortReason(IntEnum):
@@ -167,7 +177,7 @@ class PeerExchange:
     records: tuple[PexRecord, ...]
 
 
-Message = Chat | Ack | Ping | Pong | Bye | VerifyMessage | PeerExchange
+Message = Chat | Ack | Ping | Pong | Bye | ConnectNotice | VerifyMessage | PeerExchange
 
 
 def new_msg_id() -> str:
@@ -217,6 +227,8 @@ def encode_message(message: Message) -> bytes:
         if len(message.reason) > MAX_REASON_CHARS:
             raise ValueError(f"reason over {MAX_REASON_CHARS} characters")
         return bytes((KIND_BYE,)) + _utf8(message.reason, "reason")
+    if type(message) is ConnectNotice:
+        return bytes((KIND_CONNECT_NOTICE,))
     if isinstance(message, VERIFY_MESSAGE_TYPES):
         return _encode_verify(message)
     if type(message) is PeerExchange:
@@ -387,6 +399,10 @@ def decode_message(data: bytes) -> Message:
         return _decode_verify(kind, data)
     if kind == KIND_PEER_EXCHANGE:
         return _decode_peer_exchange(data)
+    if kind == KIND_CONNECT_NOTICE:
+        if size != 1:
+            raise ProtocolError("connect notice has the wrong length")
+        return ConnectNotice()
     raise ProtocolError(f"unknown message kind {kind:#04x}")
 
 

@@ -33,6 +33,7 @@ from peerchat.events import (
     CodeRefused,
     CodeRequested,
     CodeShown,
+    ConnectResult,
     DiscoveryBlocked,
     DiscoveryQuiet,
     Ending,
@@ -46,6 +47,7 @@ from peerchat.events import (
     PeerConnected,
     PeerDiscovered,
     PeerOffline,
+    PeerRenamed,
     Problem,
     QueuedDelivered,
     QueuedExpired,
@@ -438,7 +440,7 @@ class Menu:
             if not results:
                 self.say("No active peers to connect to.")
             for r in results:
-                self.say(_describe_connect(r.ok, r.host, r.port, r.name, r.detail))
+                self.say(describe_connect(r))
             return
         found = self._find_target(target, node)
         port_text = reader.read("Enter peer's port number: ") if found.asks_port else ""
@@ -458,8 +460,7 @@ class Menu:
                 return
             assert found.host is not None
             host, port = found.host, parsed
-        r = node.connect(host, port)
-        self.say(_describe_connect(r.ok, r.host, r.port, r.name, r.detail))
+        self.say(describe_connect(node.connect(host, port)))
 
     def _address_of(self, fingerprint: str, node: Node) -> tuple[str, int] | None:
         """Where a peer is listed now, else where it was last seen."""
@@ -506,6 +507,9 @@ class Menu:
                     f"  c{number}. {display_safe(c.name)} at {c.host}:{c.port}: pinned "
                     f"{short_id(c.pinned_fingerprint)}, now {short_id(c.presented_fingerprint)}"
                 )
+            hidden = node.key_conflicts_not_listed()
+            if hidden:
+                self.say(f"  ... and {hidden} more new keys not listed (most likely a flood).")
         for waiting in offers:
             name = display_safe(waiting.name)
             self.say(
@@ -521,6 +525,13 @@ class Menu:
                 self.say(f"No changed key number {index}.")
                 return
             c = conflicts[index - 1]
+            online = next((p for p in peers if p.fingerprint == c.pinned_fingerprint), None)
+            if online is not None:
+                self.say(
+                    f"The pinned key of {display_safe(c.name)} ({short_id(c.pinned_fingerprint)}) "
+                    f"is online right now at {online.host}:{online.port}: the new key is most "
+                    f"likely someone else. Keep the pinned one."
+                )
             self.say(
                 f"{display_safe(c.name)} used to have:\n"
                 f"  {format_fingerprint(c.pinned_fingerprint)}\n"
@@ -654,14 +665,23 @@ def describe_event(event: UiEvent) -> str:
             f"Peer {display_safe(event.name)} at {event.host}:{event.port} is offline "
             f"({event.reason}): removed from active peers."
         )
-    if isinstance(event, KeyChanged) and event.was_verified:
-        return _verified_key_changed(event)
+    if isinstance(event, PeerRenamed):
+        line = (
+            f"Peer {display_safe(event.old_name)} ({short_id(event.fingerprint)}) at "
+            f"{event.host}:{event.port} now calls itself {display_safe(event.name)}."
+        )
+        if event.was_verified:
+            line += f" It is verified as {display_safe(event.old_name)} only."
+        return line
     if isinstance(event, KeyChanged):
+        more = f" (and {event.more} more new keys under that name)" if event.more else ""
+        if event.was_verified:
+            return _verified_key_changed(event) + more
         return (
             f"WARNING: the key of peer {display_safe(event.name)} at {event.host}:{event.port} "
             f"has changed (was {short_id(event.pinned_fingerprint)}, now "
             f"{short_id(event.presented_fingerprint)}); nothing from it is shown until you "
-            f"compare fingerprints and re-trust it in option 6."
+            f"compare fingerprints and re-trust it in option 6.{more}"
         )
     if isinstance(event, QueuedDelivered):
         return (
@@ -757,7 +777,16 @@ def describe_send(r: SendResult) -> str:
     where = f"{r.host}:{r.port}"
     who = f"{display_safe(r.name)} ({where})" if r.name and r.name != "?" else where
     if r.outcome is Outcome.DELIVERED:
-        return f"Message sent to {where}"
+        if r.fingerprint is None:
+            return f"Message sent to {where}"
+        return f"Message sent to {where} ({display_safe(r.name or '?')}, {short_id(r.fingerprint)})"
+    if r.outcome is Outcome.OTHER_KEY:
+        expected = _named(r.expected_name, r.expected_fingerprint)
+        return (
+            f"Message not sent: at {where} a different key answered: "
+            f"{_named(r.name, r.fingerprint)}, not {expected} who was last reached there. "
+            f"To write to it, choose it by name or number."
+        )
     if r.outcome is Outcome.QUEUED:
         return (
             f"{who} is not reachable ({r.detail}): message queued for delivery. "
@@ -775,10 +804,22 @@ def describe_send(r: SendResult) -> str:
     return f"Failed to connect to {where} - {r.detail}"
 
 
-def _describe_connect(ok: bool, host: str, port: int, name: str | None, detail: str) -> str:
-    if ok:
-        return f"Connected to {host}:{port}" + (f" ({display_safe(name)})" if name else "")
-    return f"Failed to connect to {host}:{port} - {detail}"
+def describe_connect(r: ConnectResult) -> str:
+    if not r.ok:
+        return f"Failed to connect to {r.host}:{r.port} - {r.detail}"
+    line = f"Connected to {r.host}:{r.port}" + (f" ({display_safe(r.name)})" if r.name else "")
+    if r.expected_fingerprint is not None:
+        line += (
+            f". Note: a different key answered there: {_named(r.name, r.fingerprint)}, not "
+            f"{_named(r.expected_name, r.expected_fingerprint)} who was last reached there."
+        )
+    return line
+
+
+def _named(name: str | None, fingerprint: str | None) -> str:
+    """A peer as the user can tell it apart: its name and its short ID."""
+    sid = short_id(fingerprint) if fingerprint else "?"
+    return f"{display_safe(name or '?')} ({sid})"
 
 
 def format_history_row(row: StoredMessage, *, verified: bool = False) -> str:
