@@ -130,6 +130,26 @@ def test_keys_are_capped_and_confirmed_ones_are_kept_longest() -> None:
     assert book.key_at(HERE) == ALICE
 
 
+def test_the_least_recently_confirmed_keys_are_forgotten_first() -> None:
+    book = AddressBook(max_keys=2)
+    for i in range(5):
+        book.confirm(f"{i:052d}", ("10.0.0.1", 1000 + i), NOW + i)
+    assert len(book) == 2
+    assert book.key_at(("10.0.0.1", 1000)) is None
+    assert book.key_at(("10.0.0.1", 1003)) == f"{3:052d}"
+    assert book.key_at(("10.0.0.1", 1004)) == f"{4:052d}"
+
+
+def test_an_address_stored_from_an_earlier_run_resolves_and_says_so() -> None:
+    book = AddressBook()
+    book.confirm(ALICE, HERE, NOW, Source(Found.STORED))
+    assert book.key_at(HERE) == ALICE and book.best(ALICE) == HERE
+    assert book.found_by(ALICE) == ["earlier"]
+    book.claim(ALICE, HERE, BROADCAST, NOW + 1)
+    book.confirm(ALICE, THERE, NOW + 2)  # reached somewhere new this run: that comes first
+    assert book.best(ALICE) == THERE and book.key_at(HERE) == ALICE
+
+
 def test_confirmed_addresses_per_key_are_capped() -> None:
     book = AddressBook(max_confirmed_per_key=2)
     for i in range(5):

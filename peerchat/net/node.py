@@ -14,8 +14,9 @@ Ownership, which is what keeps the threads free of data races:
 The roles: the TCP server (server.py), the discovery service (discovery.py)
 and the liveness checker (liveness_checker.py); the session owner
 (peer_sessions.py); sending (sender.py) and reconnecting (reconnector.py);
-trust (trust_book.py); one alarm (alarm.py) armed at the earliest time any
-of them needs attention. See docs/ARCHITECTURE.md.
+trust (trust_book.py); reach (reach.py); one alarm (alarm.py) armed at the
+earliest time any of them needs attention. Where each key is lives in one
+address book, confirmed by the session owner only. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from peerchat.net.server import TcpServer
 from peerchat.net.session import BYE_QUIT, Session
 from peerchat.net.trust_book import TrustBook
 from peerchat.net.verification import LoopVerifier, VerificationRole
+from peerchat.policy.address_book import AddressBook
 from peerchat.policy.presence import Presence
 from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
@@ -108,7 +110,9 @@ class Node:
             max_queued_age=config.max_queued_age,
         )
         completion = Completion()
-        directory = PeerDirectory(presence, store)
+        # Where each key is: one book, confirmed by the session owner, fed and dialled by reach.
+        book = AddressBook()
+        directory = PeerDirectory(presence, store, book)
         self._directory = directory
         self._connector = connector = Connector(
             loop,
@@ -157,7 +161,7 @@ class Node:
             store,
             table=sessions,
             trust_book=self._trust,
-            confirmed=directory.confirmed,
+            book=book,
             quota=ReceiveQuota(config.quota()),
             presence=presence,
             delivery=self._delivery,
@@ -174,6 +178,7 @@ class Node:
             config=config,
             sessions=sessions,
             trust_book=self._trust,
+            book=book,
             delivery=self._delivery,
             connector=connector,
             seeds=seeds,
@@ -221,7 +226,7 @@ class Node:
     def start(self) -> None:
         """Bind the TCP port and the discovery port; nothing is processed until `run()`."""
         self._trust.load()
-        self._directory.load()
+        self._directory.load(self.loop.time())
         try:
             self.loop.run_until_complete(self._bind())
         except BaseException:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from crypto_utils import short_id
 from peerchat import limits
 from peerchat.completion import Completion
 from peerchat.delivery import Delivery, received_messages
@@ -38,7 +39,7 @@ from peerchat.net.session import (
     Session,
 )
 from peerchat.net.trust_book import TrustBook
-from peerchat.policy.confirmed_addresses import ConfirmedAddresses
+from peerchat.policy.address_book import AddressBook
 from peerchat.policy.presence import Presence
 from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
@@ -57,7 +58,7 @@ class PeerSessions:
         *,
         table: SessionTable[Session],
         trust_book: TrustBook,
-        confirmed: ConfirmedAddresses,
+        book: AddressBook,
         quota: ReceiveQuota,
         presence: Presence,
         delivery: Delivery,
@@ -71,7 +72,7 @@ class PeerSessions:
         self._store = store
         self._table = table
         self._trust = trust_book
-        self._confirmed = confirmed
+        self._book = book
         self._quota = quota
         self._presence = presence
         self._delivery = delivery
@@ -128,15 +129,14 @@ class PeerSessions:
         fp = hello.fingerprint
         host, port = addr
         # Only where we dialled does a completed handshake confirm an address.
-        dialled = (session.remote_ip, session.remote_port)
-        worked = session.role is Role.INITIATOR and self._confirmed.may_confirm(fp, dialled)
-        conflict = self._trust.admit_hello(hello, *(dialled if worked else addr), worked=worked)
+        dialled = session.dialled if session.role is Role.INITIATOR else None
+        conflict = self._trust.admit_hello(hello, *(dialled or addr), worked=dialled is not None)
         if conflict is not None:
             session.close(BYE_UNTRUSTED)
             session.fail_ready(KeyChangedError(conflict))
             return
-        if worked:
-            self._confirmed.confirm(fp, dialled)
+        if dialled is not None:
+            self._confirm(hello.name, fp, dialled)
         settled = self._table.settle(fp, session)
         dropped = settled.dropped
         if dropped is not None:
@@ -169,6 +169,21 @@ class PeerSessions:
                 session.announced_at_start = isinstance(event, PeerConnected)
         session.resolve_ready(session)
         self._pump(fp)
+
+    def _confirm(self, name: str, fp: str, dialled: tuple[str, int]) -> None:
+        """The one place a handshake confirms a key at an address (the book's one writer then).
+
+        Another key confirmed there before is not silently replaced: the user
+        is told, once, that the address now reaches a different key.
+        """
+        displaced = self._book.confirm(fp, dialled, self._loop.time())
+        if displaced is not None:
+            self._emit(
+                Problem(
+                    f"{dialled[0]}:{dialled[1]} is now {name} [{short_id(fp)}], "
+                    f"no longer [{short_id(displaced.previous)}]"
+                )
+            )
 
     def received(self, session: Session, messages: list[Message]) -> None:
         fp = session.fingerprint

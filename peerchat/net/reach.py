@@ -1,6 +1,7 @@
 """Reach: peers beyond the broadcast domain, through seeds, peer exchange and mDNS.
 
-The role that feeds the address book and dials from it. What it hears is a
+The role that feeds the node's address book with claims and dials from it
+(the session owner records confirmations in the same book). What it hears is a
 claim about a key (a beacon, an mDNS record, a peer-exchange record, an
 inbound session); what it dials is what the book says is due (seeds, claims
 to confirm, confirmed addresses of keys that are around); only a handshake
@@ -23,7 +24,7 @@ from typing import Final
 
 import ifaddr
 
-from crypto_utils import Identity, short_id
+from crypto_utils import Identity
 from discovery import broadcast_targets
 from peerchat.delivery import Delivery
 from peerchat.events import ActivePeer, PeerConnected, PeerDiscovered, Problem, UiEvent
@@ -69,6 +70,7 @@ class Reach:
         config: NodeConfig,
         sessions: SessionTable[Session],
         trust_book: TrustBook,
+        book: AddressBook,
         delivery: Delivery,
         connector: Connector,
         seeds: SeedStore | None,
@@ -85,7 +87,7 @@ class Reach:
         self._seeds = seeds
         self._emit = emit
         self._poke = poke
-        self.book = AddressBook()
+        self.book = book  # shared: the session owner confirms, this role claims and dials
         self._own: OwnBeacon | None = None
         self.pex: PeerExchangeState | None = None
         if config.peer_exchange:
@@ -181,14 +183,7 @@ class Reach:
         now = self._loop.time()
         dialled = session.dialled
         if session.role is Role.INITIATOR and dialled is not None:
-            displaced = self.book.confirm(fp, dialled, now)
-            if displaced is not None:
-                self._emit(
-                    Problem(
-                        f"{dialled[0]}:{dialled[1]} is now {hello.name} [{short_id(fp)}], "
-                        f"no longer [{short_id(displaced.previous)}]"
-                    )
-                )
+            # The session owner has confirmed the key at `dialled` in the shared book.
             seed = self._seed_at.get(dialled)
             if seed is not None and self._seeds is not None:
                 # Written to the profile with fsync: off the loop.

@@ -9,11 +9,12 @@ the user typing an address. Anyone on the network can claim anything, so a
 claim is never an answer to "where is K": it is only a place to try.
 
 A **confirmed** address is one where a handshake we initiated was completed by
-K. Only `confirm` adds one, and only the node calls it, after such a
-handshake. `addresses(K)` and `key_at(address)` answer from confirmed
-addresses alone. When another key completes a handshake at an address
-confirmed for K, the address moves to that key and `confirm` says so
-(`Displaced`), so the node can tell the user; no claim can move it.
+K. Only `confirm` adds one: the session owner after such a handshake, and the
+directory at start for the addresses the store says last worked.
+`addresses(K)` and `key_at(address)` answer from confirmed addresses alone.
+When another key completes a handshake at an address confirmed for K, the
+address moves to that key and `confirm` says so (`Displaced`), so the node
+tells the user; no claim can move it.
 
 **Seeds** are addresses the user gave (`--peer HOST:PORT`): they may be dialled
 without a key, and are kept trying with backoff while their peer is away.
@@ -55,6 +56,7 @@ class Found(enum.Enum):
     EXCHANGE = "via"  # peer exchange: `Source.via_name` passed it on
     INBOUND = "connected to us"
     TYPED = "by address"  # the user typed it (options 1 and 4)
+    STORED = "earlier"  # confirmed in an earlier run: the store's address that last worked
 
 
 # Claims dialled by themselves to confirm them. A peer never dials an address
