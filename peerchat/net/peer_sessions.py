@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from crypto_utils import short_id
 from peerchat import limits
 from peerchat.completion import Completion
 from peerchat.delivery import Delivery, received_messages
@@ -128,15 +127,19 @@ class PeerSessions:
         assert hello is not None and addr is not None
         fp = hello.fingerprint
         host, port = addr
-        # Only where we dialled does a completed handshake confirm an address.
+        # Only where we dialled does a completed handshake confirm an address, and
+        # never one confirmed for another key: that is the user's to decide (the
+        # sender names both keys and sends nothing).
         dialled = session.dialled if session.role is Role.INITIATOR else None
+        if dialled is not None and self._book.key_at(dialled) not in (None, fp):
+            dialled = None
         conflict = self._trust.admit_hello(hello, *(dialled or addr), worked=dialled is not None)
         if conflict is not None:
             session.close(BYE_UNTRUSTED)
             session.fail_ready(KeyChangedError(conflict))
             return
         if dialled is not None:
-            self._confirm(hello.name, fp, dialled)
+            self._confirm(fp, dialled)
         settled = self._table.settle(fp, session)
         dropped = settled.dropped
         if dropped is not None:
@@ -170,20 +173,10 @@ class PeerSessions:
         session.resolve_ready(session)
         self._pump(fp)
 
-    def _confirm(self, name: str, fp: str, dialled: tuple[str, int]) -> None:
-        """The one place a handshake confirms a key at an address (the book's one writer then).
-
-        Another key confirmed there before is not silently replaced: the user
-        is told, once, that the address now reaches a different key.
-        """
+    def _confirm(self, fp: str, dialled: tuple[str, int]) -> None:
+        """The one place a handshake confirms a key at an address (the book's one writer)."""
         displaced = self._book.confirm(fp, dialled, self._loop.time())
-        if displaced is not None:
-            self._emit(
-                Problem(
-                    f"{dialled[0]}:{dialled[1]} is now {name} [{short_id(fp)}], "
-                    f"no longer [{short_id(displaced.previous)}]"
-                )
-            )
+        assert displaced is None, "checked before: another key's address is never moved"
 
     def received(self, session: Session, messages: list[Message]) -> None:
         fp = session.fingerprint
