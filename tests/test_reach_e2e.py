@@ -67,6 +67,12 @@ def test_a_seed_and_peer_exchange_join_two_subnets(
     a2 = HostPeer("A2", tmp_path, a.hosts[1], a.addresses[1])
     peers += [a1, a2]
     await_new_lines([found(a1, a2), found(a2, a1)], EVENT_WAIT)
+    # Peer exchange passes on the peers one holds sessions with, at addresses a
+    # handshake confirmed; a peer only heard by beacon is dialled by nobody
+    # unasked. A1's user connects to A2 (option 4, by name).
+    a1.connect("A2", None)
+    a1.expect_text(f"Connected to {a2.addr}")
+    a1.expect_menu()
     b1 = HostPeer("B1", tmp_path, b.hosts[0], b.addresses[0], extra=["--peer", a1.addr])
     peers.append(b1)
 
@@ -139,15 +145,14 @@ def lan() -> Iterator[Lan]:
         net.destroy()
 
 
-def test_mdns_alone_finds_peers_and_standard_browsers_see_them(
+def test_standard_browsers_see_each_peer_on_mdns(
     lan: Lan, peers: list[HostPeer], tmp_path: Path
 ) -> None:
-    # Different discovery ports: their beacons never meet, only mDNS can join them.
+    # Different discovery ports: their beacons never meet. An mDNS record is a
+    # claim anyone can make, so it is not dialled unasked; browsers see both.
     alice = HostPeer("Alice", tmp_path, lan.hosts[0], lan.addresses[0], discovery_port=54601)
     bob = HostPeer("Bob", tmp_path, lan.hosts[1], lan.addresses[1], discovery_port=54602)
     peers += [alice, bob]
-    await_new_lines([found(alice, bob), found(bob, alice)], EVENT_WAIT)
-    assert "mDNS" in strip_ansi(alice.peers_table())
 
     browser = Background(tool(lan.hosts[2], "browse", lan.addresses[2], "30"))
     try:
