@@ -8,6 +8,7 @@ Every message starts with a 1-byte kind; the layout after it is fixed per kind
     Ping  0x03  nonce (u64)
     Pong  0x04  nonce (u64)
     Bye   0x05  reason (rest)
+    File transfer  0x28-0x2F  see peerchat/protocol/transfer.py
 
 `decode_message` raises only `ProtocolError`; `encode_message` raises
 `ValueError` for a message that could never be decoded (a local mistake).
@@ -23,6 +24,13 @@ from typing import Any, Final, cast
 
 from peerchat.errors import ProtocolError
 from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.protocol.transfer import (
+    TRANSFER_KINDS,
+    TRANSFER_MESSAGE_TYPES,
+    TransferMessage,
+    decode_transfer,
+    encode_transfer,
+)
 
 KIND_CHAT: Final = 0x01
 KIND_ACK: Final = 0x02
@@ -70,7 +78,7 @@ class Bye:
     reason: str
 
 
-Message = Chat | Ack | Ping | Pong | Bye
+Message = Chat | Ack | Ping | Pong | Bye | TransferMessage
 
 
 def new_msg_id() -> str:
@@ -120,6 +128,8 @@ def encode_message(message: Message) -> bytes:
         if len(message.reason) > MAX_REASON_CHARS:
             raise ValueError(f"reason over {MAX_REASON_CHARS} characters")
         return bytes((KIND_BYE,)) + _utf8(message.reason, "reason")
+    if isinstance(message, TRANSFER_MESSAGE_TYPES):
+        return encode_transfer(message)
     raise ValueError(f"not a message: {type(message).__name__}")
 
 
@@ -194,4 +204,6 @@ def decode_message(data: bytes) -> Message:
         if len(reason) > MAX_REASON_CHARS:
             raise ProtocolError(f"bye reason over {MAX_REASON_CHARS} characters")
         return Bye(reason)
+    if kind in TRANSFER_KINDS:
+        return decode_transfer(data)
     raise ProtocolError(f"unknown message kind {kind:#04x}")
