@@ -27,6 +27,7 @@ from crypto_utils import Identity, format_fingerprint, short_id
 from peerchat import limits
 from peerchat.errors import StorageError
 from peerchat.events import (
+    FILE_EVENTS,
     ActivePeer,
     KeyChanged,
     MessageArrived,
@@ -43,6 +44,8 @@ from peerchat.events import (
 from peerchat.net.node import Node
 from peerchat.policy.sanitize import display_safe
 from peerchat.policy.trust import pin_key
+from peerchat.ui import file_menu
+from peerchat.ui.file_menu import FileTransferControl, Recipient
 from storage import Direction, HistoryStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -154,7 +157,7 @@ class Menu:
             node.run()
             try:
                 while True:
-                    self.say(MENU)
+                    self.say(menu_text(isinstance(node, FileTransferControl)))
                     choice = reader.read("Enter choice: ").strip()
                     if choice == "0":
                         break
@@ -184,6 +187,9 @@ class Menu:
             "6": self.verify_peer,
             "7": self.search_history,
         }
+        if isinstance(node, FileTransferControl):
+            actions[file_menu.SEND_FILE] = self.send_file
+            actions[file_menu.ANSWER_OFFERS] = self.answer_file_offers
         action = actions.get(choice)
         if action is None:
             self.say("Invalid choice. Please enter a number from the menu.")
@@ -253,6 +259,42 @@ class Menu:
             if pinned is not None:
                 return PeerChoice(fingerprint=pinned)
         return PeerChoice()
+
+    # -- 11 and 12. files ----------------------------------------------------
+
+    def send_file(self, reader: LineReader, node: Node) -> None:
+        assert isinstance(node, FileTransferControl)  # offered only then (_dispatch)
+        file_menu.send_file(reader, self.say, node, lambda r: self._file_recipient(r, node))
+
+    def answer_file_offers(self, reader: LineReader, node: Node) -> None:
+        assert isinstance(node, FileTransferControl)
+        file_menu.answer_offers(reader, self.say, node)
+
+    def _file_recipient(self, reader: LineReader, node: Node) -> Recipient:
+        """The recipient as option 1 asks for it; an address is reached (or known) first."""
+        target = reader.read("Enter recipient's IP: ").strip()
+        if not target:
+            return Recipient(error="No recipient given.")
+        chosen = self._pick_peer(target, node)
+        if chosen.error or chosen.fingerprint is not None:
+            return Recipient(chosen.fingerprint, chosen.error)
+        host = _resolve_host(target)
+        if host is None:
+            return Recipient(error=f"Unknown peer or address: {display_safe(target)}")
+        port = _parse_port(reader.read("Enter recipient's port number: ").strip())
+        if port is None:
+            return Recipient(error="Invalid port number.")
+        connected = node.connect(host, port)
+        known = None
+        with contextlib.suppress(StorageError):
+            known = self.store.peer_by_address(host, port)
+        if known is None:
+            why = connected.detail or "no peer answered there"
+            return Recipient(
+                error=f"Failed to connect to {host}:{port} - {why}; "
+                "never reached before, so the offer cannot wait for it."
+            )
+        return Recipient(known.fingerprint)
 
     # -- 2. peers ------------------------------------------------------------
 
@@ -400,7 +442,16 @@ class Menu:
 # -- formatting (pure, tested) ------------------------------------------------
 
 
+def menu_text(with_files: bool) -> str:
+    """The menu; options 11 and 12 when the node can transfer files."""
+    if not with_files:
+        return MENU
+    return MENU.replace("\n0. Quit", f"\n{file_menu.MENU_LINES}\n0. Quit")
+
+
 def describe_event(event: UiEvent) -> str:
+    if isinstance(event, FILE_EVENTS):
+        return file_menu.describe_file_event(event)
     if isinstance(event, MessageArrived):
         return (
             f"Received from {event.host}:{event.port} ({display_safe(event.name)}): "
