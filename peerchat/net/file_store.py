@@ -170,7 +170,7 @@ class PartialFile:
         self.path = path
         self._fd = fd
 
-    def write_at(self, offset: int, data: bytes) -> None:
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         try:
             while view:

@@ -116,7 +116,7 @@ class HashPartial:
 @dataclass(frozen=True, slots=True)
 class WriteChunk:
     offset: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,9 @@ class FileDecline:
 class FileChunk:
     transfer_id: str
     offset: int
-    data: bytes
+    # Decoded chunks are a read-only view into the decrypted frame: copying 124 KiB
+    # per chunk cost a fifth of the receiver's time. It compares equal to bytes.
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +263,7 @@ def decode_transfer(data: bytes) -> TransferMessage:
             raise ProtocolError(f"file chunk over {MAX_CHUNK_DATA} bytes")
         _, tid, offset = _ID_U64.unpack_from(data)
         _amount(offset + size - _CHUNK_HEAD_SIZE, "chunk end")
-        return FileChunk(tid.hex(), offset, data[_CHUNK_HEAD_SIZE:])
+        return FileChunk(tid.hex(), offset, memoryview(data)[_CHUNK_HEAD_SIZE:])
     if kind == KIND_FILE_ACK:
         _exact(data, _ID_U64.size, "file ack")
         _, tid, received = _ID_U64.unpack(data)
