@@ -101,6 +101,9 @@ MENU = (
         match=("through the menu", "slower than"),
     ),
 )
+TRANSFER = (
+    Target("at least 150 MB/s", at_least(150.0, "MB/s"), match=("file transfer", "throughput")),
+)
 JUNK_KEY_FLOOD = (Target("p99 under 20 ms", under(20.0, "ms"), match=("junk identity", "p99")),)
 
 REGISTRY: tuple[Entry, ...] = (
@@ -116,6 +119,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
     Entry("flood", "bench.bench_flood"),
     Entry("junkflood", "bench.bench_junk_flood", JUNK_KEY_FLOOD),
+    Entry("transfer", "bench.bench_transfer", TRANSFER),
 )
 
 # Names that select several entries: "node" is what one module measured before it was split.
