@@ -20,6 +20,7 @@ from peerchat.events import (
     IncomingOffer,
 )
 from peerchat.net.file_store import SourceFile
+from peerchat.policy.progress import format_size
 from peerchat.policy.transfer import TransferOutcome
 from peerchat.ui import file_menu
 from peerchat.ui.file_menu import (
@@ -29,7 +30,6 @@ from peerchat.ui.file_menu import (
     describe_file_event,
     describe_file_result,
     format_duration,
-    format_size,
 )
 from peerchat.ui.menu import MENU, Menu, describe_event, menu_text
 from storage import HistoryStore

@@ -318,10 +318,12 @@ def test_a_cut_session_resumes_from_what_was_received(pair: Pair, tmp_path: Path
     have = partial_size(b)
     assert size // 2 <= have < size
     assert a.role.peers_with_work() == [b.fp] and b.role.peers_with_work() == [a.fp]
+    assert a.role.has_work(b.fp) and not a.role.has_work(a.fp)
     a.chunk_bytes_sent = 0
     pair.connect()
     pair.settle()
     assert (b.home / "downloads" / "video.mp4").read_bytes() == source.read_bytes()
+    assert not a.role.has_work(b.fp) and not b.role.has_work(a.fp)
     assert a.chunk_bytes_sent == size - have  # not one byte twice
     assert [e.outcome for e in b.ended()] == [TransferOutcome.COMPLETE]
 
@@ -479,8 +481,15 @@ def test_a_file_over_the_size_limit_is_declined_at_once(tmp_path: Path, clock: C
     pair.settle()
     assert b.role.offers() == []
     (told,) = b.ended()
-    assert told.outcome is TransferOutcome.DECLINED and "--max-file-size" in told.reason
+    assert told.outcome is TransferOutcome.DECLINED
+    assert told.reason == "over your limit of 1.0 kB (--max-file-size)"
     assert [e.outcome for e in a.ended()] == [TransferOutcome.DECLINED]
+    # A peer that keeps offering huge files is refused every time, but told only thrice.
+    for n in range(10):
+        a.role.offer(b.fp, b.label, inspect_source(make_file(tmp_path, f"h{n}.iso", 2000)))
+    pair.settle()
+    assert len(b.ended()) == 3
+    assert len(a.ended()) == 11
 
 
 def test_not_enough_free_space_refuses_the_accept_and_keeps_the_offer(

@@ -63,7 +63,7 @@ from peerchat.net.file_store import (
     SourceReader,
 )
 from peerchat.policy.filenames import safe_file_name
-from peerchat.policy.progress import ProgressMeter
+from peerchat.policy.progress import ProgressMeter, format_size
 from peerchat.policy.transfer import (
     Action,
     CheckPrefix,
@@ -99,6 +99,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RECENTLY_ENDED: Final = 1024  # ended transfers whose late messages are dropped quietly
+TOLD_REFUSALS: Final = 3  # offers refused as too large that are shown, per peer and session
 DECLINED_BY_USER: Final = "declined"
 _ANSWERS_TO_SENDER: Final = (FileChunk, FileRestart)
 
@@ -232,6 +233,7 @@ class Transfers:
         self._in: dict[str, dict[str, _Incoming]] = {}
         self._online: set[str] = set()
         self._names: dict[str, str] = {}  # fp -> name from its last handshake
+        self._refusals_told: dict[str, int] = {}  # fp -> offers refused as too large, told
         # Transfers that ended lately, with the answer to give if they are offered again.
         self._ended: OrderedDict[tuple[str, str], TransferMessage | None] = OrderedDict()
 
@@ -286,6 +288,10 @@ class Transfers:
         ]
         return peers
 
+    def has_work(self, fp: str) -> bool:
+        """Whether this peer has a transfer that needs a session with it."""
+        return fp in self.peers_with_work()
+
     def busy(self, fp: str) -> bool:
         """Whether data is moving on this peer's session (a quiet session is not idle then)."""
         sending = (SendState.CHECKING, SendState.SENDING)
@@ -299,6 +305,7 @@ class Transfers:
     def session_up(self, fp: str, peer_name: str) -> None:
         self._online.add(fp)
         self._names[fp] = peer_name
+        self._refusals_told.pop(fp, None)
         now = self._clock()
         for outgoing in list(self._out.get(fp, {}).values()):
             self._run_out(outgoing, outgoing.machine.session_up(now))
@@ -403,17 +410,20 @@ class Transfers:
             decline = FileDecline(tid, "over the receiver's size limit")
             self._send(fp, [decline])
             self._remember_ended(fp, tid, decline)
-            self._emit(
-                FileTransferEnded(
-                    peer_name,
-                    shown,
-                    outgoing=False,
-                    outcome=TransferOutcome.DECLINED,
-                    size=offer.size,
-                    reason=f"over the limit of {self.settings.max_file_size} bytes "
-                    "(--max-file-size)",
+            told = self._refusals_told.get(fp, 0)
+            if told < TOLD_REFUSALS:  # a peer offering huge files in a loop cannot flood the screen
+                self._refusals_told[fp] = told + 1
+                limit = format_size(self.settings.max_file_size)
+                self._emit(
+                    FileTransferEnded(
+                        peer_name,
+                        shown,
+                        outgoing=False,
+                        outcome=TransferOutcome.DECLINED,
+                        size=offer.size,
+                        reason=f"over your limit of {limit} (--max-file-size)",
+                    )
                 )
-            )
             return
         waiting = [t for t in self._all_in() if t.machine.state is ReceiveState.OFFERED]
         from_peer = sum(1 for t in waiting if t.fp == fp)

@@ -76,3 +76,15 @@ class ProgressMeter:
             return False
         self._next_line = now + self._every
         return True
+
+
+def format_size(size: int) -> str:
+    """Bytes for people, in decimal units: 2.4 MB, 512 kB, 17 bytes."""
+    if size < 1000:
+        return f"{size} byte" + ("" if size == 1 else "s")
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        value /= 1000
+        if value < 999.5 or unit == "PB":
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    raise AssertionError("unreachable")

@@ -24,6 +24,7 @@ from peerchat.events import (
     IncomingOffer,
 )
 from peerchat.net.file_store import FileStoreError, SourceFile, inspect_source
+from peerchat.policy.progress import format_size
 from peerchat.policy.sanitize import display_safe
 from peerchat.policy.transfer import TransferOutcome
 
@@ -122,18 +123,6 @@ def answer_offers(
 
 
 # -- formatting (pure) ------------------------------------------------------------------
-
-
-def format_size(size: int) -> str:
-    """Bytes for people, in decimal units: 2.4 MB, 512 kB, 17 bytes."""
-    if size < 1000:
-        return f"{size} byte" + ("" if size == 1 else "s")
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        value /= 1000
-        if value < 999.5 or unit == "PB":
-            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def format_duration(seconds: float) -> str:
