@@ -662,3 +662,10 @@ def test_unknown_transfers_are_answered_with_an_abort_once(pair: Pair) -> None:
     aborts = [m for m in seen if isinstance(m, FileAbort)]
     assert [(m.transfer_id, m.code) for m in aborts] == [("66" * 16, AbortCode.UNKNOWN_TRANSFER)]
     assert b.downloads() == []
+
+
+def test_every_state_has_its_record_in_the_history() -> None:
+    from peerchat.net.transfers import _RECORDED
+    from peerchat.policy.transfer import ReceiveState, SendState
+
+    assert set(_RECORDED) == set(SendState) | set(ReceiveState)

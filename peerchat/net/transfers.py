@@ -198,14 +198,24 @@ class _Incoming:
     code: AbortCode | None = None
 
 
-def _recorded_as(state: SendState | ReceiveState) -> TransferState | None:
-    """How the history records a state; None: as it was (a resumed transfer waits again)."""
-    if state in (SendState.WAITING, SendState.OFFERED, ReceiveState.OFFERED):
-        return None
-    for final in (TransferState.COMPLETE, TransferState.DECLINED, TransferState.FAILED):
-        if state.value == final.value:
-            return final
-    return TransferState.ACTIVE
+# How the history records each state; None: as it was (a resumed transfer waits again).
+_RECORDED: Final[dict[SendState | ReceiveState, TransferState | None]] = {
+    SendState.WAITING: None,
+    SendState.OFFERED: None,
+    SendState.CHECKING: TransferState.ACTIVE,
+    SendState.SENDING: TransferState.ACTIVE,
+    SendState.COMPLETE: TransferState.COMPLETE,
+    SendState.DECLINED: TransferState.DECLINED,
+    SendState.FAILED: TransferState.FAILED,
+    ReceiveState.OFFERED: None,
+    ReceiveState.ACCEPTED: TransferState.ACTIVE,
+    ReceiveState.PREPARING: TransferState.ACTIVE,
+    ReceiveState.RECEIVING: TransferState.ACTIVE,
+    ReceiveState.VERIFYING: TransferState.ACTIVE,
+    ReceiveState.COMPLETE: TransferState.COMPLETE,
+    ReceiveState.DECLINED: TransferState.DECLINED,
+    ReceiveState.FAILED: TransferState.FAILED,
+}
 
 
 class Transfers:
@@ -687,7 +697,7 @@ class Transfers:
             self._record(outgoing, TransferState.DECLINED, report.reason or DECLINED_BY_USER)
 
     def _persist_out(self, outgoing: _Outgoing) -> None:
-        state = _recorded_as(outgoing.machine.state)
+        state = _RECORDED[outgoing.machine.state]
         if state is not None and state is not outgoing.recorded:
             self._record(outgoing, state, None)
 
@@ -829,7 +839,7 @@ class Transfers:
             incoming.meter = ProgressMeter(machine.size, machine.received, self._clock())
         elif machine.state is not ReceiveState.RECEIVING:
             incoming.meter = None
-        state = _recorded_as(machine.state)
+        state = _RECORDED[machine.state]
         if incoming.recorded is not None and state is not None and state is not incoming.recorded:
             incoming.recorded = state
             saved = None if incoming.saved_as is None else str(incoming.saved_as)
