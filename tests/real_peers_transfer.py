@@ -222,8 +222,10 @@ def test_an_offer_to_an_offline_peer_is_delivered_when_it_returns(
     tmp_path: Path, discovery_port: int, peers: list[Peer]
 ) -> None:
     alice, bob = alice_and_bob(peers, tmp_path, discovery_port)
+    alice.send_to("Bob", "hello")  # a session: Bob's key is now known (pinned) to Alice
+    alice.expect_text(f"Message sent to {bob.addr}")
     bob.quit()
-    alice.expect_text("Peer Bob at")
+    alice.expect_text(f"Peer Bob at {bob.addr} is offline")
     source = tmp_path / "later.zip"
     digest = make_file(source, 3_000_000)
     send_file(alice, "Bob", source)
