@@ -12,9 +12,12 @@
   chunk gets, with nothing else.
 - SHA-256 alone, for reading the figures: each side hashes every byte once.
 - Ping round trip while the file moves, against the same with the link idle:
-  a small frame waits behind at most a window of chunks. (The chat message's
-  send-to-acknowledgement latency during a transfer needs the node, where the
-  history is written; it is measured once the role is wired into the node.)
+  a small frame waits behind at most a window of chunks.
+- Chat send-to-acknowledgement latency while a file moves, against the same
+  with no transfer: a Node in this process (as bench_messages uses) sends to
+  a real peer_chat.py that accepted the file through option 12. This needs
+  the role wired into the node (Node implements FileTransferControl); until
+  then these two rows are left out and the run says so on stderr.
 
 Files live on tmpfs (/dev/shm) where it exists, so that the disk does not set
 the pace of either copy. Each figure is the median over runs, with its spread.
@@ -41,9 +44,19 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bench.clients import session_identities
-from bench.harness import Row, figure_row, module_main, read_line, stop_child, summarize
-from bench.peers import ROOT, child_env, program
+from bench.harness import (
+    Row,
+    figure_row,
+    module_main,
+    percentile,
+    read_line,
+    stop_child,
+    summarize,
+)
+from bench.peers import ROOT, child_env, local_peer, peer_process, peer_profile, program
 from peerchat.limits import CHUNK_BYTES
+from peerchat.net.file_store import inspect_source
+from peerchat.ui.file_menu import FileTransferControl
 
 MB = 1_000_000
 MIB = 1024 * 1024
@@ -55,10 +68,13 @@ TRANSFER_TIMEOUT = 300.0  # seconds a single transfer may take before the run is
 class Sizes:
     file_mib: int
     runs: int
+    chat_sends: int = 200  # sequential chat sends per latency sample set
 
 
 FULL = Sizes(file_mib=1024, runs=3)
-QUICK = Sizes(file_mib=64, runs=2)
+QUICK = Sizes(file_mib=64, runs=2, chat_sends=50)
+OFFERED = b" offers "
+RECEIVED_FILE = b"Received source.bin from "
 
 
 def _scratch_parent() -> tuple[str | None, str]:
@@ -153,6 +169,32 @@ def hash_once(source: Path) -> float:
     return time.perf_counter() - started
 
 
+def chat_during_transfer(
+    workdir: Path, source: Path, sends: int
+) -> tuple[list[float], list[float]] | None:
+    """Chat send-to-ack times with no transfer, then while `source` moves; None before wiring."""
+    with local_peer("Alice", peer_profile("Alice", workdir / "chat")) as alice:
+        node = alice.node
+        if not isinstance(node, FileTransferControl):
+            return None
+        with peer_process(
+            "Bob", peer_profile("Bob", workdir / "chat"), watch=(OFFERED, RECEIVED_FILE)
+        ) as bob:
+            assert bob.watcher is not None
+            fp = alice.connect(bob.address)
+            idle = alice.send_times(fp, count=sends, max_seconds=60.0)
+            offered = bob.watcher.expect(OFFERED, 1)
+            received = bob.watcher.expect(RECEIVED_FILE, 1)
+            node.send_file(fp, inspect_source(source))
+            offered(30.0)
+            bob.write(b"12\n1\na\n")  # option 12: the first offer, accepted
+            busy: list[float] = []
+            while bob.watcher.count(RECEIVED_FILE) == 0:
+                busy += alice.send_times(fp, count=1, max_seconds=60.0)
+            received(TRANSFER_TIMEOUT)
+            return idle, busy[:-1]  # the last send may have ended after the file
+
+
 def _rate_row(figure: str, rates: list[float], baseline: list[float] | None = None) -> Row:
     summary = summarize(rates)
     return figure_row(
@@ -184,6 +226,23 @@ def _latency_rows(idle: list[float], busy: list[float]) -> list[Row]:
     return rows
 
 
+def _chat_rows(idle: list[float], busy: list[float], label: str) -> list[Row]:
+    rows = []
+    for name, q in (("median", 50.0), ("p99", 99.0)):
+        rows.append(
+            figure_row(
+                f"chat send to acknowledgement while {label} moves on the same session, "
+                f"{name} (baseline: no transfer)",
+                round(percentile(busy, q) * 1e3, 3),
+                "ms",
+                baseline=round(percentile(idle, q) * 1e3, 3),
+                baseline_unit="ms",
+                spread=f"n={len(busy)} sends during, {len(idle)} without",
+            )
+        )
+    return rows
+
+
 def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
     sizes = sizes or (QUICK if quick else FULL)
     session_identities(2)  # generated (and cached) here, not inside a timed child
@@ -208,6 +267,7 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
             raw_rates.append(size / MB / raw_copy_once(workdir, source))
             seal_rates.append(size / MB / seal_once(source))
             hash_rates.append(size / MB / hash_once(source))
+        chat = chat_during_transfer(workdir, source, sizes.chat_sends)
     rows = [
         _rate_row(
             f"file transfer, {label} over loopback (role + SecureChannel, offer to saved, "
@@ -224,6 +284,13 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
     ]
     if busy and idle:
         rows += _latency_rows(idle, busy)
+    if chat is None:
+        print(
+            "bench: chat latency during a transfer left out: the node does not transfer files yet",
+            file=sys.stderr,
+        )
+    elif chat[1]:
+        rows += _chat_rows(chat[0], chat[1], f"a {label} file")
     return rows
 
 

@@ -267,7 +267,7 @@ TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
         "bench.bench_flood", runs=1, work_runs=1, seconds=0.2, memory_seconds=0.2, warmup=5
     ),
     "junkflood": _tiny("bench.bench_junk_flood", runs=1, seconds=0.3, warmup=5),
-    "transfer": _tiny("bench.bench_transfer", runs=1, file_mib=4),
+    "transfer": _tiny("bench.bench_transfer", runs=1, file_mib=4, chat_sends=5),
 }
 
 
