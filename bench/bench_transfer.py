@@ -21,6 +21,10 @@
 
 Files live on tmpfs (/dev/shm) where it exists, so that the disk does not set
 the pace of either copy. Each figure is the median over runs, with its spread.
+Each side's CPU time during the transfer is reported as well (MB per CPU
+second of its process): unlike the wall-clock rate it does not depend on what
+else the machine runs, and the smaller of the two is the rate the pair would
+reach with a core of its own each.
 
     python -m bench.bench_transfer [--quick]
 """
@@ -120,8 +124,10 @@ def transfer_once(workdir: Path, source: Path) -> dict[str, object]:
             line = read_line(sender.stdout, TRANSFER_TIMEOUT, error="the transfer did not end")
         saved = read_line(receiver.stdout, 30.0, error="the receiver said nothing")
     result: dict[str, object] = json.loads(line)
-    if result["outcome"] != "complete" or saved != "saved complete":
+    said, outcome, receiver_cpu = saved.split()
+    if result["outcome"] != "complete" or (said, outcome) != ("saved", "complete"):
         raise RuntimeError(f"transfer ended {result['outcome']} / {saved}")
+    result["receiver_cpu"] = float(receiver_cpu)
     received = next((run_dir / "receiver-downloads").iterdir())
     if received.stat().st_size != source.stat().st_size:
         raise RuntimeError("the received file has the wrong size")
@@ -195,14 +201,16 @@ def chat_during_transfer(
             return idle, busy[:-1]  # the last send may have ended after the file
 
 
-def _rate_row(figure: str, rates: list[float], baseline: list[float] | None = None) -> Row:
+def _rate_row(
+    figure: str, rates: list[float], baseline: list[float] | None = None, unit: str = "MB/s"
+) -> Row:
     summary = summarize(rates)
     return figure_row(
         figure,
         round(summary.median, 1),
-        "MB/s",
+        unit,
         baseline=None if baseline is None else round(statistics.median(baseline), 1),
-        baseline_unit=None if baseline is None else "MB/s",
+        baseline_unit=None if baseline is None else unit,
         spread=summary.spread(),
     )
 
@@ -254,6 +262,8 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
         source = workdir / "source.bin"
         make_file(source, size)
         transfer_rates: list[float] = []
+        sender_cpu: list[float] = []
+        receiver_cpu: list[float] = []
         raw_rates: list[float] = []
         seal_rates: list[float] = []
         hash_rates: list[float] = []
@@ -262,6 +272,8 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
         for _ in range(sizes.runs):  # interleaved, so that a slow moment hits all alike
             result = transfer_once(workdir, source)
             transfer_rates.append(size / MB / float(result["seconds"]))  # type: ignore[arg-type]
+            sender_cpu.append(size / MB / float(result["cpu"]))  # type: ignore[arg-type]
+            receiver_cpu.append(size / MB / float(result["receiver_cpu"]))  # type: ignore[arg-type]
             idle += result["idle_pings"]  # type: ignore[arg-type]
             busy += result["busy_pings"]  # type: ignore[arg-type]
             raw_rates.append(size / MB / raw_copy_once(workdir, source))
@@ -274,6 +286,16 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
             f"files on {where}), throughput vs raw TCP copy (socket.sendfile)",
             transfer_rates,
             raw_rates,
+        ),
+        _rate_row(
+            f"file transfer, {label}: sender's CPU cost, in MB per CPU second of its process",
+            sender_cpu,
+            unit="MB/CPU-s",
+        ),
+        _rate_row(
+            f"file transfer, {label}: receiver's CPU cost, in MB per CPU second of its process",
+            receiver_cpu,
+            unit="MB/CPU-s",
         ),
         _rate_row(f"raw TCP copy of the same {label} (socket.sendfile into a file)", raw_rates),
         _rate_row(

@@ -6,7 +6,8 @@ asyncio TCP connection: the few lines below are the wiring a node needs
 end is its own process, as real peers are.
 
     transfer_peer.py receive WORKDIR      prints its port; accepts the first offer; answers
-                                          pings; prints "saved OUTCOME" when the transfer ends
+                                          pings; prints "saved OUTCOME CPU_SECONDS" when the
+                                          transfer ends (CPU from the offer to the end)
     transfer_peer.py send WORKDIR PORT FILE [PING_EVERY]
                                           offers FILE; pings every PING_EVERY seconds while it
                                           goes (0: never); prints one JSON line of results
@@ -65,6 +66,7 @@ class Peer:
         self.up: asyncio.Future[None] = self.loop.create_future()
         self.ended: asyncio.Future[FileTransferEnded] = self.loop.create_future()
         self.pongs: dict[int, float] = {}
+        self.cpu_at_offer = 0.0
         self.round_trips: list[float] = []
         self.loop.call_later(TICK, self.tick)
 
@@ -82,6 +84,7 @@ class Peer:
 
     def on_event(self, event: UiEvent) -> None:
         if isinstance(event, FileOffered):
+            self.cpu_at_offer = time.process_time()
             (offer,) = self.transfers.offers()
             self.loop.call_soon(self.transfers.answer, offer.key, True)
         elif isinstance(event, FileTransferEnded) and not self.ended.done():
@@ -148,7 +151,8 @@ async def receive(workdir: Path) -> None:
     server = await loop.create_server(lambda: Link(peer, Role.RESPONDER), HOST, 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     ended = await peer.ended
-    print(f"saved {ended.outcome.value}", flush=True)
+    cpu = time.process_time() - peer.cpu_at_offer
+    print(f"saved {ended.outcome.value} {cpu:.6f}", flush=True)
     await asyncio.sleep(0.2)  # let the completion reach the sender
     peer.store.close()
 
@@ -161,16 +165,19 @@ async def send(workdir: Path, port: int, path: Path, ping_every: float) -> None:
     idle = await _pings(peer, 50, ping_every) if ping_every else []
     peer.round_trips.clear()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     peer.transfers.offer(peer.peer_fp, "receiver", source)
     pinging = asyncio.ensure_future(_pings(peer, 10**9, ping_every)) if ping_every else None
     ended = await peer.ended
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     busy = list(peer.round_trips)
     if pinging is not None:
         pinging.cancel()
     result = {
         "outcome": ended.outcome.value,
         "seconds": elapsed,
+        "cpu": cpu,
         "bytes": source.size,
         "idle_pings": idle,
         "busy_pings": busy,
