@@ -15,10 +15,12 @@ import io
 import logging
 import logging.handlers
 import os
+import re
 import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import NoReturn
 
@@ -80,6 +82,41 @@ def _count(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
         raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected 1 to 1000000")
     return int(text)
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "k": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tib": 1024**4,
+}
+
+
+def _file_size(text: str) -> int:
+    """A size in bytes: a whole number, or a number with kB/MB/GB/TB or KiB/MiB/GiB/TiB."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}: expected bytes, or a number with kB, MB, GB, TB, "
+            "KiB, MiB, GiB or TiB"
+        )
+    value = int(Fraction(match.group(1)) * unit)
+    if not 1 <= value <= limits.MAX_TRANSFER_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}: expected 1 byte to {limits.MAX_TRANSFER_SIZE} bytes"
+        )
+    return value
 
 
 def _ipv4(text: str) -> str:
@@ -208,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="MiB of text one peer may have stored here per hour; ten times as much for a "
         f"verified peer (default: {limits.QUOTA_BYTES_PER_HOUR // (1024 * 1024)})",
     )
+    parser.add_argument(
+        "--downloads",
+        type=Path,
+        help="folder for files received (default: a downloads folder in the profile)",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        type=_file_size,
+        default=limits.MAX_FILE_SIZE,
+        metavar="SIZE",
+        help="largest file accepted from a peer, e.g. 500MB or 2GiB (default: 4GiB)",
+    )
     parser.add_argument("--passphrase-file", type=Path, help="file holding the key passphrase")
     parser.add_argument("--log-file", type=Path, help="log file (default: DATA_DIR/peer_chat.log)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -276,9 +325,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported after parsing so that --help and a wrong flag answer at once.
     from crypto_utils import KeyManager, read_passphrase
+    from peerchat.net.file_store import Downloads, FileStoreError
     from peerchat.net.legacy_setup import check_legacy_flags, legacy_config
     from peerchat.net.node import Node, NodeConfig
     from peerchat.net.seeds import SeedLookupError, SeedStore, resolve_seeds
+    from peerchat.net.transfers import TransferSettings
     from peerchat.policy.sanitize import validate_name
     from peerchat.profile_lock import ProfileLock
     from peerchat.ui.menu import Menu
@@ -309,6 +360,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.legacy_port is None
         else legacy_config(args, name=name, team=team, data_dir=data_dir)
     )
+    try:
+        downloads = Downloads(args.downloads or data_dir / "downloads").prepare()
+    except FileStoreError as exc:
+        raise PeerChatError(f"{exc}.") from None
+    transfers = TransferSettings(downloads=downloads, max_file_size=args.max_file_size)
     store = HistoryStore.open(data_dir / "chat_history.db", sealer)
     config = NodeConfig(
         name=name,
@@ -338,7 +394,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     except BaseException:
         store.close()
         raise
-    logging.getLogger(__name__).info("%s listening on port %d", name, args.port)
+    log = logging.getLogger(__name__)
+    log.info("%s listening on port %d", name, args.port)
+    log.info(
+        "files received go to %s (at most %d bytes each)",
+        transfers.downloads,
+        transfers.max_file_size,
+    )
     try:
         menu.run(node, port=args.port)
     finally:

@@ -99,6 +99,35 @@ _SCHEMA_V1: Final = (
 # (version, statements): each brings a history from the version before up to it.
 _TABLES: Final = frozenset({"messages", "peers", "pins"})
 
+# File transfers, added to a history of any version when it lacks them (the only
+# change: a new table, so an older peer_chat still opens the file and ignores it).
+# file_name and local_path are sealed like message bodies.
+_TRANSFERS_SCHEMA: Final = (
+    """CREATE TABLE transfers (
+        seq INTEGER PRIMARY KEY,
+        transfer_id TEXT NOT NULL,
+        peer_fp TEXT NOT NULL,
+        peer_name TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+        file_name BLOB NOT NULL,
+        size INTEGER NOT NULL CHECK (size >= 0),
+        sha256 TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('waiting', 'active', 'complete', 'declined', 'failed')),
+        local_path BLOB,
+        detail TEXT,
+        abort_code INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (transfer_id, direction, peer_fp)
+    )""",
+    "CREATE INDEX transfers_unfinished ON transfers (seq) WHERE state IN ('waiting', 'active')",
+)
+_SELECT_TRANSFERS: Final = (
+    "SELECT transfer_id, peer_fp, peer_name, direction, file_name, size, sha256, state, "
+    "local_path, detail, abort_code, created_at, updated_at FROM transfers "
+)
+
 _SELECT_MESSAGES: Final = (
     "SELECT seq, msg_id, peer_fp, peer_name, peer_host, peer_port, direction, body, sent_at, "
     "stored_at, state, detail, legacy FROM messages "
@@ -152,6 +181,31 @@ class StoredMessage:
     unreadable: bool = False  # its body does not open (altered, or moved from another row)
 
 
+class TransferState(StrEnum):
+    WAITING = "waiting"  # sending: not accepted yet (offered, or waiting for the peer)
+    ACTIVE = "active"  # accepted and not finished: resumes on the next session
+    COMPLETE = "complete"
+    DECLINED = "declined"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StoredTransfer:
+    transfer_id: str
+    peer_fp: str
+    peer_name: str
+    direction: Direction
+    file_name: str  # out: the name offered; in: the name offered, as the peer sent it
+    size: int
+    sha256: str  # 64 lowercase hex characters
+    state: TransferState
+    local_path: str | None  # out: the source; in: the partial file, then the saved one
+    created_at: float
+    updated_at: float
+    detail: str | None = None  # e.g. why it failed
+    abort_code: int | None = None  # failed: the code the other side is told
+
+
 @dataclass(frozen=True)
 class PeerRecord:
     fingerprint: str
@@ -171,6 +225,14 @@ def _row_binding(msg_id: str, direction: str, peer_fp: str | None) -> bytes:
     """The associated data that seals a body to its row: a body moved elsewhere fails to open."""
     fields = (msg_id, direction, peer_fp or "")
     return _ROW_BINDING + b"\x00".join(field.encode("utf-8", "surrogatepass") for field in fields)
+
+
+def _transfer_binding(transfer_id: str, direction: str, field: str) -> bytes:
+    """Associated data sealing a transfer's file name or path to its row and column."""
+    return _ROW_BINDING + b"\x00".join(
+        part.encode("utf-8", "surrogatepass")
+        for part in ("transfer", transfer_id, direction, field)
+    )
 
 
 def _as_float(value: Any) -> float:
@@ -487,6 +549,27 @@ class HistoryStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        if "transfers" not in tables:
+            HistoryStore._add_transfers(conn, path)
+
+    @staticmethod
+    def _add_transfers(conn: sqlite3.Connection, path: Path) -> None:
+        """Add the transfers table to a history that lacks it (new, or from before transfers)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have added it since we looked.
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'transfers'"
+            ).fetchone()
+            if found is None:
+                for statement in _TRANSFERS_SCHEMA:
+                    conn.execute(statement)
+                logger.info("added file transfers to chat history %s", path)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _check_sealer(self) -> None:
         """Fail at start, not at the first history view, if secret.key is not this history's.
@@ -801,3 +884,147 @@ class HistoryStore:
                 "UPDATE peers SET verified = ? WHERE fingerprint = ?",
                 (int(verified), fingerprint),
             )
+
+    # ------------------------------------------------------------------ file transfers
+
+    def _to_transfer(self, row: _Row) -> StoredTransfer:
+        (
+            tid,
+            peer_fp,
+            name,
+            direction,
+            file_name,
+            size,
+            digest,
+            state,
+            local,
+            detail,
+            code,
+            c,
+            u,
+        ) = row
+        return StoredTransfer(
+            transfer_id=str(tid),
+            peer_fp=str(peer_fp),
+            peer_name=str(name),
+            direction=Direction(direction),
+            file_name=self._sealer.open(
+                bytes(file_name), _transfer_binding(str(tid), str(direction), "name")
+            ).decode("utf-8"),
+            size=int(size),
+            sha256=str(digest),
+            state=TransferState(state),
+            local_path=None
+            if local is None
+            else self._sealer.open(
+                bytes(local), _transfer_binding(str(tid), str(direction), "path")
+            ).decode("utf-8", "surrogateescape"),
+            created_at=float(c),
+            updated_at=float(u),
+            detail=None if detail is None else str(detail),
+            abort_code=None if code is None else int(code),
+        )
+
+    def add_transfer(self, transfer: StoredTransfer) -> None:
+        """Record a new transfer (StorageError if that id is already recorded)."""
+        params = (
+            transfer.transfer_id,
+            transfer.peer_fp,
+            transfer.peer_name,
+            transfer.direction.value,
+            self._sealer.seal(
+                transfer.file_name.encode("utf-8"),
+                _transfer_binding(transfer.transfer_id, transfer.direction.value, "name"),
+            ),
+            transfer.size,
+            transfer.sha256,
+            transfer.state.value,
+            None
+            if transfer.local_path is None
+            else self._sealer.seal(
+                transfer.local_path.encode("utf-8", "surrogateescape"),
+                _transfer_binding(transfer.transfer_id, transfer.direction.value, "path"),
+            ),
+            transfer.detail,
+            transfer.abort_code,
+            transfer.created_at,
+            transfer.updated_at,
+        )
+        with self._lock, self._transaction("save transfer to") as conn:
+            conn.execute(
+                "INSERT INTO transfers (transfer_id, peer_fp, peer_name, direction, file_name, "
+                "size, sha256, state, local_path, detail, abort_code, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+
+    def update_transfer(
+        self,
+        transfer_id: str,
+        direction: Direction,
+        peer_fp: str,
+        state: TransferState,
+        now: float,
+        *,
+        detail: str | None = None,
+        local_path: str | None = None,
+        abort_code: int | None = None,
+    ) -> None:
+        """Set a transfer's state, detail and abort code; its local path when one is given."""
+        sealed = (
+            None
+            if local_path is None
+            else self._sealer.seal(
+                local_path.encode("utf-8", "surrogateescape"),
+                _transfer_binding(transfer_id, direction.value, "path"),
+            )
+        )
+        with self._lock, self._transaction("update") as conn:
+            conn.execute(
+                "UPDATE transfers SET state = ?, detail = ?, abort_code = ?, updated_at = ?, "
+                "local_path = COALESCE(?, local_path) "
+                "WHERE transfer_id = ? AND direction = ? AND peer_fp = ?",
+                (
+                    state.value,
+                    detail,
+                    abort_code,
+                    now,
+                    sealed,
+                    transfer_id,
+                    direction.value,
+                    peer_fp,
+                ),
+            )
+
+    def get_transfer(
+        self, transfer_id: str, direction: Direction, peer_fp: str
+    ) -> StoredTransfer | None:
+        with self._lock:
+            rows = self._fetchall(
+                "read",
+                _SELECT_TRANSFERS + "WHERE transfer_id = ? AND direction = ? AND peer_fp = ?",
+                (transfer_id, direction.value, peer_fp),
+            )
+        return self._to_transfer(rows[0]) if rows else None
+
+    def unfinished_transfers(self) -> list[StoredTransfer]:
+        """Transfers waiting or under way, oldest first (to take up again at start)."""
+        with self._lock:
+            rows = self._fetchall(
+                "read",
+                _SELECT_TRANSFERS + "WHERE state IN ('waiting', 'active') ORDER BY seq",
+                (),
+            )
+        return [self._to_transfer(row) for row in rows]
+
+    def transfers(self, peer_fp: str | None = None, limit: int = 50) -> list[StoredTransfer]:
+        """The last `limit` transfers (with one peer), oldest first."""
+        if limit <= 0:
+            return []
+        where = "" if peer_fp is None else "WHERE peer_fp = ? "
+        params: tuple[object, ...] = (limit,) if peer_fp is None else (peer_fp, limit)
+        with self._lock:
+            rows = self._fetchall(
+                "read", _SELECT_TRANSFERS + where + "ORDER BY seq DESC LIMIT ?", params
+            )
+        return [self._to_transfer(row) for row in reversed(rows)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from peerchat.policy.transfer import TransferOutcome
+
 # -- news, as it happens -------------------------------------------------------
 
 
@@ -179,6 +181,44 @@ class DiscoveryQuiet:
 
 DiscoveryTrouble = DiscoveryBlocked | DiscoveryQuiet
 
+# -- file transfers ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileOffered:
+    peer_name: str
+    fingerprint: str
+    file_name: str  # the offered name, made safe: what it will be saved as
+    size: int
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    peer_name: str
+    file_name: str
+    outgoing: bool
+    done: int
+    size: int
+    rate: float | None  # bytes per second, over the last few seconds
+    seconds_left: float | None
+
+
+@dataclass(frozen=True)
+class FileTransferEnded:
+    """Done, declined, failed or stalled: said once per transfer (stalled: once per stall)."""
+
+    peer_name: str
+    file_name: str
+    outgoing: bool
+    outcome: TransferOutcome
+    size: int
+    reason: str = ""
+    saved_as: str | None = None  # received and saved: where
+    kept: int = 0  # stalled or failed receiving: bytes kept for a resume
+
+
+FileEvent = FileOffered | FileProgress | FileTransferEnded
+FILE_EVENTS = (FileOffered, FileProgress, FileTransferEnded)
 
 UiEvent = (
     MessageArrived
@@ -197,6 +237,7 @@ UiEvent = (
     | LegacyPeerLeft
     | DiscoveryBlocked
     | DiscoveryQuiet
+    | FileEvent
 )
 
 
@@ -294,4 +335,33 @@ class LegacySendResult:
     outcome: LegacyOutcome
     host: str
     port: int
+    detail: str = ""
+
+
+# -- file transfer calls ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingOffer:
+    key: str  # what answer_offer() takes
+    peer_name: str
+    fingerprint: str
+    file_name: str  # made safe
+    size: int
+
+
+class FileOutcome(enum.Enum):
+    OFFERED = "offered"  # the peer has the offer and will answer
+    QUEUED = "queued"  # the peer is away: the offer waits and goes out when it is back
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    NOT_SENT = "not sent"  # refused here: unreadable file, no space, cannot store
+    UNKNOWN = "unknown"  # no such offer (any more)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    outcome: FileOutcome
+    file_name: str
+    peer_name: str = ""
     detail: str = ""

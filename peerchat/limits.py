@@ -111,3 +111,20 @@ MAX_SEEDS: Final = 32  # seed peers remembered in the profile
 SEED_RESOLVE_TIMEOUT: Final = 5.0  # seconds to resolve a seed's host name at start
 MDNS_MAX_SERVICES: Final = 256  # DNS-SD instances tracked at once
 MDNS_HINTS_PER_SECOND: Final = 20.0  # hints reported from mDNS; more are dropped
+
+# File transfer (kinds 0x28-0x2F on the wire; docs/PROTOCOL.md, "File transfer")
+MAX_FILE_SIZE: Final = 4 * 1024**3  # default of --max-file-size: largest file accepted
+MAX_TRANSFER_SIZE: Final = 2**62  # largest size an offer may announce at all (decode bound)
+MAX_OFFERED_NAME_BYTES: Final = 1024  # UTF-8 bytes of an offered file name (decode bound)
+MAX_SAVED_NAME_BYTES: Final = 200  # a saved name is cut to this, leaving room for " (N)"
+CHUNK_BYTES: Final = 124 * 1024  # file bytes per chunk frame (a multiple of 4 KiB)
+TRANSFER_WINDOW: Final = 8  # chunks sent and not yet acknowledged, per peer
+TRANSFER_ACK_EVERY: Final = 2  # the receiver acknowledges every this many chunks
+MAX_OFFERS_PER_PEER: Final = 16  # undecided offers kept from one peer; more are declined
+MAX_OFFERS: Final = 64  # undecided offers kept from everyone
+TRANSFER_STALL_TIMEOUT: Final = 30.0  # seconds without a chunk before a transfer is stalled
+MAX_TRANSFER_RESTARTS: Final = 2  # times a receiver starts over when its partial file differs
+TRANSFER_MAX_AGE: Final = MAX_QUEUED_AGE  # seconds an unfinished transfer waits, like a message
+FREE_SPACE_RESERVE: Final = 64 * 1024**2  # bytes left free on the downloads disk after a file
+PROGRESS_FIRST_AFTER: Final = 3.0  # seconds before a transfer's first progress line
+PROGRESS_EVERY: Final = 5.0  # seconds between its progress lines

@@ -52,6 +52,18 @@ from peerchat.protocol.messages import (
     encode_message,
 )
 from peerchat.protocol.noise import HandshakeState
+from peerchat.protocol.transfer import (
+    EMPTY_DIGEST,
+    AbortCode,
+    FileAbort,
+    FileAccept,
+    FileAck,
+    FileChunk,
+    FileComplete,
+    FileDecline,
+    FileOffer,
+    FileRestart,
+)
 
 Target = Callable[[bytes], None]
 
@@ -248,6 +260,14 @@ def seeds(name: str) -> list[bytes]:
                 Ping(1),
                 Pong(2),
                 Bye("done"),
+                FileOffer("12" * 16, 2_400_000, EMPTY_DIGEST, "report é.pdf"),
+                FileAccept("12" * 16, 4096, EMPTY_DIGEST),
+                FileDecline("12" * 16, "declined"),
+                FileChunk("12" * 16, 126976, b"\x00data\xff"),
+                FileAck("12" * 16, 253952),
+                FileComplete("12" * 16),
+                FileAbort("12" * 16, AbortCode.STALLED, "quiet"),
+                FileRestart("12" * 16),
             )
         ]
     if name == "hello_payload":

@@ -286,6 +286,7 @@ TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
         "run",
         functools.partial(importlib.import_module("bench.bench_verify").run, sizes=(1, 3)),
     ),
+    "transfer": _tiny("bench.bench_transfer", runs=1, file_mib=4, chat_sends=5),
 }
 
 

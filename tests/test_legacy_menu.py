@@ -231,7 +231,7 @@ def test_without_legacy_flags_the_menu_is_unchanged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     menu = make_menu(tmp_path, None)
-    assert menu.menu_text() == MENU
+    assert menu.menu_text(cast(Any, FakeNode())) == MENU
     drive(menu, FakeNode(), "8")
     assert "Invalid choice" in capsys.readouterr().out
     drive(menu, FakeNode(), "2")

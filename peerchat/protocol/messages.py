@@ -26,6 +26,7 @@ and the code comparison (protocol/sas.py), each for one attempt:
 and the notice that the user connected on purpose (option 4):
 
     ConnectNotice 0x10  (nothing)
+    File transfer  0x28-0x2F  see peerchat/protocol/transfer.py
 
 `decode_message` raises only `ProtocolError`; `encode_message` raises
 `ValueError` for a message that could never be decoded (a local mistake).
@@ -48,6 +49,13 @@ from peerchat.limits import (
     MAX_REASON_CHARS,
     MAX_TIMESTAMP,
     PEX_MAX_RECORDS,
+)
+from peerchat.protocol.transfer import (
+    TRANSFER_KINDS,
+    TRANSFER_MESSAGE_TYPES,
+    TransferMessage,
+    decode_transfer,
+    encode_transfer,
 )
 
 KIND_CHAT: Final = 0x01
@@ -177,7 +185,9 @@ class PeerExchange:
     records: tuple[PexRecord, ...]
 
 
-Message = Chat | Ack | Ping | Pong | Bye | ConnectNotice | VerifyMessage | PeerExchange
+Message = (
+    Chat | Ack | Ping | Pong | Bye | ConnectNotice | VerifyMessage | PeerExchange | TransferMessage
+)
 
 
 def new_msg_id() -> str:
@@ -233,6 +243,8 @@ def encode_message(message: Message) -> bytes:
         return _encode_verify(message)
     if type(message) is PeerExchange:
         return _encode_peer_exchange(message)
+    if isinstance(message, TRANSFER_MESSAGE_TYPES):
+        return encode_transfer(message)
     raise ValueError(f"not a message: {type(message).__name__}")
 
 
@@ -403,6 +415,8 @@ def decode_message(data: bytes) -> Message:
         if size != 1:
             raise ProtocolError("connect notice has the wrong length")
         return ConnectNotice()
+    if kind in TRANSFER_KINDS:
+        return decode_transfer(data)
     raise ProtocolError(f"unknown message kind {kind:#04x}")
 
 

@@ -29,6 +29,7 @@ from discovery import broadcast_targets
 from peerchat import limits
 from peerchat.errors import NotAnswering, StorageError
 from peerchat.events import (
+    FILE_EVENTS,
     ActivePeer,
     CodeRefused,
     CodeRequested,
@@ -60,7 +61,8 @@ from peerchat.net.seeds import SeedStore, StoredSeed
 from peerchat.net.verification import Verifier
 from peerchat.policy.sanitize import display_safe, fit_rows
 from peerchat.protocol.sas import format_code, format_safety_number, safety_number
-from peerchat.ui import legacy_menu
+from peerchat.ui import file_menu, legacy_menu
+from peerchat.ui.file_menu import FileTransferControl, Recipient
 from peerchat.ui.legacy_menu import LegacyBridge
 from peerchat.ui.targets import PeerChoice, PeerNews, Target, TargetFinder
 from storage import Direction, HistoryStore, StoredMessage
@@ -199,7 +201,7 @@ class Menu:
             node.run()
             try:
                 while True:
-                    self.say(self.menu_text())
+                    self.say(self.menu_text(node))
                     choice = reader.read("Enter choice: ").strip()
                     if choice == "0":
                         break
@@ -220,8 +222,12 @@ class Menu:
         with patch_stdout(raw=True):
             yield
 
-    def menu_text(self) -> str:
-        return MENU if self.legacy is None else legacy_menu.with_legacy_option(MENU)
+    def menu_text(self, node: Node) -> str:
+        """The menu: option 8 with the legacy port, 11 and 12 when the node moves files."""
+        text = MENU if self.legacy is None else legacy_menu.with_legacy_option(MENU)
+        if isinstance(node, FileTransferControl):
+            text = text.replace("\n0. Quit", f"\n{file_menu.MENU_LINES}\n0. Quit")
+        return text
 
     def _say_still_queued(self) -> None:
         try:
@@ -253,6 +259,9 @@ class Menu:
         }
         if self.legacy is not None:
             actions[legacy_menu.OPTION] = self.send_legacy
+        if isinstance(node, FileTransferControl):
+            actions[file_menu.SEND_FILE] = self.send_file
+            actions[file_menu.ANSWER_OFFERS] = self.answer_file_offers
         action = actions.get(choice)
         if action is None:
             self.say("Invalid choice. Please enter a number from the menu.")
@@ -303,6 +312,42 @@ class Menu:
         """What options 1 and 4 were given; with discovery on, a new name is waited for."""
         wait = limits.NAME_DISCOVERY_WAIT if node.config.discovery else 0.0
         return self._targets.find(answer, self._listing, node.active_peers, wait=wait)
+
+    # -- 11 and 12. files ----------------------------------------------------
+
+    def send_file(self, reader: LineReader, node: Node) -> None:
+        assert isinstance(node, FileTransferControl)  # offered only then (_dispatch)
+        file_menu.send_file(reader, self.say, node, lambda r: self._file_recipient(r, node))
+
+    def answer_file_offers(self, reader: LineReader, node: Node) -> None:
+        assert isinstance(node, FileTransferControl)
+        file_menu.answer_offers(reader, self.say, node)
+
+    def _file_recipient(self, reader: LineReader, node: Node) -> Recipient:
+        """The recipient as option 1 asks for it; an address is reached (or known) first."""
+        answer = reader.read("Enter recipient's IP: ").strip()
+        if not answer:
+            return Recipient(error="No recipient given.")
+        found = self._find_target(answer, node)
+        port_text = reader.read("Enter recipient's port number: ") if found.asks_port else ""
+        if found.error or found.fingerprint is not None:
+            return Recipient(found.fingerprint, found.error)
+        port = _parse_port(port_text.strip())
+        if port is None:
+            return Recipient(error="Invalid port number.")
+        assert found.host is not None
+        host = found.host
+        connected = node.connect(host, port)
+        known = None
+        with contextlib.suppress(StorageError):
+            known = self.store.peer_by_address(host, port)
+        if known is None:
+            why = connected.detail or "no peer answered there"
+            return Recipient(
+                error=f"Failed to connect to {host}:{port} - {why}; "
+                "never reached before, so the offer cannot wait for it."
+            )
+        return Recipient(known.fingerprint)
 
     # -- 2. peers ------------------------------------------------------------
 
@@ -649,6 +694,8 @@ def format_seed(entry: StoredSeed) -> str:
 def describe_event(event: UiEvent) -> str:
     if isinstance(event, LegacyMessageArrived | LegacyPeerDiscovered | LegacyPeerLeft):
         return legacy_menu.describe_legacy_event(event)
+    if isinstance(event, FILE_EVENTS):
+        return file_menu.describe_file_event(event)
     if isinstance(event, MessageArrived):
         who = display_safe(event.name)  # the marks follow a comma, which no name contains
         if event.verified:
