@@ -16,6 +16,7 @@ FRAME_HEADER_SIZE: Final = 4  # big-endian unsigned length prefix
 MAX_FRAME_SIZE: Final = 128 * 1024  # bytes of one frame body (ciphertext)
 MAX_MESSAGE_BYTES: Final = 64 * 1024  # UTF-8 bytes of one chat message's text
 MAX_HANDSHAKE_PAYLOAD: Final = 4096  # bytes of identity payload in a handshake message
+MAX_TIMESTAMP: Final = 253_402_214_400.0  # a chat's sent_at: 9999-12-31, the last day shown
 
 # Names and fields
 MAX_NAME_CHARS: Final = 32

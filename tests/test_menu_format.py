@@ -10,6 +10,7 @@ from peerchat.events import (
     PeerOffline,
     SendResult,
 )
+from peerchat.limits import MAX_TIMESTAMP
 from peerchat.ui.menu import describe_event, describe_send, format_history_row
 from storage import DeliveryState, Direction, StoredMessage
 
@@ -73,3 +74,39 @@ def test_history_row_shows_time_direction_peer_state_and_text() -> None:
     line = format_history_row(row)
     assert line.endswith("You -> Bob (10.0.0.7:5001) [pending]: hello")
     assert line.startswith("[20")
+
+
+def test_a_history_row_with_a_time_no_calendar_can_show_is_still_shown() -> None:
+    """A row stored by an older version may hold any time: option 3 must still show it."""
+    for sent_at in (1e20, 253_402_300_800.0, 1e308):
+        row = StoredMessage(
+            msg_id="0" * 32,
+            peer_fp=FP_OLD,
+            peer_name="Mallory",
+            peer_host="10.0.0.6",
+            peer_port=5000,
+            direction=Direction.IN,
+            text="from the far future",
+            sent_at=sent_at,
+            stored_at=1_700_000_000.0,
+            state=DeliveryState.RECEIVED,
+        )
+        assert format_history_row(row) == (
+            "[time unknown] Mallory (10.0.0.6:5000) -> You [received]: from the far future"
+        )
+
+
+def test_the_latest_time_a_chat_may_carry_is_shown_as_a_date() -> None:
+    row = StoredMessage(
+        msg_id="0" * 32,
+        peer_fp=FP_OLD,
+        peer_name="Bob",
+        peer_host="10.0.0.7",
+        peer_port=5001,
+        direction=Direction.IN,
+        text="late",
+        sent_at=MAX_TIMESTAMP,
+        stored_at=1_700_000_000.0,
+        state=DeliveryState.RECEIVED,
+    )
+    assert format_history_row(row).startswith("[9999-12-3")

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS, MAX_TIMESTAMP
 from peerchat.protocol.messages import (
     Ack,
     Bye,
@@ -29,7 +29,7 @@ valid_messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(
         Chat,
         msg_ids,
-        st.floats(min_value=0, max_value=1e12, allow_nan=False),
+        st.floats(min_value=0, max_value=MAX_TIMESTAMP),
         st.text(max_size=200),
     ),
     st.builds(Ack, st.lists(msg_ids, min_size=1, max_size=40).map(tuple)),
@@ -97,6 +97,8 @@ def test_arbitrary_bytes_raise_only_protocol_error_and_decode_canonically(data: 
         (b"\x01" + ID_BYTES + struct.pack(">d", math.nan), "not a valid time"),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.inf), "not a valid time"),
         (b"\x01" + ID_BYTES + struct.pack(">d", -1.0), "not a valid time"),
+        (b"\x01" + ID_BYTES + struct.pack(">d", MAX_TIMESTAMP + 1), "not a valid time"),
+        (b"\x01" + ID_BYTES + struct.pack(">d", 1e20), "not a valid time"),
         (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"\xff", "UTF-8"),
         (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"\xed\xa0\x80", "UTF-8"),  # surrogate
         (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"x" * (MAX_MESSAGE_BYTES + 1), "over"),
@@ -124,6 +126,7 @@ def test_malformed_messages_are_refused(wire: bytes, reason: str) -> None:
         Chat(ID.upper(), 1.0, "upper-case id"),
         Chat(ID, 1.0, "x" * (MAX_MESSAGE_BYTES + 1)),
         Chat(ID, math.nan, "no time"),
+        Chat(ID, MAX_TIMESTAMP * 2, "a time no calendar shows"),
         Chat(ID, 1.0, "\ud800"),
         Ack(()),
         Ack((ID,) * (MAX_IN_FLIGHT * 4 + 1)),

@@ -3,7 +3,7 @@
 Every message starts with a 1-byte kind; the layout after it is fixed per kind
 (all integers big-endian, text UTF-8, nothing may trail):
 
-    Chat  0x01  msg_id (16 raw bytes) | sent_at (float64) | text (rest)
+    Chat  0x01  msg_id (16 raw bytes) | sent_at (float64, 0..MAX_TIMESTAMP) | text (rest)
     Ack   0x02  count (u16) | count x msg_id (16 raw bytes)
     Ping  0x03  nonce (u64)
     Pong  0x04  nonce (u64)
@@ -15,14 +15,13 @@ Every message starts with a 1-byte kind; the layout after it is fixed per kind
 
 from __future__ import annotations
 
-import math
 import secrets
 import struct
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS, MAX_TIMESTAMP
 
 KIND_CHAT: Final = 0x01
 KIND_ACK: Final = 0x02
@@ -38,7 +37,6 @@ _CHAT_HEAD: Final = struct.Struct(">B16sd")
 _CHAT_SIZE: Final = _CHAT_HEAD.size
 _pack_chat = _CHAT_HEAD.pack
 _unpack_chat = _CHAT_HEAD.unpack_from
-_INF: Final = math.inf
 _ACK_HEAD: Final = struct.Struct(">BH")
 _NONCE: Final = struct.Struct(">BQ")
 
@@ -104,8 +102,8 @@ def encode_message(message: Message) -> bytes:
             raise ValueError("text is not encodable as UTF-8") from exc
         if len(text) > MAX_MESSAGE_BYTES:
             raise ValueError(f"message text over {MAX_MESSAGE_BYTES} bytes")
-        if not 0.0 <= message.sent_at < _INF:
-            raise ValueError("sent_at must be a finite, non-negative time")
+        if not 0.0 <= message.sent_at <= MAX_TIMESTAMP:
+            raise ValueError(f"sent_at must be a time in 0..{MAX_TIMESTAMP:.0f}")
         return _pack_chat(KIND_CHAT, _id_bytes(message.msg_id), message.sent_at) + text
     if type(message) is Ack:
         if not 0 < len(message.msg_ids) <= MAX_ACK_IDS:
@@ -146,7 +144,7 @@ def _decode_chat(data: bytes) -> Chat:
     if size - _CHAT_SIZE > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"chat text over {MAX_MESSAGE_BYTES} bytes")
     _, raw_id, sent_at = _unpack_chat(data)
-    if not 0.0 <= sent_at < _INF:  # also false for NaN
+    if not 0.0 <= sent_at <= MAX_TIMESTAMP:  # a date history can show; false for NaN
         raise ProtocolError("chat timestamp is not a valid time")
     try:
         text = data[_CHAT_SIZE:].decode()

@@ -463,8 +463,16 @@ def _describe_connect(ok: bool, host: str, port: int, name: str | None, detail: 
     return f"Failed to connect to {host}:{port} - {detail}"
 
 
+def _format_time(stamp: float) -> str:
+    # Incoming times are bounded on the wire; a row stored before that may hold any.
+    try:
+        return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "time unknown"
+
+
 def format_history_row(row: StoredMessage) -> str:
-    stamp = datetime.fromtimestamp(row.sent_at).strftime("%Y-%m-%d %H:%M:%S")
+    stamp = _format_time(row.sent_at)
     peer = f"{display_safe(row.peer_name)} ({row.peer_host}:{row.peer_port})"
     arrow = f"You -> {peer}" if row.direction is Direction.OUT else f"{peer} -> You"
     state = row.state.value + (f": {row.detail}" if row.detail else "")
