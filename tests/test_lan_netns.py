@@ -9,7 +9,7 @@ the machine's real network. The peers run with the default broadcast address
 namespace that can only reach the test bridge.
 
 Needs root and iproute2; where namespaces cannot be made the test is skipped
-with the reason.
+with the reason, or fails with it under CI (tests.support.cannot_set_up).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tests.support import (
     WatchedPeer,
     await_lines,
     await_new_lines,
+    cannot_set_up,
     own_fingerprint,
     peer_rows,
 )
@@ -130,20 +131,20 @@ def _root_links() -> set[str]:
 @pytest.fixture
 def lan() -> Iterator[Lan]:
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        cannot_set_up("network namespaces need root")
     if shutil.which("ip") is None:
-        pytest.skip("iproute2 ('ip') is not installed")
+        cannot_set_up("iproute2 ('ip') is not installed")
     net = Lan(len(NAMES))
     probe = ip("netns", "add", net.switch)
     if probe.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {probe.stderr.strip()}")
+        cannot_set_up(f"cannot create a network namespace: {probe.stderr.strip()}")
     ip("netns", "del", net.switch)
     before = _root_links()
     try:
         try:
             net.build()
         except RuntimeError as exc:
-            pytest.skip(f"cannot build the test LAN: {exc}")
+            cannot_set_up(f"cannot build the test LAN: {exc}")
         # The rule this test lives by: nothing new in the root namespace, and no host
         # has a route beyond the test subnet.
         assert _root_links() <= before, "the test LAN leaked into the root namespace"
