@@ -49,7 +49,6 @@ from peerchat.protocol.beacon import (
     decode_beacon,
     encode_beacon,
 )
-from tests.fuzz_beacon import fuzz
 from tests.support import LOOPBACK_BROADCAST, free_udp_port
 
 NOW = 1_700_000_000.0
@@ -479,12 +478,6 @@ def test_fingerprint_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     # The most recent keys are still remembered.
     last = pack(name=b"P", der=b"key-%d" % (MAX_TRACKED_PEERS * 2 - 1), signature=b"s")
     assert reason(f.check(last, "10.0.0.7", NOW)) == REPLAY
-
-
-def test_hostile_bytes_never_raise_short_fuzz() -> None:
-    stats = fuzz(seconds=3.0, seed=20240601)
-    assert stats.iterations > 1000
-    assert stats.accepted > 0  # the genuine inputs got through: the run went deep
 
 
 # --------------------------------------------------------------------------- targets
