@@ -14,6 +14,7 @@ sees them.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import sqlite3
@@ -289,6 +290,72 @@ def test_a_message_the_store_refuses_is_not_queued(db_path: Path, sealer: Sealer
     assert delivery.pending_count(BOB) == 0
     assert delivery.take_chats(BOB) == []
     assert problems == []
+
+
+def test_a_queue_reloaded_under_a_lower_limit_fails_what_no_longer_fits(
+    db_path: Path, sealer: Sealer
+) -> None:
+    """Started again with a smaller --queue-limit: the oldest stay queued, the rest fail."""
+    with HistoryStore.open(db_path, sealer) as store:
+        store.add_outgoing(
+            [outgoing(mid(n), f"b{n}", 1000.0 + n) for n in range(1, 6)]
+            + [outgoing(mid(9), "c", 1010.0, peer=CAROL)]
+        )
+        problems: list[str] = []
+        delivery = Delivery(store, problems.append, max_queued_per_peer=3)
+        delivery.load()
+        assert [c.text for c in delivery.take_chats(BOB)] == ["b1", "b2", "b3"]
+        assert [c.text for c in delivery.take_chats(CAROL)] == ["c"]
+        assert states(store) == {
+            "b1": (DeliveryState.PENDING, None),
+            "b2": (DeliveryState.PENDING, None),
+            "b3": (DeliveryState.PENDING, None),
+            "b4": (DeliveryState.FAILED, "queue full"),
+            "b5": (DeliveryState.FAILED, "queue full"),
+            "c": (DeliveryState.PENDING, None),
+        }
+        assert delivery.queued_ids(BOB) == [mid(1), mid(2), mid(3)]
+        assert delivery.queued_ids(CAROL) == [mid(9)]
+        assert delivery.is_queued(mid(3)) and not delivery.is_queued(mid(4))
+    assert problems == []
+
+
+def test_a_pending_row_without_a_recipient_key_is_left_out_of_the_queue(
+    db_path: Path, sealer: Sealer
+) -> None:
+    with HistoryStore.open(db_path, sealer) as store:
+        nobody = dataclasses.replace(outgoing(mid(1), "to nobody", 1000.0), peer_fp=None)
+        store.add_outgoing([nobody, outgoing(mid(2), "to Bob", 1001.0)])
+        problems: list[str] = []
+        delivery = Delivery(store, problems.append)
+        delivery.load()
+        assert [c.text for c in delivery.take_chats(BOB)] == ["to Bob"]
+        assert not delivery.is_queued(mid(1))
+    assert problems == []
+
+
+def test_a_message_without_a_recipient_key_cannot_be_queued(db_path: Path, sealer: Sealer) -> None:
+    with HistoryStore.open(db_path, sealer) as store:
+        delivery = Delivery(store, lambda problem: None)
+        nobody = dataclasses.replace(to_bob("lost"), peer_fp=None)
+        with pytest.raises(ValueError, match="a queued message needs a recipient's fingerprint"):
+            delivery.enqueue([nobody])
+        assert store.history() == []
+
+
+def test_a_store_that_fails_to_record_an_expiry_says_so_and_forgets_the_message(
+    db_path: Path, sealer: Sealer
+) -> None:
+    problems: list[str] = []
+    store = HistoryStore.open(db_path, sealer)
+    delivery = Delivery(store, problems.append, max_queued_age=10.0)
+    late = to_bob("late", now=1000.0)
+    delivery.enqueue([late])
+    store.close()  # every later write fails
+    assert [r.text for r in delivery.expire(1011.0)] == ["late"]
+    assert len(problems) == 1
+    assert problems[0].startswith("Cannot record expired messages: ")
+    assert not delivery.is_queued(late.msg_id)
 
 
 # -- the receiver's rule: store, then acknowledge all of it, show only what is new ----------

@@ -11,7 +11,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from peerchat.errors import ProtocolError
-from peerchat.protocol.noise import MAX_NONCE, CipherState, HandshakeState, public_bytes
+from peerchat.protocol.noise import (
+    DHLEN,
+    MAX_MESSAGE_LEN,
+    MAX_NONCE,
+    CipherState,
+    HandshakeState,
+    public_bytes,
+)
 
 PROTOCOL = "Noise_XX_25519_AESGCM_SHA256"
 # The Noise_XX_25519 subset of the cacophony vectors (centromere/cacophony,
@@ -113,7 +120,7 @@ def test_different_prologues_fail() -> None:
     i = HandshakeState(PROTOCOL, initiator=True, prologue=b"a", s=X25519PrivateKey.generate())
     r = HandshakeState(PROTOCOL, initiator=False, prologue=b"b", s=X25519PrivateKey.generate())
     r.read_message(i.write_message(b""))
-    with pytest.raises(ProtocolError, match="authentication failed"):
+    with pytest.raises(ProtocolError, match=r"^message authentication failed$"):
         i.read_message(r.write_message(b""))
 
 
@@ -131,42 +138,54 @@ def test_tampered_message_2_fails(position: int) -> None:
 def test_short_message_2_fails(length: int) -> None:
     i, r = fresh_pair()
     r.read_message(i.write_message(b""))
-    with pytest.raises(ProtocolError, match="too short"):
+    with pytest.raises(ProtocolError, match=r"^handshake message too short$"):
         i.read_message(r.write_message(b"")[:length])
 
 
 def test_short_message_1_fails() -> None:
     _, r = fresh_pair()
-    with pytest.raises(ProtocolError, match="too short"):
+    with pytest.raises(ProtocolError, match=r"^handshake message too short$"):
         r.read_message(bytes(31))
 
 
 def test_low_order_ephemeral_key_is_refused() -> None:
     _, r = fresh_pair()
     r.read_message(bytes(32))  # message 1 is only hashed; the point is used in message 2
-    with pytest.raises(ProtocolError, match="Diffie-Hellman"):
+    with pytest.raises(ProtocolError, match=r"^invalid Diffie-Hellman public key$"):
         r.write_message(b"")
 
 
 def test_reading_out_of_turn_is_a_protocol_error() -> None:
     i, _ = fresh_pair()
-    with pytest.raises(ProtocolError, match="unexpected"):
+    with pytest.raises(ProtocolError, match=r"^unexpected handshake message$"):
         i.read_message(bytes(32))
 
 
 def test_writing_out_of_turn_is_a_local_error() -> None:
     _, r = fresh_pair()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^not this side's turn to write a handshake message$"):
         r.write_message(b"")
 
 
 @pytest.mark.parametrize(
-    "name",
-    ["Noise_NN_25519_AESGCM_SHA256", "Noise_XX_448_AESGCM_SHA256", "Noise_XX_25519_AESGCM_SHA512"],
+    ("name", "problem"),
+    [
+        (
+            "Noise_NN_25519_AESGCM_SHA256",
+            "^unsupported Noise protocol 'Noise_NN_25519_AESGCM_SHA256'$",
+        ),
+        ("Noise_XX_448_AESGCM_SHA256", "^unsupported Noise protocol 'Noise_XX_448_AESGCM_SHA256'$"),
+        ("Noise_XX_25519_AESGCM_SHA512", "^unsupported Noise hash 'SHA512'$"),
+        ("Noise_XX_25519_AES_SHA256", "^unsupported Noise cipher 'AES'$"),
+    ],
 )
-def test_unsupported_protocols_are_refused(name: str) -> None:
-    with pytest.raises(ValueError):
+def test_unsupported_protocols_are_refused(name: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
         HandshakeState(name, initiator=True, prologue=b"", s=X25519PrivateKey.generate())
+
+
+EXHAUSTED = r"^nonce space exhausted; the session must end$"
+NO_KEY_OR_EXHAUSTED = r"^no key, or nonce space exhausted; the session must end$"
 
 
 @pytest.mark.parametrize("cipher", ["AESGCM", "ChaChaPoly"])
@@ -176,14 +195,14 @@ def test_nonce_exhaustion_is_refused(cipher: str) -> None:
     send.n = recv.n = MAX_NONCE - 1
     ciphertext = send.encrypt_with_ad(b"", b"last")
     assert recv.decrypt_with_ad(b"", ciphertext) == b"last"
-    with pytest.raises(ProtocolError, match="exhausted"):
+    with pytest.raises(ProtocolError, match=EXHAUSTED):
         send.encrypt_with_ad(b"", b"one too many")
-    with pytest.raises(ProtocolError, match="exhausted"):
+    with pytest.raises(ProtocolError, match=EXHAUSTED):
         recv.decrypt_with_ad(b"", ciphertext)
     # The transport shortcuts (empty associated data) refuse it too.
-    with pytest.raises(ProtocolError, match="exhausted"):
+    with pytest.raises(ProtocolError, match=NO_KEY_OR_EXHAUSTED):
         send.encrypt(b"one too many")
-    with pytest.raises(ProtocolError, match="exhausted"):
+    with pytest.raises(ProtocolError, match=NO_KEY_OR_EXHAUSTED):
         recv.decrypt(ciphertext)
 
 
@@ -193,7 +212,7 @@ def test_transport_shortcuts_equal_empty_associated_data() -> None:
     assert sealed == b.encrypt_with_ad(b"", b"frame")
     c = CipherState("AESGCM", bytes(32))
     assert c.decrypt(sealed) == b"frame" and c.n == 1
-    with pytest.raises(ProtocolError, match="authentication"):
+    with pytest.raises(ProtocolError, match=r"^message authentication failed$"):
         c.decrypt(sealed)  # the same frame again: a replay
 
 
@@ -201,7 +220,7 @@ def test_failed_decryption_does_not_advance_the_counter() -> None:
     send = CipherState("AESGCM", bytes(32))
     recv = CipherState("AESGCM", bytes(32))
     good = send.encrypt_with_ad(b"", b"hello")
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match=r"^message authentication failed$"):
         recv.decrypt_with_ad(b"", good[:-1] + bytes([good[-1] ^ 1]))
     assert recv.n == 0
     assert recv.decrypt_with_ad(b"", good) == b"hello"
@@ -233,3 +252,49 @@ def test_rekey_changes_the_key_and_keeps_the_counter() -> None:
     plain = CipherState("AESGCM", bytes(32))
     plain.n = 6
     assert plain.encrypt_with_ad(b"", b"x") != a.encrypt_with_ad(b"", b"x")
+
+
+def test_rekey_derives_the_key_the_specification_gives() -> None:
+    """REKEY(k) = ENCRYPT(k, maxnonce, zerolen, zeros)[:32], the counter kept (Noise 11.3)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    k = bytes(range(32))
+    state = CipherState("AESGCM", k)
+    state.n = 6
+    state.rekey()
+    rekeyed = AESGCM(k).encrypt(b"\x00" * 4 + b"\xff" * 8, bytes(32), b"")[:32]
+    nonce_6 = bytes(11) + b"\x06"
+    assert state.encrypt_with_ad(b"", b"x") == AESGCM(rekeyed).encrypt(nonce_6, b"x", b"")
+
+
+def test_rekey_without_a_key_is_a_local_error() -> None:
+    with pytest.raises(RuntimeError, match=r"^rekey without a key$"):
+        CipherState("AESGCM").rekey()
+
+
+def test_the_transport_shortcuts_need_a_key() -> None:
+    state = CipherState("AESGCM")
+    with pytest.raises(ProtocolError, match=NO_KEY_OR_EXHAUSTED):
+        state.encrypt(b"x")
+    with pytest.raises(ProtocolError, match=NO_KEY_OR_EXHAUSTED):
+        state.decrypt(bytes(17))
+
+
+def test_splitting_before_the_handshake_is_complete_is_a_local_error() -> None:
+    i, _ = fresh_pair()
+    with pytest.raises(RuntimeError, match=r"^handshake not complete$"):
+        i.split()
+
+
+def test_a_handshake_message_may_be_exactly_the_noise_maximum() -> None:
+    """65535 bytes: message 1 is the ephemeral key (32 bytes) and a clear payload."""
+    i, r = fresh_pair()
+    with pytest.raises(ValueError, match=r"^handshake payload too large for one Noise message$"):
+        i.write_message(bytes(MAX_MESSAGE_LEN - DHLEN + 1))
+    i, r = fresh_pair()
+    longest = i.write_message(bytes(MAX_MESSAGE_LEN - DHLEN))
+    assert len(longest) == MAX_MESSAGE_LEN
+    assert r.read_message(longest) == bytes(MAX_MESSAGE_LEN - DHLEN)
+    _, r = fresh_pair()
+    with pytest.raises(ProtocolError, match=r"^handshake message too long$"):
+        r.read_message(longest + b"\x00")
