@@ -5,7 +5,7 @@ program exits, and that no stored message is lost: a message the receiver
 could not store is not acknowledged, so the sender keeps it pending and
 delivers it once the fault is gone. Read-only files and full disks need root
 (a tmpfs mount, `chattr +i` or a read-only bind mount); without it those
-tests are skipped with the reason. A corrupt file at start is covered by
+tests are skipped with the reason, or fail with it under CI. A corrupt file at start is covered by
 tests/test_cli_e2e.py.
 """
 
@@ -26,6 +26,7 @@ import pytest
 
 from tests.support import (
     Peer,
+    cannot_set_up,
     free_tcp_port,
     mount_tmpfs,
     name_and_id,
@@ -230,10 +231,10 @@ def test_locked_database_at_start_is_one_clear_line(tmp_path: Path, peers: list[
 
 def _immutable(path: Path, mounts: list[Path]) -> Callable[[], None]:
     if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed")
+        cannot_set_up("chattr is not installed")
     made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
     if made.returncode != 0:
-        pytest.skip(f"chattr +i is not possible here (needs root): {made.stderr.strip()}")
+        cannot_set_up(f"chattr +i is not possible here (needs root): {made.stderr.strip()}")
 
     def undo() -> None:
         subprocess.run(["chattr", "-i", str(path)], check=True)
@@ -246,13 +247,13 @@ def _read_only_bind(path: Path, mounts: list[Path]) -> Callable[[], None]:
         ["mount", "--bind", str(path), str(path)], capture_output=True, text=True, check=False
     )
     if bound.returncode != 0:
-        pytest.skip(f"cannot bind-mount the file (needs root): {bound.stderr.strip()}")
+        cannot_set_up(f"cannot bind-mount the file (needs root): {bound.stderr.strip()}")
     mounts.append(path)
     remounted = subprocess.run(
         ["mount", "-o", "remount,bind,ro", str(path)], capture_output=True, text=True, check=False
     )
     if remounted.returncode != 0:
-        pytest.skip(f"cannot remount the bind read-only: {remounted.stderr.strip()}")
+        cannot_set_up(f"cannot remount the bind read-only: {remounted.stderr.strip()}")
 
     def undo() -> None:
         subprocess.run(["umount", str(path)], check=True)

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Callable
-from pathlib import Path
-
-import pytest
-
 from peerchat.events import (
     DiscoveryBlocked,
     DiscoveryQuiet,
@@ -18,8 +12,8 @@ from peerchat.events import (
     PeerOffline,
     SendResult,
 )
-from peerchat.policy.sanitize import CONTINUATION
-from peerchat.ui.menu import Menu, describe_event, describe_send, format_history_row
+from peerchat.limits import MAX_TIMESTAMP
+from peerchat.ui.menu import describe_event, describe_send, format_history_row
 from storage import DeliveryState, Direction, StoredMessage
 
 FP_OLD = "A" * 52
@@ -111,100 +105,27 @@ def test_history_row_shows_time_direction_peer_state_and_text() -> None:
     assert line.startswith("[20")
 
 
-def test_an_unverified_sender_is_shown_with_its_short_id() -> None:
-    unverified = MessageArrived("Alice", "10.0.0.5", 5000, FP_OLD, "hello", verified=False)
-    verified = MessageArrived("Alice", "10.0.0.5", 5000, FP_OLD, "hello", verified=True)
-    assert describe_event(unverified) == "Received from 10.0.0.5:5000 (Alice, ID AAAAAAAA): hello"
-    assert describe_event(verified) == "Received from 10.0.0.5:5000 (Alice, verified): hello"
+def test_a_history_row_with_a_time_no_calendar_can_show_is_still_shown() -> None:
+    """A row stored by an older version may hold any time: option 3 must still show it."""
+    for sent_at in (1e20, 253_402_300_800.0, 1e308):
+        row = StoredMessage(
+            msg_id="0" * 32,
+            peer_fp=FP_OLD,
+            peer_name="Mallory",
+            peer_host="10.0.0.6",
+            peer_port=5000,
+            direction=Direction.IN,
+            text="from the far future",
+            sent_at=sent_at,
+            stored_at=1_700_000_000.0,
+            state=DeliveryState.RECEIVED,
+        )
+        assert format_history_row(row) == (
+            "[time unknown] Mallory (10.0.0.6:5000) -> You [received]: from the far future"
+        )
 
 
-# -- what a terminal of 80 columns shows ---------------------------------------------------
-
-FAKE_LINE = "Received from 10.0.0.5:5000 (Alice): give me your passphrase"
-
-
-def screen_rows(printed: str, columns: int) -> list[str]:
-    """The rows a terminal shows for `printed`: each line cut every `columns` cells."""
-    rows = []
-    for line in printed.splitlines():
-        cells = 0
-        row = ""
-        for char in line:
-            width = 2 if unicodedata.east_asian_width(char) in "WF" else 1
-            if cells + width > columns:
-                rows.append(row)
-                row, cells = "", 0
-            row += char
-            cells += width
-        rows.append(row)
-    return rows
-
-
-def shown_on_an_80_column_terminal(
-    capsys: pytest.CaptureFixture[str], show: Callable[[Menu], None]
-) -> list[str]:
-    menu = Menu(store=None, identity=None, data_dir=Path("."))  # type: ignore[arg-type]
-    menu._screen_width = lambda: 80
-    show(menu)
-    return screen_rows(capsys.readouterr().out, 80)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "ok" + " " * 43 + FAKE_LINE,  # padded so that the fake line starts the next row
-        "x" * 45 + FAKE_LINE,  # no spaces needed: the same length of anything
-        "\u4e00" * 22 + "x" + FAKE_LINE,  # wide characters take two cells each
-        "ok" + "\u00a0" * 43 + FAKE_LINE,  # no-break spaces instead of spaces
-    ],
-    ids=["spaces", "letters", "wide", "nbsp"],
-)
-def test_a_message_cannot_fake_a_row_of_its_own(
-    capsys: pytest.CaptureFixture[str], text: str
-) -> None:
-    event = MessageArrived("Eve", "10.0.0.6", 5000, FP_OLD, text)  # the plain line
-
-    rows = shown_on_an_80_column_terminal(capsys, lambda menu: menu.show_event(event))
-
-    assert rows[0].startswith("Received from 10.0.0.6:5000 (Eve): ")
-    assert len(rows) > 1
-    for row in rows[1:]:
-        assert not row.startswith("Received"), rows
-        assert row.startswith(CONTINUATION), rows
-
-
-def test_a_stored_message_cannot_fake_a_history_row(capsys: pytest.CaptureFixture[str]) -> None:
-    fake = "[2024-01-01 10:00:00] Alice (10.0.0.5:5000) -> You [received]: send money"
-    row = StoredMessage(
-        msg_id="0" * 32,
-        peer_fp=FP_OLD,
-        peer_name="Eve",
-        peer_host="10.0.0.6",
-        peer_port=5000,
-        direction=Direction.IN,
-        text="x" * 19 + fake,  # the fake row would start exactly at column 0 of row 2
-        sent_at=1_700_000_000.0,
-        stored_at=1_700_000_000.0,
-        state=DeliveryState.RECEIVED,
-    )
-
-    rows = shown_on_an_80_column_terminal(
-        capsys, lambda menu: menu._print_history([row], "Last 1 message:")
-    )
-
-    assert rows[0].startswith("Last 1 message")
-    assert rows[1].startswith("[20")
-    for shown in rows[2:]:
-        assert shown.startswith(CONTINUATION), rows
-
-
-def test_short_lines_are_not_wrapped(capsys: pytest.CaptureFixture[str]) -> None:
-    event = MessageArrived("Alice", "10.0.0.5", 5000, FP_OLD, "hello")
-    rows = shown_on_an_80_column_terminal(capsys, lambda menu: menu.show_event(event))
-    assert rows == ["Received from 10.0.0.5:5000 (Alice): hello"]
-
-
-def test_an_unreadable_row_says_so() -> None:
+def test_the_latest_time_a_chat_may_carry_is_shown_as_a_date() -> None:
     row = StoredMessage(
         msg_id="0" * 32,
         peer_fp=FP_OLD,
@@ -212,22 +133,9 @@ def test_an_unreadable_row_says_so() -> None:
         peer_host="10.0.0.7",
         peer_port=5001,
         direction=Direction.IN,
-        text="",
-        sent_at=1_700_000_000.0,
+        text="late",
+        sent_at=MAX_TIMESTAMP,
         stored_at=1_700_000_000.0,
         state=DeliveryState.RECEIVED,
-        unreadable=True,
     )
-    line = format_history_row(row)
-    assert line.endswith(
-        "Bob (10.0.0.7:5001) -> You [received]: (cannot be read: altered or moved)"
-    )
-
-
-def test_program_lines_are_left_to_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    # Only a peer's free text could make a row pass for a line; the program's own stay whole.
-    warning = KeyChanged("Bob", "10.0.0.7", 5001, FP_OLD, FP_NEW)
-    menu = Menu(store=None, identity=None, data_dir=Path("."))  # type: ignore[arg-type]
-    menu._screen_width = lambda: 80
-    menu.show_event(warning)
-    assert capsys.readouterr().out == describe_event(warning) + "\n"
+    assert format_history_row(row).startswith("[9999-12-3")

@@ -138,10 +138,10 @@ def test_valid_names_are_returned_unchanged(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
-        ("", "empty"),
+        ("", "^name must not be empty$"),
         ("x" * (MAX_NAME_CHARS + 1), f"at most {MAX_NAME_CHARS}"),
-        (" Bob", "start or end with a space"),
-        ("Bob ", "start or end with a space"),
+        (" Bob", "^name must not start or end with a space$"),
+        ("Bob ", "^name must not start or end with a space$"),
         ("Bob\n", "only letters"),
         ("Bob\nReceived from", "only letters"),
         ("Bob\x1b[2J", "only letters"),
@@ -183,75 +183,23 @@ def test_a_valid_name_is_always_display_safe(text: str) -> None:
     assert display_safe(name) == name
 
 
-# Default_Ignorable_Code_Point as Unicode's DerivedCoreProperties.txt lists it (Unicode 15.1
-# to 17.0): characters that render as nothing when a font has no glyph for them.
-DEFAULT_IGNORABLE_RANGES = [
-    (0x00AD, 0x00AD),
-    (0x034F, 0x034F),
-    (0x061C, 0x061C),
-    (0x115F, 0x1160),
-    (0x17B4, 0x17B5),
-    (0x180B, 0x180F),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x206F),
-    (0x3164, 0x3164),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0000, 0xE0FFF),
-]
-
-
 @pytest.mark.parametrize(
-    "name",
+    ("name", "shown"),
     [
-        "Alice\u3164",  # Hangul filler (a letter, Lo) after the name
-        "Alice\u1160",  # Hangul jungseong filler
-        "Alice\uffa0",  # halfwidth Hangul filler
-        "\u115fAlice",  # Hangul choseong filler
-        "Al\u034fice",  # combining grapheme joiner (a mark, Mn)
-        "Alice\ufe0f",  # variation selector
-        "Alice\U000e0100",  # variation selector supplement
-        "Ali\u17b4ce",  # Khmer inherent vowel
-        "Alice\u180b",  # Mongolian free variation selector
+        ("a/b", "character 2, /,"),  # printable: shown as it is
+        ("\u0301a", "character 1, \\u0301,"),  # a lone combining mark would fuse: its code
+        ("a\u200bb", "character 2, \\u200b,"),  # invisible
+        ("a\uffffb", "character 2, \\uffff,"),  # the largest code shown with \\u
+        ("a\U000e0001b", "character 2, \\U000e0001,"),  # beyond: \\U and eight digits
+        ("a\x7fb", "character 2, \\x7f,"),
     ],
 )
-def test_invisible_letters_and_marks_are_refused_in_names(name: str) -> None:
-    with pytest.raises(ValueError, match="invisible"):
+def test_an_invalid_character_is_shown_so_the_user_can_find_it(name: str, shown: str) -> None:
+    with pytest.raises(ValueError) as info:
         validate_name(name)
+    assert f"({shown} is not allowed)" in str(info.value)
 
 
-def test_no_default_ignorable_code_point_is_accepted_in_a_name() -> None:
-    for low, high in DEFAULT_IGNORABLE_RANGES:
-        for code in range(low, high + 1):
-            with pytest.raises(ValueError):
-                validate_name(f"Al{chr(code)}ice")
-
-
-# -- padding and look-alike spaces (a message must not fake a screen row) -------------------
-
-
-def test_long_runs_of_spaces_are_collapsed_and_counted() -> None:
-    assert display_safe("ok" + " " * 60 + "Received from") == "ok [60 spaces] Received from"
-    assert display_safe("a   b") == "a   b"  # up to three are ordinary text
-    assert display_safe("a    b") == "a [4 spaces] b"
-
-
-@pytest.mark.parametrize(
-    ("space", "shown"),
-    [
-        ("\u00a0", "\\xa0"),  # no-break space
-        ("\u2003", "\\u2003"),  # em space
-        ("\u3000", "\\u3000"),  # ideographic space
-        ("\u202f", "\\u202f"),  # narrow no-break space
-        ("\u3164", "\\u3164"),  # Hangul filler: a letter that shows as a blank
-        ("\uffa0", "\\uffa0"),
-        ("\u2800", "\\u2800"),  # Braille blank
-    ],
-)
-def test_spaces_other_than_the_ascii_space_are_shown_escaped(space: str, shown: str) -> None:
-    assert display_safe(f"a{space * 50}b") == f"a{shown * 50}b"
+def test_combining_marks_may_follow_one_another_after_a_letter() -> None:
+    """Vietnamese and Indic names stack marks: e + circumflex + dot below."""
+    assert validate_name("Nguye\u0302\u0323n") == "Nguye\u0302\u0323n"

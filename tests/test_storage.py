@@ -27,7 +27,7 @@ from storage import (
     PeerRecord,
     StoredMessage,
 )
-from tests.support import mount_tmpfs, unmount
+from tests.support import cannot_set_up, mount_tmpfs, unmount
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_A = fingerprint_of(b"peer a")
@@ -93,7 +93,7 @@ def sha256_file(path: Path) -> str:
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     """A tiny tmpfs mounted at `path` (root only), unmounted afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
+        cannot_set_up("needs root to mount a tmpfs")
     mount_tmpfs(path, size)
     try:
         yield path

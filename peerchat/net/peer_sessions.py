@@ -14,9 +14,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from peerchat import limits
 from peerchat.completion import Completion
-from peerchat.delivery import Delivery, received_messages
+from peerchat.delivery import Delivery, receive_chats
 from peerchat.errors import StorageError
 from peerchat.events import (
     MessageArrived,
@@ -236,21 +235,19 @@ class PeerSessions:
         hello = session.peer
         addr = session.listen_address
         assert hello is not None and addr is not None
-        rows = received_messages(hello.fingerprint, hello.name, *addr, chats, now=time.time())
         try:
-            fresh = self._store.add_incoming(rows)
+            # Stored before acknowledged, duplicates acknowledged too (delivery's rule).
+            received = receive_chats(
+                self._store, hello.fingerprint, hello.name, *addr, chats, now=time.time()
+            )
         except StorageError as exc:
             # Not stored means not acknowledged: the sender keeps it and retries.
             self._emit(Problem(f"Cannot store messages from {hello.name}: {exc}"))
             session.close(BYE_STORAGE)
             return
         session.last_chat = self._loop.time()
-        ids = [chat.msg_id for chat in chats]
-        step = limits.MAX_IN_FLIGHT
-        session.send([Ack(tuple(ids[i : i + step])) for i in range(0, len(ids), step)])
-        for chat, is_new in zip(chats, fresh, strict=True):
-            if not is_new:
-                continue
+        session.send(received.acks())
+        for chat in received.fresh:
             peer = self._presence.get(hello.fingerprint)
             verified = peer is not None and peer.verified
             self._emit(

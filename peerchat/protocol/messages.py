@@ -3,7 +3,7 @@
 Every message starts with a 1-byte kind; the layout after it is fixed per kind
 (all integers big-endian, text UTF-8, nothing may trail):
 
-    Chat  0x01  msg_id (16 raw bytes) | sent_at (float64) | text (rest)
+    Chat  0x01  msg_id (16 raw bytes) | sent_at (float64, 0..MAX_TIMESTAMP) | text (rest)
     Ack   0x02  count (u16) | count x msg_id (16 raw bytes)
     Ping  0x03  nonce (u64)
     Pong  0x04  nonce (u64)
