@@ -26,7 +26,9 @@ from peerchat.limits import (
     BEACON_VERIFY_GLOBAL_RATE,
     BEACON_VERIFY_KNOWN_RATE,
     BEACON_VERIFY_RATE,
+    MAX_IDENTITY_KEY_BYTES,
     MAX_NAME_CHARS,
+    MAX_SIGNATURE_BYTES,
 )
 from peerchat.protocol import beacon as beacon_module
 from peerchat.protocol.beacon import (
@@ -266,20 +268,26 @@ def test_a_datagram_shorter_than_the_header_is_truncated() -> None:
 
 
 def test_the_size_limits_are_inclusive() -> None:
-    """A beacon of exactly BEACON_MAX_SIZE bytes decodes, a bare header is judged on its
-    fields, and a one-byte key is the decoder's to accept (the signature refuses it)."""
+    """The largest key and signature decode, one byte more is refused, a bare header is
+    judged on its fields, and a one-byte key is the decoder's to accept (the signature
+    refuses it)."""
     name = b"Alice"
-    largest = pack(name=name, der=b"k" * (BEACON_MAX_SIZE - HEADER_SIZE - 5 - 1), signature=b"s")
-    assert len(largest) == BEACON_MAX_SIZE
+    largest = pack(
+        name=name, der=b"k" * MAX_IDENTITY_KEY_BYTES, signature=b"s" * MAX_SIGNATURE_BYTES
+    )
+    assert len(largest) <= BEACON_MAX_SIZE
     beacon, _, signature = decode_beacon(largest)
-    assert (beacon.name, signature) == ("Alice", b"s")
+    assert (beacon.name, len(signature)) == ("Alice", MAX_SIGNATURE_BYTES)
+    with pytest.raises(ProtocolError, match=r"^identity key of 601 bytes is over 600$"):
+        decode_beacon(pack(name=name, der=b"k" * (MAX_IDENTITY_KEY_BYTES + 1), signature=b"s"))
+    with pytest.raises(ProtocolError, match=r"^signature of 513 bytes is over 512$"):
+        decode_beacon(pack(name=name, der=b"k", signature=b"s" * (MAX_SIGNATURE_BYTES + 1)))
     with pytest.raises(ProtocolError, match=r"^bad field length$"):
         decode_beacon(pack(name=b"", der=b"", signature=b""))  # exactly the header
     assert decode_beacon(pack(name=name, der=b"k", signature=b"s"))[0].identity_der == b"k"
     with pytest.raises(ProtocolError, match=r"^beacon length does not match its fields$"):
         decode_beacon(pack(name=name, der=b"k", signature=b"s") + b"\x00")
     f = BeaconFilter(me().fingerprint)
-    assert reason(f.check(largest, "10.0.0.9", NOW)) == BAD_SIGNATURE
     header_only = pack(name=b"", der=b"", signature=b"")
     assert reason(f.check(header_only, "10.0.0.9", NOW)) == f"{MALFORMED}: bad field length"
 
@@ -304,6 +312,9 @@ def test_a_beacon_may_be_exactly_the_largest_size() -> None:
     assert len(data) == BEACON_MAX_SIZE
 
 
+BAD_TIME = "^timestamp must be a unix time from 1970 to 3000$"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -314,9 +325,15 @@ def test_a_beacon_may_be_exactly_the_largest_size() -> None:
         (("Alice", 5000, b"short", 0, NOW), "instance"),
         (("Alice", 5000, INSTANCE_1, -1, NOW), "^sequence number out of range$"),
         (("Alice", 5000, INSTANCE_1, 2**64, NOW), "^sequence number out of range$"),
-        (("Alice", 5000, INSTANCE_1, 0, math.nan), "^timestamp must be a finite unix time$"),
-        (("Alice", 5000, INSTANCE_1, 0, math.inf), "^timestamp must be a finite unix time$"),
-        (("Alice", 5000, INSTANCE_1, 0, -1.0), "^timestamp must be a finite unix time$"),
+        (
+            ("Alice", 5000, INSTANCE_1, 0, math.nan),
+            BAD_TIME,
+        ),
+        (
+            ("Alice", 5000, INSTANCE_1, 0, math.inf),
+            BAD_TIME,
+        ),
+        (("Alice", 5000, INSTANCE_1, 0, -1.0), BAD_TIME),
     ],
 )
 def test_encode_refuses_what_no_receiver_would_accept(

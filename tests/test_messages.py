@@ -109,7 +109,7 @@ def test_arbitrary_bytes_raise_only_protocol_error_and_decode_canonically(data: 
     assert encode_message(message) == data  # one message, one encoding
 
 
-TIME = "^chat timestamp is not a valid time$"
+TIME = r"^chat timestamp is not a valid time \(years 1970 to 3000\)$"
 CHAT_UTF8 = "^chat text is not valid UTF-8$"
 
 
@@ -118,7 +118,7 @@ CHAT_UTF8 = "^chat text is not valid UTF-8$"
     [
         (b"", "^empty message$"),
         (b"\x00", "^unknown message kind 0x00$"),
-        (b"\x06", "^unknown message kind 0x06$"),
+        (b"\xee", "^unknown message kind 0xee$"),
         (b"\x01" + ID_BYTES + b"\x00" * 7, "^chat message too short$"),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.nan), TIME),
         (b"\x01" + ID_BYTES + struct.pack(">d", math.inf), TIME),
@@ -160,8 +160,8 @@ ID_PROBLEM = "^msg_id must be 32 lowercase hex characters, got "
         (Chat(ID[:15] + " " + ID[17:], 1.0, "32 characters, 15 bytes"), ID_PROBLEM),
         (Chat("zz" * 16, 1.0, "not hex"), ID_PROBLEM),
         (Chat(ID, 1.0, "x" * (MAX_MESSAGE_BYTES + 1)), "^message text over 65536 bytes$"),
-        (Chat(ID, math.nan, "no time"), r"^sent_at must be a time in 0\.\.253402214400$"),
-        (Chat(ID, MAX_TIMESTAMP * 2, "a time no calendar shows"), "^sent_at must be a time in"),
+        (Chat(ID, math.nan, "no time"), r"^sent_at must be a time from 0 to 32503680000$"),
+        (Chat(ID, MAX_TIMESTAMP * 2, "a time no calendar shows"), "^sent_at must be a time from"),
         (Chat(ID, 1.0, "\ud800"), "^text is not encodable as UTF-8$"),
         (Ack(()), "^an Ack carries 1..1024 ids$"),
         (Ack((ID,) * (MAX_IN_FLIGHT * 4 + 1)), "^an Ack carries 1..1024 ids$"),
