@@ -383,6 +383,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         legacy=legacy,
         quota_messages_per_hour=args.quota_messages,
         quota_bytes_per_hour=args.quota_mb * 1024 * 1024,
+        transfers=transfers,
     )
     seeds = SeedStore(data_dir / "seeds.json", given=given_seeds)
     menu = Menu(store=store, identity=identity, data_dir=data_dir, seeds=seeds)

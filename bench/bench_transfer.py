@@ -15,9 +15,7 @@
   a small frame waits behind at most a window of chunks.
 - Chat send-to-acknowledgement latency while a file moves, against the same
   with no transfer: a Node in this process (as bench_messages uses) sends to
-  a real peer_chat.py that accepted the file through option 12. This needs
-  the role wired into the node (Node implements FileTransferControl); until
-  then these two rows are left out and the run says so on stderr.
+  a real peer_chat.py that accepted the file through option 12.
 
 Files live on tmpfs (/dev/shm) where it exists, so that the disk does not set
 the pace of either copy. Each figure is the median over runs, with its spread.
@@ -60,7 +58,6 @@ from bench.peers import ROOT, child_env, local_peer, peer_process, peer_profile,
 from bench.registry import module_main
 from peerchat.limits import CHUNK_BYTES
 from peerchat.net.file_store import inspect_source
-from peerchat.ui.file_menu import FileTransferControl
 
 MB = 1_000_000
 MIB = 1024 * 1024
@@ -177,12 +174,10 @@ def hash_once(source: Path) -> float:
 
 def chat_during_transfer(
     workdir: Path, source: Path, sends: int
-) -> tuple[list[float], list[float]] | None:
-    """Chat send-to-ack times with no transfer, then while `source` moves; None before wiring."""
+) -> tuple[list[float], list[float]]:
+    """Chat send-to-ack times with no transfer, then while `source` moves."""
     with local_peer("Alice", peer_profile("Alice", workdir / "chat")) as alice:
         node = alice.node
-        if not isinstance(node, FileTransferControl):
-            return None
         with peer_process(
             "Bob", peer_profile("Bob", workdir / "chat"), watch=(OFFERED, RECEIVED_FILE)
         ) as bob:
@@ -306,12 +301,7 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
     ]
     if busy and idle:
         rows += _latency_rows(idle, busy)
-    if chat is None:
-        print(
-            "bench: chat latency during a transfer left out: the node does not transfer files yet",
-            file=sys.stderr,
-        )
-    elif chat[1]:
+    if chat[1]:
         rows += _chat_rows(chat[0], chat[1], f"a {label} file")
     return rows
 

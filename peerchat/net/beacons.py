@@ -66,5 +66,5 @@ class BeaconIntake:
         if news is BeaconNews.ANNOUNCE:
             self._emit(PeerDiscovered(beacon.name, host, port))
             self._announce()
-        if self._delivery.pending_count(fp) and not self._has_session(fp):
+        if self._reconnector.wanted(fp) and not self._has_session(fp):
             self._reconnector.want(fp, at_once=True)

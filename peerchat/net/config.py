@@ -7,6 +7,7 @@ from pathlib import Path
 
 from peerchat import limits
 from peerchat.net.legacy_service import LegacyConfig
+from peerchat.net.transfers import TransferSettings
 from peerchat.policy.quota import QuotaLimits
 from peerchat.policy.session_table import AdmissionLimits
 from peerchat.policy.upkeep import UpkeepLimits
@@ -44,6 +45,10 @@ class NodeConfig:
     quota_bytes_per_hour: int = limits.QUOTA_BYTES_PER_HOUR
     call_slack: float = CALL_SLACK
     legacy: LegacyConfig | None = None  # --legacy-port: a second, unencrypted listener
+    transfers: TransferSettings | None = None  # None: a downloads folder in data_dir
+
+    def transfer_settings(self) -> TransferSettings:
+        return self.transfers or TransferSettings(downloads=self.data_dir / "downloads")
 
     def admission(self) -> AdmissionLimits:
         return AdmissionLimits(

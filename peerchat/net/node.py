@@ -14,9 +14,10 @@ Ownership, which is what keeps the threads free of data races:
 The roles: the TCP server (server.py), the discovery service (discovery.py)
 and the liveness checker (liveness_checker.py); the session owner
 (peer_sessions.py); sending (sender.py) and reconnecting (reconnector.py);
-trust (trust_book.py); reach (reach.py); one alarm (alarm.py) armed at the
-earliest time any of them needs attention. Where each key is lives in one
-address book, confirmed by the session owner only. See docs/ARCHITECTURE.md.
+trust (trust_book.py); reach (reach.py); file transfers (file_wiring.py);
+one alarm (alarm.py) armed at the earliest time any of them needs attention.
+Where each key is lives in one address book, confirmed by the session owner
+only. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from peerchat.errors import NotAnswering
 from peerchat.events import (
     ActivePeer,
     ConnectResult,
+    FileResult,
+    IncomingOffer,
     KeyConflict,
     SendResult,
     UiEvent,
@@ -46,6 +49,8 @@ from peerchat.net.beacons import BeaconIntake
 from peerchat.net.config import NodeConfig
 from peerchat.net.connector import ANY_CONNECT_FAILURE, Connector
 from peerchat.net.directory import PeerDirectory
+from peerchat.net.file_store import SourceFile
+from peerchat.net.file_wiring import FileWiring
 from peerchat.net.legacy_service import LegacyService
 from peerchat.net.liveness_checker import LivenessChecker
 from peerchat.net.news import News
@@ -65,6 +70,7 @@ from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Credentials, Role
 from peerchat.protocol.messages import VERIFY_MESSAGE_TYPES, Message, PeerExchange
+from peerchat.protocol.transfer import TRANSFER_MESSAGE_TYPES
 from storage import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -110,6 +116,10 @@ class Node:
             max_queued_age=config.max_queued_age,
         )
         completion = Completion()
+        # File transfers: the role, with what it needs from sessions and the alarm.
+        self._files = files = FileWiring(
+            loop, store, config.transfer_settings(), sessions=sessions, emit=emit, poke=alarm.poke
+        )
         # Where each key is: one book, confirmed by the session owner, fed and dialled by reach.
         book = AddressBook()
         directory = PeerDirectory(presence, store, book)
@@ -132,6 +142,7 @@ class Node:
             address_of=directory.address_of,
             attempt=connector.try_open,
             poke=alarm.poke,
+            has_work=files.has_work,
         )
         self._liveness = LivenessChecker(
             presence,
@@ -139,6 +150,7 @@ class Node:
             config.upkeep(),
             emit,
             alarm.due_by,
+            in_use=files.busy,
         )
         self._sender = Sender(
             loop,
@@ -184,11 +196,16 @@ class Node:
             seeds=seeds,
             emit=emit,
             poke=alarm.poke,
+            has_work=files.has_work,
         )
         self._owner.route([PeerExchange], reach.exchange_received)
         self._owner.on_session_up(reach.session_up)
         self._owner.on_session_down(reach.session_down)
         self._owner.announce_with(reach.announcement)
+        self._owner.route(TRANSFER_MESSAGE_TYPES, files.received)
+        self._owner.on_session_up(files.session_up)
+        self._owner.on_session_down(files.session_down)
+        self._owner.on_writable(files.writable)
         self._beacons = BeaconIntake(
             loop,
             trust_book=self._trust,
@@ -218,7 +235,13 @@ class Node:
         self._owner.on_session_up(self._verification_session_up)
         self._owner.on_session_down(lambda fp: self.verification.session_closed(fp, loop.time()))
         alarm.attach(
-            self._liveness, self._sender, reconnector, self._peer_cache, self.verification, reach
+            self._liveness,
+            self._sender,
+            reconnector,
+            self._peer_cache,
+            self.verification,
+            reach,
+            files,
         )
 
     # -- lifecycle (menu thread) ---------------------------------------------
@@ -233,6 +256,7 @@ class Node:
             self._close_loop_now()
             raise
         self._delivery.load()
+        self._files.transfers.load()
 
     def run(self) -> None:
         """Start processing in the background thread (after the banner is on screen)."""
@@ -253,7 +277,7 @@ class Node:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.set_exception_handler(_log_loop_exception)
-        for fp in self._delivery.peers_with_pending():
+        for fp in {*self._delivery.peers_with_pending(), *self._files.transfers.peers_with_work()}:
             self._reconnector.want(fp, at_once=True)
         self.alarm.poke()
         try:
@@ -311,6 +335,7 @@ class Node:
         await self._reach.close()
         for session in self._sessions.connections():
             session.close(BYE_QUIT)
+        self._files.transfers.close()
         # Give the goodbyes a moment to reach the wire.
         await asyncio.sleep(0.05)
         self._reconnector.stop()
@@ -375,6 +400,16 @@ class Node:
         """Mark a peer verified: in the store and in the active list at once."""
         self._call(self._in_loop(lambda: self._verify(fingerprint)))
 
+    def send_file(self, fingerprint: str, source: SourceFile) -> FileResult:
+        """Offer a checked file to a peer, connecting first if it is listed; else it waits."""
+        return self._call(self._send_file(fingerprint, source), 2 * self._connect_takes())
+
+    def file_offers(self) -> list[IncomingOffer]:
+        return self._call(self._files.offers())
+
+    def answer_offer(self, key: str, accept: bool) -> FileResult:
+        return self._call(self._files.answer(key, accept))
+
     def session_count(self) -> int:
         return self._call(self._in_loop(lambda: len(self._sessions)))
 
@@ -390,6 +425,18 @@ class Node:
             with contextlib.suppress(*ANY_CONNECT_FAILURE):
                 await self._connector.open_session(conflict.host, conflict.port)
         return conflict
+
+    async def _send_file(self, fp: str, source: SourceFile) -> FileResult:
+        # As option 1: a known peer that is not listed is most likely away, so the offer waits.
+        reachable = fp in self._presence or not self.config.discovery
+        return await self._files.send_file(
+            fp,
+            source,
+            name_of=self._directory.name_of,
+            addresses=self._directory.addresses_to_try(fp) if reachable else [],
+            open_session=self._connector.open_session,
+            want_reconnect=self._reconnector.want,
+        )
 
     def _verify(self, fp: str) -> None:
         peer = self._presence.get(fp)

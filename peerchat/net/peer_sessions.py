@@ -84,6 +84,7 @@ class PeerSessions:
         self._routes: dict[type[Message], Callable[[Session, str, Message], None]] = {}
         self._up: list[Callable[[Session, str], None]] = []
         self._down: list[Callable[[str], None]] = []
+        self._writable: list[Callable[[Session, str], None]] = []
         self._announcement: Callable[[Session], UiEvent | None] = _connected_from
 
     # -- wiring (the node shell) --------------------------------------------------
@@ -102,6 +103,10 @@ class PeerSessions:
     def on_session_down(self, listener: Callable[[str], None]) -> None:
         """Tell `listener` when a peer's current session is gone."""
         self._down.append(listener)
+
+    def on_writable(self, listener: Callable[[Session, str], None]) -> None:
+        """Tell `listener` when a peer's current session can take more data again."""
+        self._writable.append(listener)
 
     def announce_with(self, announcement: Callable[[Session], UiEvent | None]) -> None:
         """How a peer that a session newly lists is announced (None: not at all)."""
@@ -208,8 +213,15 @@ class PeerSessions:
         for listener in self._down:
             listener(fp)
         self._delivery.session_lost(fp)
-        if self._delivery.pending_count(fp) and not self.closing:
+        if self._reconnector.wanted(fp) and not self.closing:
             self._reconnector.want(fp)
+
+    def writable(self, session: Session) -> None:
+        fp = session.fingerprint
+        if fp is None or not self._table.is_live(fp, session):
+            return
+        for listener in self._writable:
+            listener(session, fp)
 
     # -- messages in ------------------------------------------------------------
 

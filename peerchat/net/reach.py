@@ -76,9 +76,11 @@ class Reach:
         seeds: SeedStore | None,
         emit: Callable[[UiEvent], None],
         poke: Callable[[], None],
+        has_work: Callable[[str], bool] = lambda fp: False,
     ) -> None:
         self._loop = loop
         self._identity = identity
+        self._has_work = has_work  # work besides queued messages (a file transfer)
         self._config = config
         self._sessions = sessions
         self._trust = trust_book
@@ -237,10 +239,13 @@ class Reach:
         if self.pex is not None and self._pex_due is not None and self._pex_due <= now:
             self._send_exchange(now)
 
+    def _wants_session(self, fp: str) -> bool:
+        return bool(self._delivery.pending_count(fp)) or self._has_work(fp)
+
     def _start_dial(self, dial: Dial) -> None:
         if dial.kind is DialKind.RECONNECT and not (
             self.pex is not None
-            or (dial.fingerprint is not None and self._delivery.pending_count(dial.fingerprint))
+            or (dial.fingerprint is not None and self._wants_session(dial.fingerprint))
         ):
             return  # nothing to say and nobody to pass on: no session needed
         if dial.address in self._dialling or self._connector.is_self(*dial.address):

@@ -59,6 +59,10 @@ class SessionOwner(Protocol):
         """An admitted connection is gone."""
         ...
 
+    def writable(self, session: Session) -> None:
+        """The write buffer drained after it had filled: more may be sent."""
+        ...
+
 
 class Session(asyncio.Protocol):
     """A connection in either direction, from first byte to close."""
@@ -132,6 +136,10 @@ class Session(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail(str(exc))
         self._flush()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and not self.closed:
+            self._owner.writable(self)
 
     def eof_received(self) -> bool | None:
         try:

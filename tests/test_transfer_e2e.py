@@ -1,8 +1,5 @@
 """File transfer between real peer_chat processes, driven through options 11 and 12.
 
-Not collected yet (its name does not start with test_): it needs the transfer
-role wired into the node. Enable it by renaming it to test_transfer_e2e.py.
-
 A transfer on loopback is too fast to cut "at about half" by timing alone,
 so the tests freeze the other side with SIGSTOP once the partial file holds
 half the bytes, kill the side under test with SIGKILL, and let the frozen
@@ -24,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Peer, free_udp_port, strip_ansi
+from tests.support import Peer, free_udp_port, shown_as, strip_ansi
 
 pytestmark = pytest.mark.slow
 
@@ -261,7 +258,7 @@ def test_chat_flows_during_a_transfer(
         alice.send_to("Bob", f"still here {number}")
         alice.expect_text(f"Message sent to {bob.addr}")
     for number in range(5):
-        bob.expect_text(f"(Alice): still here {number}")
+        bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): still here {number}")
     bob.expect_text("Received huge.bin from Alice", WAIT)
     history = strip_ansi(bob.history("Alice"))
     assert "still here 4" in history
