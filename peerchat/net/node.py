@@ -6,11 +6,10 @@ thread. The menu thread calls the facade below; each call runs on the loop and
 is waited for with a bound (NotAnswering), so it never touches loop state and
 never hangs. The history store has its own lock; the menu thread reads it.
 
-The core: the TCP server, the discovery service, the liveness checker, the
-session owner, trust, sending, reconnecting, one alarm. The features (reach,
-file transfers, code comparison) attach to the session owner's extension
-points (session_hooks.py); the legacy port is one more port to open. See
-docs/ARCHITECTURE.md.
+The core: the TCP server, discovery, liveness, the session owner, trust,
+sending, reconnecting, one alarm. The features (reach, file transfers, code
+comparison) attach to the session owner's extension points (session_hooks.py);
+the legacy port is one more port to open. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -184,6 +183,7 @@ class Node:
             has_work=files.has_work,
         )
         attach_reach(reach, owner)
+        # Option 11 reaches a known peer as option 1 does, then offers.
         addresses = functools.partial(directory.addresses_to_try_now, discovery=config.discovery)
         files.attach(
             owner, Dial(directory.name_of, addresses, connector.open_session, reconnector.want)
@@ -198,6 +198,7 @@ class Node:
         self.legacy = (
             None if config.legacy is None else LegacyService(config.legacy, store=store, emit=emit)
         )
+        # What the discovery service hears: judged by trust, listed, and told to reach.
         self._beacons = BeaconIntake(
             loop,
             trust_book=trust,
