@@ -24,10 +24,20 @@ TOP_LEVEL_MODULES = ("peer_chat", "crypto_utils", "discovery", "storage")
 
 # Layers, from the top down; a module may import its own layer and the ones below.
 LAYERS: dict[str, int] = {
-    "peer_chat": 5,
-    f"{PACKAGE}.__main__": 5,
-    f"{PACKAGE}.ui": 4,
+    "peer_chat": 7,
+    f"{PACKAGE}.__main__": 7,
+    f"{PACKAGE}.ui": 6,
+    # The node shell: nothing in net imports it.
+    f"{PACKAGE}.net.node": 5,
+    # Each feature's wiring: builds on the roles, attaches to the session owner's hooks.
+    f"{PACKAGE}.net.file_wiring": 4,
+    f"{PACKAGE}.net.reach_wiring": 4,
+    f"{PACKAGE}.net.verification_wiring": 4,
+    # The roles, and what the shell and the wiring use to hold them together.
     f"{PACKAGE}.net": 3,
+    f"{PACKAGE}.net.session_hooks": 3,
+    f"{PACKAGE}.net.loop_thread": 3,
+    f"{PACKAGE}.net.ports": 3,
     "discovery": 2,
     "storage": 2,
     f"{PACKAGE}.delivery": 2,

@@ -63,6 +63,14 @@ class PeerDirectory:
             found.append((peer.host, peer.port))
         return found
 
+    def addresses_to_try_now(self, fp: str, *, discovery: bool) -> list[Address]:
+        """As `addresses_to_try`, but none for a peer that beacons would list and do not.
+
+        With discovery on, a known peer that is not listed is most likely away:
+        what the user asked for waits for it rather than for a dial that may hang.
+        """
+        return self.addresses_to_try(fp) if fp in self._presence or not discovery else []
+
     def known_fingerprint_at(self, host: str, port: int) -> str | None:
         """The key a handshake last confirmed at host:port (claims never answer this)."""
         return self._book.key_at((host, port))

@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from peerchat.events import FileOutcome, FileResult, IncomingOffer, UiEvent
 from peerchat.net.connector import ANY_CONNECT_FAILURE
 from peerchat.net.file_store import SourceFile
 from peerchat.net.session import Session
+from peerchat.net.session_hooks import SessionHooks
 from peerchat.net.transfers import LoopOffload, Transfers, TransferSettings
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.messages import Message
@@ -31,6 +33,16 @@ from storage import HistoryStore
 TICK_EVERY = 1.0
 # ... and while transfers only wait (for a peer, or for the user's answer).
 WAITING_TICK_EVERY = 60.0
+
+
+@dataclass(frozen=True)
+class Dial:
+    """How option 11 reaches a known peer before it offers (as option 1 does)."""
+
+    name_of: Callable[[str], str]
+    addresses: Callable[[str], Sequence[tuple[str, int]]]  # where to try now; none: it waits
+    open_session: Callable[[str, int], Coroutine[Any, Any, Session]]
+    want_reconnect: Callable[..., None]
 
 
 class FileWiring:
@@ -51,9 +63,18 @@ class FileWiring:
         self._poke = poke
         self._up: set[str] = set()  # peers the transfers were told have a session
         self._last_tick = loop.time()
+        self._dial: Dial | None = None
         self.transfers = Transfers(
             store, settings, self._send, self._buffered, emit, LoopOffload(loop), time.time
         )
+
+    def attach(self, hooks: SessionHooks, dial: Dial) -> None:
+        """Take the transfer messages and session news from the session owner."""
+        hooks.route(TRANSFER_MESSAGE_TYPES, self.received)
+        hooks.on_session_up(self.session_up)
+        hooks.on_session_down(self.session_down)
+        hooks.on_writable(self.writable)
+        self._dial = dial
 
     # -- what the transfers use ---------------------------------------------------
 
@@ -120,6 +141,18 @@ class FileWiring:
         self.transfers.tick()
 
     # -- the menu's calls (coroutines run on the loop by the node) ------------------
+
+    async def offer(self, fp: str, source: SourceFile) -> FileResult:
+        """Option 11: as `send_file`, with the ways to reach a peer given at `attach`."""
+        assert self._dial is not None, "attach() first"
+        return await self.send_file(
+            fp,
+            source,
+            name_of=self._dial.name_of,
+            addresses=self._dial.addresses(fp),
+            open_session=self._dial.open_session,
+            want_reconnect=self._dial.want_reconnect,
+        )
 
     async def send_file(
         self,

@@ -162,6 +162,11 @@ class LegacyService:
                 self.listener.close()
                 raise
 
+    async def open(self) -> None:
+        """Bind, then serve in the running loop: the node's start-up, in one step."""
+        self.bind()
+        await self.serve()
+
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve in `loop` from when it runs (it may not run yet)."""
         self._loop = loop
