@@ -330,8 +330,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     from peerchat.net.node import Node, NodeConfig
     from peerchat.net.seeds import SeedLookupError, SeedStore, resolve_seeds
     from peerchat.net.transfers import TransferSettings
-    from peerchat.policy.sanitize import validate_name
     from peerchat.profile_lock import ProfileLock
+    from peerchat.text import validate_name
     from peerchat.ui.menu import Menu
     from storage import HistoryStore
 

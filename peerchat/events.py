@@ -2,7 +2,7 @@
 
 Plain data only: the menu formats these, the node produces them, and neither
 needs the other's internals to do so. Names and texts in them are as the peer
-sent them; `sanitize.display_safe` is the menu's job.
+sent them; `text.display_safe` is the menu's job.
 """
 
 from __future__ import annotations
@@ -10,7 +10,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from peerchat.policy.transfer import TransferOutcome
+
+class TransferOutcome(enum.StrEnum):
+    """What the user is told once about a transfer."""
+
+    COMPLETE = "complete"
+    DECLINED = "declined"
+    FAILED = "failed"
+    STALLED = "stalled"  # not over: it resumes on a later session
+
 
 # -- news, as it happens -------------------------------------------------------
 

@@ -43,15 +43,23 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.delivery": 2,
     f"{PACKAGE}.completion": 2,
     f"{PACKAGE}.profile_lock": 2,
-    f"{PACKAGE}.events": 1,
-    f"{PACKAGE}.protocol": 1,
+    # Pure decisions build on the wire and on what the node tells the UI.
     f"{PACKAGE}.policy": 1,
     f"{PACKAGE}.legacy": 1,
-    "crypto_utils": 1,
-    f"{PACKAGE}.limits": 0,
-    f"{PACKAGE}.errors": 0,
+    # The wire, the UI's plain data and the identities: none imports a decision.
+    f"{PACKAGE}.protocol": 0,
+    f"{PACKAGE}.events": 0,
+    "crypto_utils": 0,
+    f"{PACKAGE}.limits": -1,
+    f"{PACKAGE}.errors": -1,
+    f"{PACKAGE}.text": -1,
 }
-PURE_LAYERS = (f"{PACKAGE}.protocol", f"{PACKAGE}.policy", f"{PACKAGE}.legacy")
+PURE_LAYERS = (
+    f"{PACKAGE}.protocol",
+    f"{PACKAGE}.policy",
+    f"{PACKAGE}.legacy",
+    f"{PACKAGE}.text",
+)
 # What pure code may never use: it is fed bytes and the time, and owns no I/O.
 IO_MODULES = frozenset(
     {"asyncio", "socket", "selectors", "threading", "sqlite3", "subprocess", "ifaddr"}

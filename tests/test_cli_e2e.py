@@ -13,7 +13,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from peerchat.policy.sanitize import CONTINUATION
+from peerchat.text import CONTINUATION
 from tests.support import (
     Peer,
     free_tcp_port,

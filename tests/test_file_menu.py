@@ -19,11 +19,11 @@ from peerchat.events import (
     FileResult,
     FileTransferEnded,
     IncomingOffer,
+    TransferOutcome,
 )
 from peerchat.net.file_store import SourceFile
 from peerchat.net.node import Node, NodeConfig
 from peerchat.policy.progress import format_size
-from peerchat.policy.transfer import TransferOutcome
 from peerchat.ui import file_menu
 from peerchat.ui.file_menu import (
     FileTransferControl,

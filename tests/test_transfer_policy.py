@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from peerchat.events import TransferOutcome
 from peerchat.policy.progress import ProgressMeter
 from peerchat.policy.transfer import (
     _RECEIVE_TRANSITIONS,
@@ -27,7 +28,6 @@ from peerchat.policy.transfer import (
     Send,
     SendingTransfer,
     SendState,
-    TransferOutcome,
     VerifyAndSave,
     WriteChunk,
     sends,

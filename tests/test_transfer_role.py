@@ -27,11 +27,11 @@ from peerchat.events import (
     FileOutcome,
     FileProgress,
     FileTransferEnded,
+    TransferOutcome,
     UiEvent,
 )
 from peerchat.net.file_store import inspect_source
 from peerchat.net.transfers import Transfers, TransferSettings
-from peerchat.policy.transfer import TransferOutcome
 from peerchat.protocol.channel import Credentials, MessageReceived, Role, SecureChannel
 from peerchat.protocol.transfer import (
     AbortCode,

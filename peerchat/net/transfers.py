@@ -53,6 +53,7 @@ from peerchat.events import (
     FileTransferEnded,
     IncomingOffer,
     Problem,
+    TransferOutcome,
     UiEvent,
 )
 from peerchat.net.file_store import (
@@ -76,7 +77,6 @@ from peerchat.policy.transfer import (
     Send,
     SendingTransfer,
     SendState,
-    TransferOutcome,
     VerifyAndSave,
     WriteChunk,
 )

@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from peerchat.events import TransferOutcome
 from peerchat.limits import (
     CHUNK_BYTES,
     MAX_TRANSFER_RESTARTS,
@@ -60,16 +61,6 @@ from peerchat.protocol.transfer import (
     FileRestart,
     TransferMessage,
 )
-
-
-class TransferOutcome(enum.StrEnum):
-    """What the user is told once about a transfer."""
-
-    COMPLETE = "complete"
-    DECLINED = "declined"
-    FAILED = "failed"
-    STALLED = "stalled"  # not over: it resumes on a later session
-
 
 ABORT_REASONS: Final = {
     AbortCode.STALLED: "no data arrived for too long",

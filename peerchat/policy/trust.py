@@ -22,7 +22,7 @@ from functools import cache
 from typing import Final
 
 from peerchat.policy.confusables_table import PROTOTYPES
-from peerchat.policy.sanitize import drop_default_ignorable
+from peerchat.text import drop_default_ignorable
 
 
 class Verdict(Enum):

@@ -75,7 +75,7 @@ from peerchat.limits import (
     MAX_SIGNATURE_BYTES,
     MAX_TIMESTAMP,
 )
-from peerchat.policy.sanitize import validate_name
+from peerchat.text import validate_name
 
 log = logging.getLogger(__name__)
 

@@ -45,10 +45,10 @@ from peerchat.limits import (
     MAX_SIGNATURE_BYTES,
     PROTOCOL_VERSION,
 )
-from peerchat.policy.sanitize import validate_name
 from peerchat.protocol.framing import FrameDecoder, encode_frame
 from peerchat.protocol.messages import Message, decode_message, encode_message
 from peerchat.protocol.noise import DHLEN, TAGLEN, CipherState, HandshakeState, public_bytes
+from peerchat.text import validate_name
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from peerchat.events import (
     FileResult,
     FileTransferEnded,
     IncomingOffer,
+    TransferOutcome,
 )
 from peerchat.net.file_store import FileStoreError, SourceFile, inspect_source
 from peerchat.policy.progress import format_size
-from peerchat.policy.sanitize import display_safe
-from peerchat.policy.transfer import TransferOutcome
+from peerchat.text import display_safe
 
 SEND_FILE = "11"
 ANSWER_OFFERS = "12"

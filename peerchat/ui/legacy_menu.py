@@ -17,7 +17,7 @@ from peerchat.events import (
     LegacyPeerLeft,
     LegacySendResult,
 )
-from peerchat.policy.sanitize import display_safe
+from peerchat.text import display_safe
 from storage import DeliveryState, Direction, StoredMessage
 
 OPTION: Final = "8"

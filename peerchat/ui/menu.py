@@ -59,8 +59,8 @@ from peerchat.events import (
 from peerchat.net.node import Node
 from peerchat.net.seeds import SeedStore, StoredSeed
 from peerchat.net.verification import Verifier
-from peerchat.policy.sanitize import display_safe, fit_rows
 from peerchat.protocol.sas import format_code, format_safety_number, safety_number
+from peerchat.text import display_safe, fit_rows
 from peerchat.ui import file_menu, legacy_menu
 from peerchat.ui.file_menu import FileTransferControl, Recipient
 from peerchat.ui.legacy_menu import LegacyBridge

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from peerchat.errors import StorageError
 from peerchat.events import ActivePeer
 from peerchat.policy.dialable import Form, classify, is_host_name, parse_address, refusal
-from peerchat.policy.sanitize import display_safe
 from peerchat.policy.trust import pin_key
+from peerchat.text import display_safe
 
 MAX_NUMBER_DIGITS = 6  # a longer "number" is no row of option 2 (and is never parsed)
 

@@ -39,7 +39,6 @@ from peerchat.delivery import Delivery, outgoing_message
 from peerchat.errors import ProtocolError
 from peerchat.events import MessageArrived
 from peerchat.limits import FRAME_HEADER_SIZE, MAX_HANDSHAKE_PAYLOAD
-from peerchat.policy.sanitize import validate_name
 from peerchat.protocol.beacon import (
     BeaconAccepted,
     BeaconFilter,
@@ -72,6 +71,7 @@ from peerchat.protocol.messages import (
     encode_message,
 )
 from peerchat.protocol.noise import HandshakeState, public_bytes
+from peerchat.text import validate_name
 from peerchat.ui.menu import describe_event, format_history_row
 from storage import DeliveryState, HistoryStore
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peerchat.limits import MAX_NAME_CHARS
-from peerchat.policy.sanitize import display_safe, validate_name
+from peerchat.text import display_safe, validate_name
 
 BIDI_CONTROLS = frozenset(
     [chr(c) for c in range(0x202A, 0x202F)]
