@@ -93,6 +93,28 @@ def broadcast_targets(requested: str) -> list[str]:
 # --------------------------------------------------------------------------- service
 
 
+def bind_broadcast_socket(port: int, what: str = "") -> socket.socket:
+    """A non-blocking UDP socket on `port` that sends and hears broadcasts.
+
+    Several peers on one host all listen on the discovery port; broadcasts reach
+    every socket bound to it. A port that cannot be had is a BindError naming
+    it (`what` says whose beacons wanted it).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setblocking(False)
+        sock.bind(("", port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BindError(f"Discovery port {port} is unavailable{what}: {reason}") from exc
+    return sock
+
+
 class _LogThrottle:
     """At most `burst` lines, then `rate` per second; says how many were dropped."""
 
@@ -183,20 +205,7 @@ class DiscoveryService:
         if self._loop is not None:
             raise RuntimeError("discovery already started")
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            # Several peers on one host all listen on the discovery port; broadcasts
-            # reach every socket bound to it.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.setblocking(False)
-            sock.bind(("", self._port))
-        except (OSError, OverflowError) as exc:
-            sock.close()
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise BindError(f"Discovery port {self._port} is unavailable: {reason}") from exc
+        sock = bind_broadcast_socket(self._port)
         try:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _BeaconProtocol(self), sock=sock

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from peerchat.errors import BindError
+from discovery import bind_broadcast_socket
 from peerchat.legacy.original import (
     LegacyKey,
     OriginalBeacon,
@@ -87,21 +87,7 @@ class LegacyBeacons:
         self.heard = 0
 
     def bind(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.setblocking(False)
-            sock.bind(("", self._discovery_port))
-        except (OSError, OverflowError) as exc:
-            sock.close()
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise BindError(
-                f"Discovery port {self._discovery_port} is unavailable for the original's "
-                f"beacons: {reason}"
-            ) from None
+        sock = bind_broadcast_socket(self._discovery_port, " for the original's beacons")
         self._sock = sock
 
     async def serve(self) -> None:
