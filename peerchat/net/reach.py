@@ -59,6 +59,7 @@ Address = tuple[str, int]
 _REACHED_BY: Final = frozenset({Found.MDNS, Found.SEED, Found.EXCHANGE})
 _HOLD_MARGIN: Final = 0.1  # the hold is on the wall clock, the alarm on the loop's
 MDNS_CLOSE_BUDGET: Final = 0.5  # seconds of the node's close spent on mDNS goodbyes
+HOSTILE_LOG_GAP: Final = 10.0  # seconds between log lines about hostile peer-exchange records
 
 
 class Reach:
@@ -99,6 +100,8 @@ class Reach:
                 refused_addresses=broadcast_targets(config.broadcast),
             )
         self._pex_due: float | None = None
+        self._hostile_logged = 0  # hostile drops already said in the log ...
+        self._hostile_logged_at: float | None = None  # ... and when
         # New sessions on which the exchange holds relays back (pex.RELAY_HOLD): until when.
         self._held_until: dict[str, float] = {}
         self._mdns: MdnsRole | None = None
@@ -175,7 +178,29 @@ class Reach:
             if self._trust.pinned_to_another(hint.name, hint.fingerprint):
                 continue
             self.book.claim(hint.fingerprint, (hint.host, hint.port), via, now, hint.name)
+        self._log_hostile(session.peer.name, fp, now)
         self._pex_soon(now)  # its own beacon may be news for our other peers
+
+    def hostile_exchange(self) -> dict[str, int]:
+        """Peer-exchange records dropped as hostile so far, by reason (option 2 says so)."""
+        return self.pex.hostile_counts() if self.pex is not None else {}
+
+    def _log_hostile(self, name: str, fp: str, now: float) -> None:
+        assert self.pex is not None
+        total = self.pex.hostile
+        if total == self._hostile_logged:
+            return
+        if self._hostile_logged_at is not None and now - self._hostile_logged_at < HOSTILE_LOG_GAP:
+            return  # said at most every few seconds: a flood must not flood the log
+        reasons = ", ".join(f"{why}: {n}" for why, n in self.pex.hostile_counts().items())
+        log.warning(
+            "peer exchange: %d more hostile records dropped, last from %s [%s] (so far %s)",
+            total - self._hostile_logged,
+            name,
+            fp[:8],
+            reasons,
+        )
+        self._hostile_logged, self._hostile_logged_at = total, now
 
     # -- sessions ----------------------------------------------------------------------
 
