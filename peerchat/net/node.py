@@ -364,6 +364,10 @@ class Node:
     def active_peers(self) -> list[ActivePeer]:
         return self._call(self._in_loop(lambda: self._reach.describe(self._presence.listing())))
 
+    def exchange_hostile(self) -> dict[str, int]:
+        """Peer-exchange records dropped as hostile, by reason."""
+        return self._call(self._in_loop(self._reach.hostile_exchange))
+
     def send_to_address(self, host: str, port: int, text: str) -> SendResult:
         takes = 2 * self._connect_takes() + self.config.send_wait
         return self._call(self._sender.send_to_address(host, port, text), takes)
