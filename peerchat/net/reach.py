@@ -25,14 +25,21 @@ from typing import Final
 import ifaddr
 
 from crypto_utils import Identity
-from discovery import broadcast_targets
+from discovery import DiscoveryService, broadcast_targets
 from peerchat.delivery import Delivery
 from peerchat.events import ActivePeer, PeerConnected, PeerDiscovered, Problem, UiEvent
 from peerchat.limits import PEX_SELF_INTERVAL
 from peerchat.net.alarm import earliest
 from peerchat.net.config import NodeConfig
 from peerchat.net.connector import ANY_CONNECT_FAILURE, Connector, describe
-from peerchat.net.mdns import MdnsGone, MdnsHint, MdnsRole, scope_for
+from peerchat.net.mdns import (
+    MdnsBeacon,
+    MdnsGone,
+    MdnsHint,
+    MdnsRole,
+    beacon_interval_for,
+    scope_for,
+)
 from peerchat.net.seeds import SeedLookupError, SeedStore, resolve_seed
 from peerchat.net.session import Session
 from peerchat.net.trust_book import TrustBook
@@ -105,15 +112,23 @@ class Reach:
         # New sessions on which the exchange holds relays back (pex.RELAY_HOLD): until when.
         self._held_until: dict[str, float] = {}
         self._mdns: MdnsRole | None = None
+        self._discovery: DiscoveryService | None = None  # judges the beacons mDNS records carry
         self._seed_at: dict[Address, Seed] = {}
         self._dialling: dict[Address, asyncio.Task[None]] = {}
         self._closed = False
 
     # -- start and stop (in the loop) ------------------------------------------------
 
-    async def start(self, instance: bytes | None) -> None:
-        """Seeds into the book, and mDNS if configured; `instance`: the discovery run's nonce."""
+    async def start(
+        self, instance: bytes | None, discovery: DiscoveryService | None = None
+    ) -> None:
+        """Seeds into the book, and mDNS if configured.
+
+        `instance`: the discovery run's nonce; `discovery`: the service whose
+        beacons our mDNS record carries and which judges those of others.
+        """
         cfg = self._config
+        self._discovery = discovery
         self._own = OwnBeacon(
             self._identity, cfg.name, cfg.port, instance or secrets.token_bytes(INSTANCE_SIZE)
         )
@@ -136,6 +151,8 @@ class Reach:
                 port=cfg.port,
                 scope=scope,
                 on_hint=self._on_mdns,
+                sign_beacon=discovery.signed_beacon if discovery is not None else None,
+                beacon_interval=beacon_interval_for(cfg.beacon_interval, cfg.peer_timeout),
             )
             if await role.start():
                 self._mdns = role
@@ -153,13 +170,23 @@ class Reach:
 
     # -- what the network says (claims) ------------------------------------------------
 
-    def beacon_heard(self, fp: str, host: str, port: int, name: str) -> None:
+    def beacon_heard(
+        self, fp: str, host: str, port: int, name: str, via_mdns: bool = False
+    ) -> None:
         """A beacon whose key may be listed (the trust book has judged it)."""
-        if self.book.claim(fp, (host, port), Source(Found.BROADCAST), self._loop.time(), name):
+        source = Source(Found.MDNS if via_mdns else Found.BROADCAST)
+        if self.book.claim(fp, (host, port), source, self._loop.time(), name):
             self._poke()
 
-    def _on_mdns(self, hint: MdnsHint | MdnsGone) -> None:
-        if not isinstance(hint, MdnsHint) or self._closed:
+    def _on_mdns(self, hint: MdnsHint | MdnsBeacon | MdnsGone) -> None:
+        if self._closed:
+            return
+        if isinstance(hint, MdnsBeacon):
+            # Judged as a broadcast one is; if it holds, the peer is listed (beacon_heard).
+            if self._discovery is not None:
+                self._discovery.hear(hint.data, hint.host)
+            return
+        if not isinstance(hint, MdnsHint):
             return  # a goodbye: liveness takes the peer off the list, the claim ages out
         if hint.name is not None and self._trust.pinned_to_another(hint.name, hint.fingerprint):
             return  # a name pinned to another key: not worth a dial (no conflict for a hint)
