@@ -322,7 +322,8 @@ class Node:
                     self.legacy.close()
                 self._server.close()
                 raise
-        await self._reach.start(self._discovery.instance if self._discovery else None)
+        discovery = self._discovery
+        await self._reach.start(discovery.instance if discovery else None, discovery)
 
     async def _shutdown(self) -> None:
         self._owner.closing = True
