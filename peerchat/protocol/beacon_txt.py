@@ -7,7 +7,7 @@ most 255 bytes (RFC 6763, section 6.1), a beacon up to BEACON_MAX_SIZE, so the
 beacon goes in chunks under the keys "b0", "b1", ...: every chunk but the last
 exactly CHUNK_BYTES long, values binary (section 6.5). A 3072-bit key and a
 short name make four chunks and a whole record of about 930 bytes; a 4096-bit
-key and the longest name five, about 1250 bytes: within the 1300 that section
+key and the longest name five, about 1280 bytes: within the 1300 that section
 6.2 suggests. A reader takes at most MAX_CHUNKS.
 
 Reading is bounded before anything else: the number of chunk keys, then their
