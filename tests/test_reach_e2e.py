@@ -8,6 +8,7 @@ learned from a seed or from peer exchange is announced with the same
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tests.netns import (
     tool,
     unavailable,
 )
-from tests.reach_peers import PORT, HostPeer, await_met, found, listed
+from tests.reach_peers import PEER_TIMEOUT, PORT, HostPeer, await_met, found, listed
 from tests.support import await_new_lines, own_fingerprint, peer_rows, shown_as, strip_ansi
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -174,6 +175,10 @@ def test_peers_found_by_mdns_alone_list_each_other_and_standard_browsers_see_the
     finally:
         browser.stop()
 
+    # Well past the peer timeout (3 s), the record's fresh beacons keep each listed.
+    time.sleep(PEER_TIMEOUT)
+    assert listed(alice) == {"Bob": bob.addr}
+    assert listed(bob) == {"Alice": alice.addr}
     alice.send_to("Bob", "found you by mDNS")
     alice.expect_text(f"Message sent to {bob.addr}")
     bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): found you by mDNS")

@@ -215,6 +215,7 @@ class MdnsRole:
         self._refresh_interval = refresh_interval
         self._sign_beacon = sign_beacon
         self._beacon_interval = beacon_interval
+        self._update_failed = False  # said once in the log, not at every interval
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
@@ -314,12 +315,17 @@ class MdnsRole:
             zc, info = self._zc, self._info
             if zc is None or info is None or self._closed:
                 return
-            self._info = self._own_info(info.name)  # the name zeroconf settled on
             try:
+                self._info = self._own_info(info.name)  # the name zeroconf settled on
                 sent = await zc.async_update_service(self._info)
                 await sent  # its announcements, over about half a second
             except Exception as exc:
-                log.warning("mDNS update failed: %s", exc)
+                log.log(
+                    logging.DEBUG if self._update_failed else logging.WARNING,
+                    "mDNS update failed: %s",
+                    exc,
+                )
+                self._update_failed = True
             due = max(due, loop.time() - self._beacon_interval)  # no catching up after a stall
 
     def _keep_to_the_link(self, zc: Zeroconf) -> None:
