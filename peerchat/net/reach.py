@@ -6,7 +6,10 @@ claim about a key (a beacon, an mDNS record, a peer-exchange record, an
 inbound session); what it dials is what the book says is due (seeds, claims
 to confirm, confirmed addresses of keys that are around); only a handshake
 we initiated confirms a key at an address. A peer reached this way is listed
-by the session like any other and announced as discovered.
+by the session like any other and announced as discovered. The signed beacon
+an mDNS record carries goes to the discovery service, which judges it as a
+datagram; if it holds, the peer is listed as a broadcast one is, found by
+mDNS, and dialled only when the user names it.
 
 Timed by the alarm: `next_due` is the earliest of the book's next dial and
 the next peer-exchange send; `handle_timer` starts the dials and sends.
