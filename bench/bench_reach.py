@@ -33,7 +33,7 @@ from pathlib import Path
 from bench.harness import Row, figure_row, summarize, unavailable_row
 from bench.registry import module_main
 from tests.netns import Lan, Router, check_isolated, require_netns, root_links
-from tests.reach_peers import HostPeer, await_met
+from tests.reach_peers import MDNS_PEER_TIMEOUT, HostPeer, await_met
 from tests.support import open_profile
 
 WAIT = 30.0
@@ -100,10 +100,24 @@ def mdns_once(tmp: Path) -> float:
     peers: list[HostPeer] = []
     with _built(lan):
         try:
-            alice = HostPeer("Alice", tmp, lan.hosts[0], lan.addresses[0], discovery_port=54611)
+            alice = HostPeer(
+                "Alice",
+                tmp,
+                lan.hosts[0],
+                lan.addresses[0],
+                discovery_port=54611,
+                peer_timeout=MDNS_PEER_TIMEOUT,
+            )
             peers.append(alice)
             start = time.monotonic()
-            bob = HostPeer("Bob", tmp, lan.hosts[1], lan.addresses[1], discovery_port=54612)
+            bob = HostPeer(
+                "Bob",
+                tmp,
+                lan.hosts[1],
+                lan.addresses[1],
+                discovery_port=54612,
+                peer_timeout=MDNS_PEER_TIMEOUT,
+            )
             peers.append(bob)
             await_met([(alice, bob), (bob, alice)], WAIT)
             return time.monotonic() - start

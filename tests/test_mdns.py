@@ -293,7 +293,13 @@ def test_a_beacon_is_reported_once_per_new_beacon_with_the_first_address() -> No
 
 @pytest.mark.parametrize(
     ("broadcast_every", "peer_timeout", "expected"),
-    [(5.0, 15.0, 5.0), (0.5, 3.0, 1.0), (3600.0, 15.0, 5.0), (3600.0, 600.0, 10.0)],
+    [
+        (5.0, 15.0, 6.0),
+        (0.5, 3.0, 6.0),
+        (3600.0, 15.0, 6.0),
+        (8.0, 60.0, 8.0),
+        (3600.0, 600.0, 10.0),
+    ],
 )
 def test_the_record_beacon_interval_keeps_an_mdns_peer_listed_and_fresh(
     broadcast_every: float, peer_timeout: float, expected: float

@@ -25,7 +25,7 @@ from tests.netns import (
     tool,
     unavailable,
 )
-from tests.reach_peers import PEER_TIMEOUT, PORT, HostPeer, await_met, found, listed
+from tests.reach_peers import MDNS_PEER_TIMEOUT, PORT, HostPeer, await_met, found, listed
 from tests.support import await_new_lines, own_fingerprint, peer_rows, shown_as, strip_ansi
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -152,11 +152,21 @@ def test_peers_found_by_mdns_alone_list_each_other_and_standard_browsers_see_the
     # Different discovery ports: their broadcast beacons never meet. Each one's
     # mDNS record carries its signed beacon, judged as a broadcast one: listed,
     # announced, and dialled only when the user names the peer.
-    alice = HostPeer("Alice", tmp_path, lan.hosts[0], lan.addresses[0], discovery_port=54601)
-    bob = HostPeer("Bob", tmp_path, lan.hosts[1], lan.addresses[1], discovery_port=54602)
+    alice, bob = (
+        HostPeer(
+            name,
+            tmp_path,
+            lan.hosts[i],
+            lan.addresses[i],
+            discovery_port=54601 + i,
+            peer_timeout=MDNS_PEER_TIMEOUT,
+        )
+        for i, name in enumerate(("Alice", "Bob"))
+    )
     peers += [alice, bob]
 
     await_new_lines([found(alice, bob), found(bob, alice)], EVENT_WAIT)
+    met = time.monotonic()
     assert listed(alice) == {"Bob": bob.addr}
     assert listed(bob) == {"Alice": alice.addr}
     rows = peer_rows(alice.peers_table())
@@ -175,8 +185,8 @@ def test_peers_found_by_mdns_alone_list_each_other_and_standard_browsers_see_the
     finally:
         browser.stop()
 
-    # Well past the peer timeout (3 s), the record's fresh beacons keep each listed.
-    time.sleep(PEER_TIMEOUT)
+    # Past the peer timeout since they met, the records' fresh beacons keep each listed.
+    time.sleep(max(0.0, MDNS_PEER_TIMEOUT + 1.0 - (time.monotonic() - met)))
     assert listed(alice) == {"Bob": bob.addr}
     assert listed(bob) == {"Alice": alice.addr}
     alice.send_to("Bob", "found you by mDNS")

@@ -65,7 +65,9 @@ RESOLVE_TIMEOUT_MS: Final = 3000
 REFRESH_INTERVAL: Final = 60.0  # seconds between re-reports of the services still there
 MAX_ADDRESSES: Final = 4  # per service
 CLOSE_TIMEOUT: Final = 2.0
-MIN_BEACON_INTERVAL: Final = 1.0  # seconds between updates of our record's beacon, at least
+# Seconds between updates of our record's beacon, at least: "a host SHOULD NOT update
+# records more frequently than ten times per minute" (RFC 6762, section 8.4).
+MIN_BEACON_INTERVAL: Final = 6.0
 _LABEL_MAX: Final = 63  # bytes of one DNS label
 _IP_MULTICAST_ALL: Final = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux
 
@@ -137,8 +139,10 @@ def beacon_interval_for(beacon_interval: float, peer_timeout: float) -> float:
     The broadcast interval, but within bounds of its own: at most a third of
     the peer timeout (so that a peer found by mDNS alone stays listed, however
     rarely it broadcasts) and of BEACON_MAX_SKEW (so that a record resolved
-    from a cache is fresh), and at least MIN_BEACON_INTERVAL (each update is
-    announced three times).
+    from a cache is fresh), and at least MIN_BEACON_INTERVAL, which wins: each
+    update is announced three times, and mDNS asks for no more than ten a
+    minute. So a peer timeout under 12 s cannot keep a peer found by mDNS
+    alone listed between its updates (the default, 15 s, does).
     """
     upper = min(peer_timeout, BEACON_MAX_SKEW) / 3
     return max(MIN_BEACON_INTERVAL, min(beacon_interval, upper))
