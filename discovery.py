@@ -14,6 +14,7 @@ them a user on a network that drops broadcast just sees no peers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -190,6 +191,7 @@ class DiscoveryService:
         self._last_announce = -math.inf
         self._closed = False
         self._reject_log = _LogThrottle()
+        self.mdns_rejected: dict[str, int] = {}  # beacons from mDNS records refused, by reason
         self._error_log = _LogThrottle(rate=0.1, burst=3.0)
 
     @property
@@ -259,18 +261,33 @@ class DiscoveryService:
         self._last_announce = self._loop.time()
         self._send_beacon()
 
-    def _send_beacon(self) -> None:
-        transport = self._transport
-        if transport is None or self._closed:
-            return
+    def signed_beacon(self) -> bytes | None:
+        """This peer's next beacon, for another carrier (its mDNS record).
+
+        It takes the next sequence number of this run, as a broadcast does, so
+        that a receiver's replay rule holds across both.
+        """
         try:
             data = encode_beacon(
                 self._identity, self._name, self._tcp_port, self._instance, self._seq, time.time()
             )
         except ValueError:
             log.exception("cannot build a discovery beacon")
-            return
+            return None
         self._seq += 1
+        return data
+
+    def hear(self, data: bytes, source_ip: str) -> None:
+        """A beacon carried by an mDNS record at `source_ip`: judged as a datagram is."""
+        self._judge(data, source_ip, via_mdns=True)
+
+    def _send_beacon(self) -> None:
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        data = self.signed_beacon()
+        if data is None:
+            return
         for target in self._targets:
             # The transport reports a failed send to error_received, not by raising.
             self._sending, self._send_error = True, None
@@ -311,19 +328,25 @@ class DiscoveryService:
             log.exception("discovery trouble callback failed")
 
     def _datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        source_ip = str(addr[0])
+        self._judge(data, str(addr[0]), via_mdns=False)
+
+    def _judge(self, data: bytes, source_ip: str, *, via_mdns: bool) -> None:
         try:
             result = self._filter.check(data, source_ip, time.time())
         except Exception:  # the filter never raises; a bug must not stop discovery
             log.exception("beacon from %s could not be checked", source_ip)
             return
         if isinstance(result, BeaconRejected):
+            if via_mdns:
+                reason = result.reason.partition(":")[0]
+                self.mdns_rejected[reason] = self.mdns_rejected.get(reason, 0) + 1
             if result.reason != SELF and self._reject_log.allow():
                 dropped = self._reject_log.suppressed
                 self._reject_log.suppressed = 0
                 log.debug(
-                    "beacon from %s rejected: %s%s",
+                    "beacon from %s%s rejected: %s%s",
                     source_ip,
+                    " (mDNS)" if via_mdns else "",
                     result.reason,
                     f" ({dropped} more rejections not logged)" if dropped else "",
                 )
@@ -331,6 +354,8 @@ class DiscoveryService:
         if self._loop is not None:
             self._last_heard = self._loop.time()
             self._quiet_said = False
+        if via_mdns:
+            result = dataclasses.replace(result, via_mdns=True)
         try:
             self._on_beacon(result)
         except Exception:

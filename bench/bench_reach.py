@@ -10,9 +10,10 @@ In one run, in network namespaces the bench makes (tests/netns.py; root needed):
   `--peer A1` and stops when B1 has announced A1 and A2 and A2 has announced
   B1 (A1 lists B1 first).
 
-mDNS alone lists nobody by itself: an mDNS record is a claim anyone can make,
-and a peer never dials an address the user did not give or a handshake did
-not confirm, so there is no mDNS figure.
+- mDNS with broadcast off: Alice and Bob on one bridge, on different
+  discovery ports (their broadcast beacons never meet). The clock starts when
+  Bob is launched (Alice running) and stops when both have announced each
+  other, listed from the signed beacon in each one's mDNS record.
 
 Every clock includes the launched peer's own start-up (Python, keys loaded,
 menu drawn); profiles (keys) are made before the clocks start.
@@ -32,7 +33,7 @@ from pathlib import Path
 from bench.harness import Row, figure_row, summarize, unavailable_row
 from bench.registry import module_main
 from tests.netns import Lan, Router, check_isolated, require_netns, root_links
-from tests.reach_peers import HostPeer, await_met
+from tests.reach_peers import MDNS_PEER_TIMEOUT, HostPeer, await_met
 from tests.support import open_profile
 
 WAIT = 30.0
@@ -92,6 +93,39 @@ def subnets_once(tmp: Path) -> tuple[float, float]:
     return broadcast, seeded
 
 
+def mdns_once(tmp: Path) -> float:
+    """Seconds from Bob's launch until Alice and Bob list each other by mDNS alone."""
+    _profiles(tmp, "Alice", "Bob")
+    lan = Lan(2, "10.213.43")
+    peers: list[HostPeer] = []
+    with _built(lan):
+        try:
+            alice = HostPeer(
+                "Alice",
+                tmp,
+                lan.hosts[0],
+                lan.addresses[0],
+                discovery_port=54611,
+                peer_timeout=MDNS_PEER_TIMEOUT,
+            )
+            peers.append(alice)
+            start = time.monotonic()
+            bob = HostPeer(
+                "Bob",
+                tmp,
+                lan.hosts[1],
+                lan.addresses[1],
+                discovery_port=54612,
+                peer_timeout=MDNS_PEER_TIMEOUT,
+            )
+            peers.append(bob)
+            await_met([(alice, bob), (bob, alice)], WAIT)
+            return time.monotonic() - start
+        finally:
+            for peer in peers:
+                peer.close()
+
+
 def _row(figure: str, samples: list[float]) -> Row:
     summary = summarize(samples)
     spread = f"min {summary.minimum:.2f}, max {summary.maximum:.2f} over {summary.n} runs"
@@ -106,14 +140,18 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
     count = runs if runs is not None else (QUICK_RUNS if quick else RUNS)
     broadcast: list[float] = []
     seeded: list[float] = []
+    mdns: list[float] = []
     for _ in range(count):
         with tempfile.TemporaryDirectory(prefix="bench-reach-") as folder:
             b, s = subnets_once(Path(folder))
             broadcast.append(b)
             seeded.append(s)
+        with tempfile.TemporaryDirectory(prefix="bench-reach-") as folder:
+            mdns.append(mdns_once(Path(folder)))
     return [
         _row("reach: broadcast, 2 peers on one subnet list each other", broadcast),
         _row("reach: seed + peer exchange, B1's start until A1, A2, B1 list each other", seeded),
+        _row("reach: mDNS with broadcast off, 2 peers list each other", mdns),
     ]
 
 

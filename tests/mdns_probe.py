@@ -19,7 +19,7 @@ import threading
 import ifaddr
 
 from crypto_utils import fingerprint_of
-from peerchat.net.mdns import MdnsGone, MdnsHint, MdnsRole, scope_for
+from peerchat.net.mdns import MdnsBeacon, MdnsGone, MdnsHint, MdnsRole, scope_for
 
 
 def fingerprint_for(name: str) -> str:
@@ -32,9 +32,11 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def report(event: MdnsHint | MdnsGone) -> None:
+def report(event: MdnsHint | MdnsBeacon | MdnsGone) -> None:
     if isinstance(event, MdnsHint):
         say(f"HINT {event.fingerprint} {event.name} {event.host} {event.port}")
+    elif isinstance(event, MdnsBeacon):
+        say(f"BEACON {event.host} {len(event.data)}")
     else:
         say(f"GONE {event.fingerprint}")
 

@@ -102,9 +102,11 @@ def browse(address: str, seconds: float) -> None:
         if info is None:
             say(f"UNRESOLVED {name}")
             return
-        props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
+        # As a standard browser reads it: the beacon's chunks are binary.
+        props = info.decoded_properties
+        chunks = sum(1 for key in props if key[:1] == "b" and key[1:].isdigit())
         addresses = ",".join(info.parsed_addresses(IPVersion.V4Only))
-        say(f"SERVICE {name}|{info.port}|{props.get('v')}|{props.get('fp')}|{addresses}")
+        say(f"SERVICE {name}|{info.port}|{props.get('v')}|{props.get('fp')}|{addresses}|{chunks}")
 
     browser = ServiceBrowser(zc, "_peerchat._tcp.local.", handlers=[changed])
     done = until_stdin_closes_or(seconds)

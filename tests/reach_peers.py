@@ -20,6 +20,9 @@ from tests.support import WatchedPeer, peer_rows, strip_ansi
 PORT = 5000
 BEACON_INTERVAL = 0.5
 PEER_TIMEOUT = 3.0
+# A peer found by mDNS alone is heard at its record's updates, at most ten a minute
+# (RFC 6762, section 8.4): it needs the program's default timeout.
+MDNS_PEER_TIMEOUT = 15.0
 
 
 class HostPeer(WatchedPeer):
@@ -35,6 +38,7 @@ class HostPeer(WatchedPeer):
         extra: Sequence[str] = (),
         discovery_port: int = DISCOVERY_PORT,
         beacon_interval: float = BEACON_INTERVAL,
+        peer_timeout: float = PEER_TIMEOUT,
     ) -> None:
         super().__init__(
             name,
@@ -44,7 +48,7 @@ class HostPeer(WatchedPeer):
             host=address,
             broadcast=None,
             beacon_interval=beacon_interval,
-            peer_timeout=PEER_TIMEOUT,
+            peer_timeout=peer_timeout,
             extra=["-v", *extra],
             launch=lambda command: ["ip", "netns", "exec", namespace, *command],
         )

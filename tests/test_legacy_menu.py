@@ -150,6 +150,9 @@ class FakeNode:
     def active_peers(self) -> list[ActivePeer]:
         return list(self.active)
 
+    def exchange_hostile(self) -> dict[str, int]:
+        return {}
+
 
 class Script:
     def __init__(self, *answers: str) -> None:

@@ -97,6 +97,9 @@ class FakeNode:
     def active_peers(self) -> list[ActivePeer]:
         return list(self.peers)
 
+    def exchange_hostile(self) -> dict[str, int]:
+        return {}
+
     def key_conflicts(self) -> list[KeyConflict]:
         return []
 

@@ -530,3 +530,17 @@ def test_a_relayed_beacon_too_old_to_be_believed_is_held_back() -> None:
     s.session_up(fp("carol"), "10.1.0.9", 5000)
     out = dict(s.outgoing(NOW + 80))  # Bob's beacon is 80 s old: it would arrive stale
     assert out[fp("carol")].records == ()
+
+
+def test_hostile_drops_are_told_by_reason_largest_first() -> None:
+    s = with_session(state(), "mallory")
+    junk = (
+        PexRecord("10.1.0.66", 5000, forged("carol", "mallory")),
+        PexRecord("224.0.0.1", 5000, beacon_of("carol")),
+        PexRecord("0.0.0.1", 5000, beacon_of("carol")),
+        PexRecord("10.1.0.66", 5000, b"junk"),
+        record("carol", at=NOW - 3600),  # stale: an honest slow relay can send it
+    )
+    s.receive(fp("mallory"), LAN, PeerExchange(b"", junk), NOW)
+    assert s.hostile_counts() == {BAD_ADDRESS: 2, BAD_SIGNATURE: 1, MALFORMED: 1}
+    assert state().hostile_counts() == {}

@@ -8,6 +8,7 @@ learned from a seed or from peer exchange is announced with the same
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tests.netns import (
     tool,
     unavailable,
 )
-from tests.reach_peers import PORT, HostPeer, await_met, found, listed
+from tests.reach_peers import MDNS_PEER_TIMEOUT, PORT, HostPeer, await_met, found, listed
 from tests.support import await_new_lines, own_fingerprint, peer_rows, shown_as, strip_ansi
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -145,22 +146,52 @@ def lan() -> Iterator[Lan]:
         net.destroy()
 
 
-def test_standard_browsers_see_each_peer_on_mdns(
+def test_peers_found_by_mdns_alone_list_each_other_and_standard_browsers_see_them(
     lan: Lan, peers: list[HostPeer], tmp_path: Path
 ) -> None:
-    # Different discovery ports: their beacons never meet. An mDNS record is a
-    # claim anyone can make, so it is not dialled unasked; browsers see both.
-    alice = HostPeer("Alice", tmp_path, lan.hosts[0], lan.addresses[0], discovery_port=54601)
-    bob = HostPeer("Bob", tmp_path, lan.hosts[1], lan.addresses[1], discovery_port=54602)
+    # Different discovery ports: their broadcast beacons never meet. Each one's
+    # mDNS record carries its signed beacon, judged as a broadcast one: listed,
+    # announced, and dialled only when the user names the peer.
+    alice, bob = (
+        HostPeer(
+            name,
+            tmp_path,
+            lan.hosts[i],
+            lan.addresses[i],
+            discovery_port=54601 + i,
+            peer_timeout=MDNS_PEER_TIMEOUT,
+        )
+        for i, name in enumerate(("Alice", "Bob"))
+    )
     peers += [alice, bob]
 
+    await_new_lines([found(alice, bob), found(bob, alice)], EVENT_WAIT)
+    met = time.monotonic()
+    assert listed(alice) == {"Bob": bob.addr}
+    assert listed(bob) == {"Alice": alice.addr}
+    rows = peer_rows(alice.peers_table())
+    assert [(row.name, row.found) for row in rows] == [("Bob", "mDNS")]
+    assert "connected from" not in strip_ansi(bob.screen())  # nobody dialled unasked
+
+    # zeroconf's own browser, on a third host, sees both, and the beacon in the record.
     browser = Background(tool(lan.hosts[2], "browse", lan.addresses[2], "30"))
     try:
         for peer in (alice, bob):
-            sid, _ = own_fingerprint(peer)
-            browser.wait_for(f"SERVICE {peer.name} {sid}._peerchat._tcp.local.", EVENT_WAIT)
+            sid, full = own_fingerprint(peer)
+            line = browser.wait_for(f"SERVICE {peer.name} {sid}._peerchat._tcp.local.", EVENT_WAIT)
+            _, port, version, fp, address, chunks = line.split("|")
+            assert (port, version, address) == (str(PORT), "1", peer.addr.split(":")[0])
+            assert fp == full.replace("-", "") and int(chunks) >= 3  # the signed beacon
     finally:
         browser.stop()
+
+    # Past the peer timeout since they met, the records' fresh beacons keep each listed.
+    time.sleep(max(0.0, MDNS_PEER_TIMEOUT + 1.0 - (time.monotonic() - met)))
+    assert listed(alice) == {"Bob": bob.addr}
+    assert listed(bob) == {"Alice": alice.addr}
+    alice.send_to("Bob", "found you by mDNS")
+    alice.expect_text(f"Message sent to {bob.addr}")
+    bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): found you by mDNS")
 
 
 def test_a_peer_found_by_broadcast_and_mdns_is_one_row(
@@ -171,4 +202,6 @@ def test_a_peer_found_by_broadcast_and_mdns_is_one_row(
     peers += [alice, bob]
     await_new_lines([found(alice, bob), found(bob, alice)], EVENT_WAIT)
     table = strip_ansi(alice.peers_table())
-    assert [row.name for row in peer_rows(table)] == ["Bob"]
+    rows = peer_rows(table)
+    assert [row.name for row in rows] == ["Bob"]
+    assert set(rows[0].found.split(", ")) == {"broadcast", "mDNS"}, table

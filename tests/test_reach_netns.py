@@ -98,7 +98,7 @@ def test_mdns_peers_on_one_bridge_find_each_other_and_standard_browsers_see_them
     for name, address, port in (("Alice", a_ip, PORT), ("Bob", b_ip, 5001)):
         fp = fingerprint_for(name)
         line = browser.wait_for(f"SERVICE {name} {fp[:8]}._peerchat._tcp.local.", WAIT)
-        assert line.split("|")[1:] == [str(port), "1", fp, address]
+        assert line.split("|")[1:] == [str(port), "1", fp, address, "0"]  # (no key: no beacon)
 
     # Bob leaves: his goodbye reaches Alice at once.
     bob.stop()

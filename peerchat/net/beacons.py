@@ -1,9 +1,11 @@
 """What a beacon from the discovery service means for this peer.
 
-A beacon whose key the trust book refuses is reported, not listed. Otherwise
-presence decides whether it is news: a run not seen before is announced (and
-answered at once with our own beacon, so the newcomer learns of us quickly);
-a peer with messages waiting and no session is tried at once.
+A beacon comes in a broadcast datagram or in a peer's mDNS record; both are
+judged and listed alike. A beacon whose key the trust book refuses is
+reported, not listed. Otherwise presence decides whether it is news: a run not
+seen before is announced (and answered at once with our own beacon, so the
+newcomer learns of us quickly); a peer with messages waiting and no session is
+tried at once.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class BeaconIntake:
         reconnector: Reconnector,
         emit: Callable[[UiEvent], None],
         announce: Callable[[], None],
-        on_claim: Callable[[str, str, int, str], None] | None = None,
+        on_claim: Callable[[str, str, int, str, bool], None] | None = None,
     ) -> None:
         self._loop = loop
         self._trust = trust_book
@@ -45,7 +47,7 @@ class BeaconIntake:
         self._reconnector = reconnector
         self._emit = emit
         self._announce = announce
-        # Told (fingerprint, host, port, name) of each beacon whose key may be listed.
+        # Told (fingerprint, host, port, name, via_mdns) of each beacon whose key may be listed.
         self._on_claim = on_claim
 
     def __call__(self, accepted: BeaconAccepted) -> None:
@@ -61,7 +63,7 @@ class BeaconIntake:
         if news is BeaconNews.IGNORED:
             return
         if self._on_claim is not None:
-            self._on_claim(fp, host, port, beacon.name)
+            self._on_claim(fp, host, port, beacon.name, accepted.via_mdns)
         self._liveness.heard_from_afar(now)
         if news is BeaconNews.ANNOUNCE:
             self._emit(PeerDiscovered(beacon.name, host, port))

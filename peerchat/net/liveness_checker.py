@@ -4,7 +4,10 @@ One of the node's three roles (with the TCP server and the discovery
 service). It acts only when the alarm says something is due: a listed peer
 silent past the peer timeout is removed (its session, if any, dropped), and
 each session is pinged, closed for idleness or dropped as `policy.upkeep`
-decides. A session that carries a file transfer (`in_use`) is not idle.
+decides. A session that carries a file transfer (`in_use`) is not idle, nor is
+one that is all that keeps its peer listed (a peer found by seed or peer
+exchange, whose beacons never reach us): closing it would take the peer off
+the list while it is still there.
 """
 
 from __future__ import annotations
@@ -60,8 +63,10 @@ class LivenessChecker:
         for fp, session in self._sessions.live():
             if session.closed:
                 continue
-            if self._in_use(fp):
-                session.last_chat = now  # file data moving counts as use, as chat does
+            if self._in_use(fp) or self._presence.by_session_only(fp, now):
+                # File data moving counts as use, as chat does; so does being the only
+                # sign that the peer is there.
+                session.last_chat = now
             action = upkeep(
                 self._limits, now, session.last_received, session.last_chat, session.last_ping
             )

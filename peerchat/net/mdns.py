@@ -7,6 +7,14 @@ book and a handshake decide what it is worth. Standard tools see the peers
 short ID, the TXT record holds the protocol version (`v`) and the full
 fingerprint (`fp`), the SRV record the TCP port.
 
+The TXT record also carries the peer's own signed beacon (keys b0, b1, ...:
+protocol/beacon_txt.py), signed afresh every `beacon_interval` seconds and
+published with zeroconf's service update. A browsing peer reports a record's
+new beacon once (`MdnsBeacon`), with the record's first address on the link,
+and the node judges it exactly as a broadcast one: signature, freshness,
+replay, budget, trust, presence. A record whose beacon chunks are broken, or
+whose beacon is another key's than its `fp`, is dropped and counted.
+
 It runs on the interfaces broadcast discovery uses and on no other
 (`scope_for`): with `--broadcast 127.255.255.255`, loopback only. zeroconf
 sends only through the interfaces it is given, but its receiving socket is
@@ -39,13 +47,16 @@ from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from crypto_utils import is_fingerprint, short_id
+from peerchat.errors import ProtocolError
 from peerchat.limits import (
+    BEACON_MAX_SKEW,
     LIMITED_BROADCAST,
     MDNS_HINTS_PER_SECOND,
     MDNS_MAX_SERVICES,
     PROTOCOL_VERSION,
 )
-from peerchat.protocol.beacon import TokenBucket, name_problem
+from peerchat.protocol.beacon import TokenBucket, decode_beacon, name_problem
+from peerchat.protocol.beacon_txt import beacon_chunks, beacon_from_txt
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,9 @@ RESOLVE_TIMEOUT_MS: Final = 3000
 REFRESH_INTERVAL: Final = 60.0  # seconds between re-reports of the services still there
 MAX_ADDRESSES: Final = 4  # per service
 CLOSE_TIMEOUT: Final = 2.0
+# Seconds between updates of our record's beacon, at least: "a host SHOULD NOT update
+# records more frequently than ten times per minute" (RFC 6762, section 8.4).
+MIN_BEACON_INTERVAL: Final = 6.0
 _LABEL_MAX: Final = 63  # bytes of one DNS label
 _IP_MULTICAST_ALL: Final = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux
 
@@ -64,6 +78,12 @@ class MdnsHint:
     name: str | None  # from the instance name; None when it is not a valid peer name
     host: str
     port: int
+
+
+@dataclass(frozen=True)
+class MdnsBeacon:
+    data: bytes  # the peer's own signed beacon from its TXT record: to be judged, not believed
+    host: str  # the record's first address on the link, where the beacon is said to come from
 
 
 @dataclass(frozen=True)
@@ -111,6 +131,21 @@ def scope_for(broadcast: str, adapters: Iterable[Any]) -> MdnsScope | None:
     if not interfaces:
         return None
     return MdnsScope(tuple(interfaces), tuple(networks))
+
+
+def beacon_interval_for(beacon_interval: float, peer_timeout: float) -> float:
+    """Seconds between the beacons of this peer's mDNS record.
+
+    The broadcast interval, but within bounds of its own: at most a third of
+    the peer timeout (so that a peer found by mDNS alone stays listed, however
+    rarely it broadcasts) and of BEACON_MAX_SKEW (so that a record resolved
+    from a cache is fresh), and at least MIN_BEACON_INTERVAL, which wins: each
+    update is announced three times, and mDNS asks for no more than ten a
+    minute. So a peer timeout under 12 s cannot keep a peer found by mDNS
+    alone listed between its updates (the default, 15 s, does).
+    """
+    upper = min(peer_timeout, BEACON_MAX_SKEW) / 3
+    return max(MIN_BEACON_INTERVAL, min(beacon_interval, upper))
 
 
 def instance_name(name: str, fingerprint: str) -> str:
@@ -170,15 +205,21 @@ class MdnsRole:
         name: str,
         port: int,
         scope: MdnsScope,
-        on_hint: Callable[[MdnsHint | MdnsGone], None],
+        on_hint: Callable[[MdnsHint | MdnsBeacon | MdnsGone], None],
         refresh_interval: float = REFRESH_INTERVAL,
+        sign_beacon: Callable[[], bytes | None] | None = None,
+        beacon_interval: float = REFRESH_INTERVAL,
     ) -> None:
+        """`sign_beacon`: this peer's next signed beacon, for its TXT record (None: none)."""
         self._fingerprint = fingerprint
         self._name = name
         self._port = port
         self._scope = scope
         self._on_hint = on_hint
         self._refresh_interval = refresh_interval
+        self._sign_beacon = sign_beacon
+        self._beacon_interval = beacon_interval
+        self._update_failed = False  # said once in the log, not at every interval
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
@@ -186,6 +227,7 @@ class MdnsRole:
         self._queue: deque[str] = deque()
         self._queued: set[str] = set()
         self._known: dict[str, list[MdnsHint]] = {}  # service name -> what it said
+        self._beacons: dict[str, bytes] = {}  # service name -> the beacon last reported
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._bucket = TokenBucket(MDNS_HINTS_PER_SECOND, MDNS_HINTS_PER_SECOND, time.monotonic())
@@ -212,14 +254,7 @@ class MdnsRole:
         try:
             await zc.zeroconf.async_wait_for_start()
             self._keep_to_the_link(zc.zeroconf)
-            self._info = AsyncServiceInfo(
-                SERVICE_TYPE,
-                self.service_name,
-                port=self._port,
-                properties={"v": str(PROTOCOL_VERSION), "fp": self._fingerprint},
-                server=f"peerchat-{short_id(self._fingerprint).lower()}.local.",
-                parsed_addresses=list(self._scope.interfaces),
-            )
+            self._info = self._own_info(self.service_name)
             registered = await zc.async_register_service(self._info, allow_name_change=True)
             self._tasks.append(asyncio.ensure_future(self._registered(registered)))
             self._browser = AsyncServiceBrowser(
@@ -232,6 +267,8 @@ class MdnsRole:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._resolve_loop()))
         self._tasks.append(loop.create_task(self._refresh_loop()))
+        if self._sign_beacon is not None:
+            self._tasks.append(loop.create_task(self._beacon_loop()))
         log.info("mDNS on %s as %r", ", ".join(self._scope.interfaces), self.service_name)
         return True
 
@@ -253,6 +290,47 @@ class MdnsRole:
             log.debug("mDNS close: %s", exc)
 
     # -- internals ------------------------------------------------------------------
+
+    def _own_info(self, name: str) -> AsyncServiceInfo:
+        properties: dict[str | bytes, str | bytes | None] = {
+            "v": str(PROTOCOL_VERSION),
+            "fp": self._fingerprint,
+        }
+        beacon = self._sign_beacon() if self._sign_beacon is not None else None
+        if beacon is not None:
+            properties.update(beacon_chunks(beacon))
+        return AsyncServiceInfo(
+            SERVICE_TYPE,
+            name,
+            port=self._port,
+            properties=properties,
+            server=f"peerchat-{short_id(self._fingerprint).lower()}.local.",
+            parsed_addresses=list(self._scope.interfaces),
+        )
+
+    async def _beacon_loop(self) -> None:
+        # A fresh beacon in the record now and then, so that a peer that resolves
+        # it (or hears the update) finds one within the freshness rules.
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while not self._closed:
+            due += self._beacon_interval
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            zc, info = self._zc, self._info
+            if zc is None or info is None or self._closed:
+                return
+            try:
+                self._info = self._own_info(info.name)  # the name zeroconf settled on
+                sent = await zc.async_update_service(self._info)
+                await sent  # its announcements, over about half a second
+            except Exception as exc:
+                log.log(
+                    logging.DEBUG if self._update_failed else logging.WARNING,
+                    "mDNS update failed: %s",
+                    exc,
+                )
+                self._update_failed = True
+            due = max(due, loop.time() - self._beacon_interval)  # no catching up after a stall
 
     def _keep_to_the_link(self, zc: Zeroconf) -> None:
         for reader in zc.engine.readers:
@@ -292,6 +370,7 @@ class MdnsRole:
         self._wake.set()
 
     def _forget(self, name: str) -> None:
+        self._beacons.pop(name, None)
         hints = self._known.pop(name, None)
         if hints:
             self._report(MdnsGone(hints[0].fingerprint))
@@ -305,7 +384,7 @@ class MdnsRole:
             name = self._queue.popleft()
             self._queued.discard(name)
             try:
-                hints = await self._resolve(name)
+                hints, beacon = await self._resolve(name)
             except Exception:
                 log.exception("mDNS: resolving %r failed", name)
                 continue
@@ -313,33 +392,45 @@ class MdnsRole:
                 self._known[name] = hints
                 for hint in hints:
                     self._report(hint)
+                if beacon is not None and self._beacons.get(name) != beacon:
+                    self._beacons[name] = beacon  # reported once: a second time is a replay
+                    self._report(MdnsBeacon(beacon, hints[0].host))
 
-    async def _resolve(self, name: str) -> list[MdnsHint]:
+    async def _resolve(self, name: str) -> tuple[list[MdnsHint], bytes | None]:
         zc = self._zc
         if zc is None or not name.endswith("." + SERVICE_TYPE):
-            return []
+            return [], None
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         if not await info.async_request(zc.zeroconf, RESOLVE_TIMEOUT_MS):
             self._drop("unresolved")
-            return []
-        return self._hints_from(name, info)
+            return [], None
+        return self._read(name, info)
 
-    def _hints_from(self, name: str, info: AsyncServiceInfo) -> list[MdnsHint]:
+    def _read(self, name: str, info: AsyncServiceInfo) -> tuple[list[MdnsHint], bytes | None]:
+        """A record's hints (one per address on the link) and the beacon it carries."""
         props = info.properties
         version, fp_raw = props.get(b"v"), props.get(b"fp")
         if version != str(PROTOCOL_VERSION).encode():
             self._drop("other version")
-            return []
+            return [], None
         fingerprint = fp_raw.decode("ascii", "replace") if fp_raw else ""
         if not is_fingerprint(fingerprint):
             self._drop("bad fingerprint")
-            return []
+            return [], None
         if fingerprint == self._fingerprint:
-            return []  # ourselves (another process with this profile, or our own echo)
+            return [], None  # ourselves (another process with this profile, or our own echo)
         port = info.port
         if port is None or not 1 <= port <= 65535:
             self._drop("bad port")
-            return []
+            return [], None
+        try:
+            beacon = beacon_from_txt(props)
+            if beacon is not None and decode_beacon(beacon)[0].fingerprint != fingerprint:
+                self._drop("beacon of another key")
+                return [], None
+        except ProtocolError:
+            self._drop("bad beacon")
+            return [], None
         instance = name[: -len(SERVICE_TYPE) - 1]
         peer_name = parse_instance(instance, fingerprint)
         hints: list[MdnsHint] = []
@@ -350,7 +441,7 @@ class MdnsRole:
             hints.append(MdnsHint(fingerprint, peer_name, address, port))
             if len(hints) >= MAX_ADDRESSES:
                 break
-        return hints
+        return hints, beacon if hints else None
 
     def _on_link(self, address: str) -> bool:
         try:
@@ -368,8 +459,8 @@ class MdnsRole:
                 for hint in hints:
                     self._report(hint)
 
-    def _report(self, hint: MdnsHint | MdnsGone) -> None:
-        if isinstance(hint, MdnsHint):
+    def _report(self, hint: MdnsHint | MdnsBeacon | MdnsGone) -> None:
+        if not isinstance(hint, MdnsGone):
             self._bucket.refill(time.monotonic())
             if self._bucket.tokens < 1:
                 self._drop("rate limited")

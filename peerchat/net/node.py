@@ -258,7 +258,8 @@ class Node:
                 on_trouble=self._news.emit,
             )
             await self._ports.open(Port(discovery.start, discovery.close))
-        await self._reach.start(self._discovery.instance if self._discovery else None)
+        heard_by = self._discovery
+        await self._reach.start(heard_by.instance if heard_by else None, heard_by)
 
     async def _shutdown(self) -> None:
         self._owner.closing = True
@@ -290,6 +291,10 @@ class Node:
 
     def active_peers(self) -> list[ActivePeer]:
         return self._loop_thread.call_fn(lambda: self._reach.describe(self._presence.listing()))
+
+    def exchange_hostile(self) -> dict[str, int]:
+        """Peer-exchange records dropped as hostile, by reason."""
+        return self._loop_thread.call_fn(self._reach.hostile_exchange)
 
     def send_to_address(self, host: str, port: int, text: str) -> SendResult:
         takes = 2 * self._connect_takes() + self.config.send_wait

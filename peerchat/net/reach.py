@@ -6,7 +6,10 @@ claim about a key (a beacon, an mDNS record, a peer-exchange record, an
 inbound session); what it dials is what the book says is due (seeds, claims
 to confirm, confirmed addresses of keys that are around); only a handshake
 we initiated confirms a key at an address. A peer reached this way is listed
-by the session like any other and announced as discovered.
+by the session like any other and announced as discovered. The signed beacon
+an mDNS record carries goes to the discovery service, which judges it as a
+datagram; if it holds, the peer is listed as a broadcast one is, found by
+mDNS, and dialled only when the user names it.
 
 Timed by the alarm: `next_due` is the earliest of the book's next dial and
 the next peer-exchange send; `handle_timer` starts the dials and sends.
@@ -25,14 +28,21 @@ from typing import Final
 import ifaddr
 
 from crypto_utils import Identity
-from discovery import broadcast_targets
+from discovery import DiscoveryService, broadcast_targets
 from peerchat.delivery import Delivery
 from peerchat.events import ActivePeer, PeerConnected, PeerDiscovered, Problem, UiEvent
 from peerchat.limits import PEX_SELF_INTERVAL
 from peerchat.net.alarm import earliest
 from peerchat.net.config import NodeConfig
 from peerchat.net.connector import ANY_CONNECT_FAILURE, Connector, describe
-from peerchat.net.mdns import MdnsGone, MdnsHint, MdnsRole, scope_for
+from peerchat.net.mdns import (
+    MdnsBeacon,
+    MdnsGone,
+    MdnsHint,
+    MdnsRole,
+    beacon_interval_for,
+    scope_for,
+)
 from peerchat.net.seeds import SeedLookupError, SeedStore, resolve_seed
 from peerchat.net.session import Session
 from peerchat.net.trust_book import TrustBook
@@ -59,6 +69,7 @@ Address = tuple[str, int]
 _REACHED_BY: Final = frozenset({Found.MDNS, Found.SEED, Found.EXCHANGE})
 _HOLD_MARGIN: Final = 0.1  # the hold is on the wall clock, the alarm on the loop's
 MDNS_CLOSE_BUDGET: Final = 0.5  # seconds of the node's close spent on mDNS goodbyes
+HOSTILE_LOG_GAP: Final = 10.0  # seconds between log lines about hostile peer-exchange records
 
 
 class Reach:
@@ -99,18 +110,28 @@ class Reach:
                 refused_addresses=broadcast_targets(config.broadcast),
             )
         self._pex_due: float | None = None
+        self._hostile_logged = 0  # hostile drops already said in the log ...
+        self._hostile_logged_at: float | None = None  # ... and when
         # New sessions on which the exchange holds relays back (pex.RELAY_HOLD): until when.
         self._held_until: dict[str, float] = {}
         self._mdns: MdnsRole | None = None
+        self._discovery: DiscoveryService | None = None  # judges the beacons mDNS records carry
         self._seed_at: dict[Address, Seed] = {}
         self._dialling: dict[Address, asyncio.Task[None]] = {}
         self._closed = False
 
     # -- start and stop (in the loop) ------------------------------------------------
 
-    async def start(self, instance: bytes | None) -> None:
-        """Seeds into the book, and mDNS if configured; `instance`: the discovery run's nonce."""
+    async def start(
+        self, instance: bytes | None, discovery: DiscoveryService | None = None
+    ) -> None:
+        """Seeds into the book, and mDNS if configured.
+
+        `instance`: the discovery run's nonce; `discovery`: the service whose
+        beacons our mDNS record carries and which judges those of others.
+        """
         cfg = self._config
+        self._discovery = discovery
         self._own = OwnBeacon(
             self._identity, cfg.name, cfg.port, instance or secrets.token_bytes(INSTANCE_SIZE)
         )
@@ -133,6 +154,8 @@ class Reach:
                 port=cfg.port,
                 scope=scope,
                 on_hint=self._on_mdns,
+                sign_beacon=discovery.signed_beacon if discovery is not None else None,
+                beacon_interval=beacon_interval_for(cfg.beacon_interval, cfg.peer_timeout),
             )
             if await role.start():
                 self._mdns = role
@@ -150,13 +173,23 @@ class Reach:
 
     # -- what the network says (claims) ------------------------------------------------
 
-    def beacon_heard(self, fp: str, host: str, port: int, name: str) -> None:
+    def beacon_heard(
+        self, fp: str, host: str, port: int, name: str, via_mdns: bool = False
+    ) -> None:
         """A beacon whose key may be listed (the trust book has judged it)."""
-        if self.book.claim(fp, (host, port), Source(Found.BROADCAST), self._loop.time(), name):
+        source = Source(Found.MDNS if via_mdns else Found.BROADCAST)
+        if self.book.claim(fp, (host, port), source, self._loop.time(), name):
             self._poke()
 
-    def _on_mdns(self, hint: MdnsHint | MdnsGone) -> None:
-        if not isinstance(hint, MdnsHint) or self._closed:
+    def _on_mdns(self, hint: MdnsHint | MdnsBeacon | MdnsGone) -> None:
+        if self._closed:
+            return
+        if isinstance(hint, MdnsBeacon):
+            # Judged as a broadcast one is; if it holds, the peer is listed (beacon_heard).
+            if self._discovery is not None:
+                self._discovery.hear(hint.data, hint.host)
+            return
+        if not isinstance(hint, MdnsHint):
             return  # a goodbye: liveness takes the peer off the list, the claim ages out
         if hint.name is not None and self._trust.pinned_to_another(hint.name, hint.fingerprint):
             return  # a name pinned to another key: not worth a dial (no conflict for a hint)
@@ -175,7 +208,29 @@ class Reach:
             if self._trust.pinned_to_another(hint.name, hint.fingerprint):
                 continue
             self.book.claim(hint.fingerprint, (hint.host, hint.port), via, now, hint.name)
+        self._log_hostile(session.peer.name, fp, now)
         self._pex_soon(now)  # its own beacon may be news for our other peers
+
+    def hostile_exchange(self) -> dict[str, int]:
+        """Peer-exchange records dropped as hostile so far, by reason (option 2 says so)."""
+        return self.pex.hostile_counts() if self.pex is not None else {}
+
+    def _log_hostile(self, name: str, fp: str, now: float) -> None:
+        assert self.pex is not None
+        total = self.pex.hostile
+        if total == self._hostile_logged:
+            return
+        if self._hostile_logged_at is not None and now - self._hostile_logged_at < HOSTILE_LOG_GAP:
+            return  # said at most every few seconds: a flood must not flood the log
+        reasons = ", ".join(f"{why}: {n}" for why, n in self.pex.hostile_counts().items())
+        log.warning(
+            "peer exchange: %d more hostile records dropped, last from %s [%s] (so far %s)",
+            total - self._hostile_logged,
+            name,
+            fp[:8],
+            reasons,
+        )
+        self._hostile_logged, self._hostile_logged_at = total, now
 
     # -- sessions ----------------------------------------------------------------------
 

@@ -11,6 +11,9 @@ name it uses is asked of `is_verified` (again when the name changes). The rules:
   traffic on its session lists it again, as the original did.
 - A peer silent for longer than the timeout is removed, and its next beacon is
   announced again as a discovery.
+- A peer listed by its session alone (found by seed or peer exchange, with no
+  beacon heard within the timeout) has no other sign of life: `by_session_only`
+  says so, and its session is then kept although idle.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Presence:
         self._announced: dict[str, bytes] = {}  # fingerprint -> beacon instance announced
         self._departed: dict[str, bytes | None] = {}  # said goodbye: its beacon instance
         self._away: dict[str, ActivePeer] = {}  # said "exit": listed again when next heard
+        self._beacon_at: dict[str, float] = {}  # listed peers: when a beacon last listed them
 
     def beacon(
         self, fp: str, name: str, host: str, port: int, instance: bytes, *, now: float, wall: float
@@ -48,6 +52,7 @@ class Presence:
                 return BeaconNews.IGNORED  # it said goodbye; the same run does not come back
             del self._departed[fp]
         self._list(fp, name, host, port, now=now, wall=wall)
+        self._beacon_at[fp] = now
         if self._announced.get(fp) == instance:
             return BeaconNews.SEEN
         self._announced[fp] = instance
@@ -79,6 +84,7 @@ class Presence:
         `until_heard` ("exit") any next sign of life lists it again.
         """
         self._liveness.forget(fp)
+        self._beacon_at.pop(fp, None)
         peer = self._active.pop(fp, None)
         if not until_heard:
             self._departed[fp] = self._announced.get(fp)
@@ -93,12 +99,20 @@ class Presence:
         gone: list[tuple[str, ActivePeer | None]] = []
         for fp in self._liveness.expire(now):
             self._announced.pop(fp, None)
+            self._beacon_at.pop(fp, None)
             gone.append((fp, self._active.pop(fp, None)))
         return gone
 
     def next_due(self) -> float | None:
         """When `expire` will next remove someone (None: nobody is listed)."""
         return self._liveness.next_expiry()
+
+    def by_session_only(self, fp: str, now: float) -> bool:
+        """Whether a listed peer had no beacon within the timeout: its session is all there is."""
+        if fp not in self._active:
+            return False
+        heard = self._beacon_at.get(fp)
+        return heard is None or now - heard > self._liveness.timeout
 
     def set_verified(self, fp: str, verified: bool) -> None:
         peer = self._active.get(fp)

@@ -215,6 +215,7 @@ class BeaconAccepted:
     beacon: Beacon
     source_ip: str
     new_instance: bool  # first beacon of this run of the peer (or first since forgotten)
+    via_mdns: bool = False  # carried by an mDNS record (source_ip: the record's address)
 
 
 @dataclass(frozen=True)

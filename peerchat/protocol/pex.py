@@ -240,6 +240,11 @@ class PeerExchangeState:
         """Records and own beacons dropped for what an honest peer never sends."""
         return sum(n for reason, n in self.counts.items() if reason in HOSTILE)
 
+    def hostile_counts(self) -> dict[str, int]:
+        """The hostile drops by reason (those not zero), largest first."""
+        found = [(reason, n) for reason, n in self.counts.items() if reason in HOSTILE and n]
+        return dict(sorted(found, key=lambda item: (-item[1], item[0])))
+
     def relayable(self) -> list[str]:
         """Fingerprints whose own beacon this peer holds and may pass on."""
         return list(self._relayable)

@@ -358,6 +358,12 @@ class Menu:
             self.say(legacy_menu.legacy_section(self._legacy_listing, time.time()))
 
     def _show_keyed_peers(self, node: Node) -> None:
+        self._list_keyed_peers(node)
+        hostile = node.exchange_hostile()
+        if hostile:
+            self.say(hostile_exchange_note(hostile))
+
+    def _list_keyed_peers(self, node: Node) -> None:
         peers = node.active_peers()
         self._listing = peers
         if not peers:
@@ -677,6 +683,16 @@ class Menu:
 
 
 # -- formatting (pure, tested) ------------------------------------------------
+
+
+def hostile_exchange_note(dropped: dict[str, int]) -> str:
+    """Option 2's line under the table: peer-exchange records dropped as hostile, and why."""
+    total = sum(dropped.values())
+    why = ", ".join(f"{reason} {n}" for reason, n in dropped.items())
+    return (
+        f"  {total} peer-exchange record{'s' if total != 1 else ''} from connected peers "
+        f"dropped as hostile ({why}); see the log."
+    )
 
 
 def format_seed(entry: StoredSeed) -> str:
