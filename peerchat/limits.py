@@ -37,6 +37,12 @@ MAX_CONNECTIONS_PER_ADDRESS: Final = 64  # open TCP connections from one source 
 MAX_PENDING_HANDSHAKES: Final = 128  # connections not yet authenticated
 MAX_PENDING_PER_ADDRESS: Final = 32  # ... from one source address (the oldest is dropped)
 FIRST_MESSAGE_TIMEOUT: Final = 1.0  # seconds before a new connection must start its handshake
+HANDSHAKE_FAILURE_BURST: Final = 10  # failed handshakes from one address before it is refused
+HANDSHAKE_FAILURE_RATE: Final = 0.5  # ... then this many more a second (its bucket refills)
+HANDSHAKE_RESERVE_INTERVAL: Final = 1.0  # seconds between tries from a refused known peer's address
+HANDSHAKE_MAX_TRACKED_SOURCES: Final = 1024  # addresses whose failed handshakes are remembered
+REFUSED_HOLD: Final = 1.0  # seconds a connection refused in a cool-down is kept, unread, then reset
+MAX_HELD_REFUSED: Final = 128  # ... at most this many at once (beyond: reset at once)
 MAX_IN_FLIGHT: Final = 256  # chat messages sent and not yet acknowledged, per session
 
 # Delivery

@@ -392,6 +392,25 @@ def test_a_failed_call_returns_no_events(alice: Credentials, bob: Credentials) -
     assert b.state is CLOSED
 
 
+def test_a_responder_works_from_a_well_formed_first_message_on(
+    alice: Credentials, bob: Credentials
+) -> None:
+    """What the source of a failed handshake is charged for: key-exchange work done for it."""
+    idle = SecureChannel(Role.RESPONDER, bob)
+    assert not idle.worked
+    junk = SecureChannel(Role.RESPONDER, bob)
+    with pytest.raises(ProtocolError, match="wrong size"):
+        junk.receive_data(encode_frame(b"x" * 31))
+    assert not junk.worked  # refused on its length: no key exchange
+    a = SecureChannel(Role.INITIATOR, alice)
+    b = SecureChannel(Role.RESPONDER, bob)
+    b.receive_data(a.data_to_send())
+    assert b.worked and b.state is ChannelState.HANDSHAKING  # message 2 is written
+    with pytest.raises(ProtocolError):
+        b.receive_data(encode_frame(b"y" * 200))  # a junk message 3
+    assert b.worked and b.state is CLOSED
+
+
 # -- impersonation and men in the middle -----------------------------------------
 
 

@@ -16,6 +16,7 @@ import contextlib
 import enum
 import random
 import re
+import secrets
 import selectors
 import socket
 import threading
@@ -33,6 +34,8 @@ from crypto_utils import Identity, KeyManager, short_id
 from peerchat.limits import (
     FIRST_MESSAGE_TIMEOUT,
     FRAME_HEADER_SIZE,
+    HANDSHAKE_FAILURE_BURST,
+    HANDSHAKE_FAILURE_RATE,
     HANDSHAKE_TIMEOUT,
     MAX_CONNECTIONS_PER_ADDRESS,
     MAX_FRAME_SIZE,
@@ -449,6 +452,10 @@ class GarbageFlood(Background):
     more than `maximum` and never longer than `max_seconds`. For every
     connection it records our address, what it sent, how long the victim took
     to close it, and how many bytes the victim sent back.
+
+    With `spread`, each batch comes from an address of its own (127.1.x.y,
+    counting from `spread`), so every connection meets the parser and the key
+    exchange, not the cool-down that one address's failed handshakes earn it.
     """
 
     thread_name = "garbage-flood"
@@ -462,6 +469,7 @@ class GarbageFlood(Background):
     batch: int = 32
     max_seconds: float = 90.0
     seed: int = 1
+    spread: int | None = None
     results: list[FloodResult] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -477,7 +485,11 @@ class GarbageFlood(Background):
                 and time.monotonic() < deadline
             ):
                 count = min(self.batch, self.maximum - len(self.results))
-                socks = [tcp_client(self.port, source=self.source) for _ in range(count)]
+                source = self.source
+                if self.spread is not None:
+                    n = self.spread + len(self.results) // self.batch
+                    source = f"127.1.{n // 250}.{n % 250 + 1}"
+                socks = [tcp_client(self.port, source=source) for _ in range(count)]
                 attacks = [rng.choice(list(Attack)) for _ in socks]
                 for sock, attack in zip(socks, attacks, strict=True):
                     # At least a length prefix's worth, so no connection is merely slow.
@@ -501,6 +513,96 @@ class GarbageFlood(Background):
                     sock.close()
         except BaseException as exc:
             self.errors.append(exc)
+
+
+def junk_credentials() -> Credentials:
+    """An identity no key backs: random bytes where the key and its signature go."""
+    return Credentials(
+        name="Junk",
+        listen_port=7000,
+        identity_der=secrets.token_bytes(300),
+        static_private=X25519PrivateKey.generate(),
+        static_signature=secrets.token_bytes(256),
+    )
+
+
+@dataclass
+class JunkHandshakeFlood(Background):
+    """Handshakes whose identity is junk, `in_flight` at a time from `source`, in threads.
+
+    Each connection sends a valid handshake message 1. If the victim answers
+    with message 2 (it did its key exchange), message 3 follows with the junk
+    identity, which the victim must refuse; that connection counts as
+    `answered`. A connection closed before a byte came back counts as
+    `refused`: the victim turned it away before any key exchange.
+    """
+
+    thread_name = "junk-handshakes"
+    stop_grace = 15.0
+    what = "junk handshake flood"
+
+    port: int
+    source: str = HOSTILE_SOURCE
+    in_flight: int = 16
+    max_seconds: float = 60.0
+    answered: int = 0
+    refused: int = 0
+    seconds: float = 0.0
+    errors: list[BaseException] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _progress: threading.Condition = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._progress = threading.Condition(self._lock)
+
+    def run(self) -> None:
+        start = time.monotonic()
+        workers = [
+            threading.Thread(target=self._worker, args=(start + self.max_seconds,), daemon=True)
+            for _ in range(self.in_flight)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        self.seconds = time.monotonic() - start
+
+    def wait_refused(self, count: int, timeout: float) -> bool:
+        """Until `count` connections were refused (False if not within `timeout`)."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.refused >= count, timeout)
+
+    def _worker(self, deadline: float) -> None:
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                answered = self._one()
+                with self._progress:
+                    if answered:
+                        self.answered += 1
+                    else:
+                        self.refused += 1
+                    self._progress.notify_all()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def _one(self) -> bool:
+        """One junk handshake; whether the victim answered its first message."""
+        channel = SecureChannel(Role.INITIATOR, junk_credentials())
+        with tcp_client(self.port, source=self.source) as sock:
+            sock.sendall(channel.data_to_send())
+            try:
+                data = sock.recv(65536)
+            except OSError:  # reset
+                data = b""
+            if not data:
+                return False
+            with contextlib.suppress(OSError):
+                channel.receive_data(data)  # message 2: the victim's real identity
+                sock.sendall(channel.data_to_send())  # message 3: junk
+            assert await_close(sock, HANDSHAKE_TIMEOUT + 3.0) is not None, "junk was kept"
+            return True
 
 
 def assert_closed_and_logged(
@@ -527,15 +629,19 @@ def assert_closed_and_logged(
 def test_garbage_flood_is_closed_logged_and_memory_stays_bounded(scene: Scene) -> None:
     """Random bytes cost the victim a length check; a valid first handshake message costs it
     a key exchange and its message 2. Either way each connection is closed at once, with
-    a line in the log, and the memory the flood leaves behind is small."""
+    a line in the log, and the memory the flood leaves behind is small. (A batch per
+    address: one address alone would soon be refused before its first byte, as
+    test_an_address_whose_handshakes_keep_failing_is_refused_before_any_key_exchange shows.)"""
     scene.friend_says("before the flood")
-    warm = GarbageFlood(scene.victim.port, minimum=200, maximum=200, seed=7).start()
+    warm = GarbageFlood(scene.victim.port, minimum=200, maximum=200, seed=7, spread=0).start()
     warm.stop()
     before = scene.rss_kib()
     log_mark = len(scene.log())
 
     # At least 2,000 connections, and on until the friend's message is through.
-    flood = GarbageFlood(scene.victim.port, minimum=2000, maximum=20_000, seed=8).start()
+    flood = GarbageFlood(
+        scene.victim.port, minimum=2000, maximum=20_000, seed=8, spread=100
+    ).start()
     scene.friend_says("during the flood")
     assert flood.running, "the flood ended before the message arrived: not measured during it"
     flood.stop()
@@ -566,6 +672,36 @@ def test_garbage_flood_is_closed_logged_and_memory_stays_bounded(scene: Scene) -
         f"VmRSS grew by {growth:.1f} MiB over {len(results)} connections"
     )
     scene.friend_says("after the flood")
+
+
+def test_an_address_whose_handshakes_keep_failing_is_refused_before_any_key_exchange(
+    scene: Scene, mallory: Credentials, mallory_id: Identity
+) -> None:
+    """Junk identities from one address cost the victim a key exchange each, until the
+    address has spent its failures; then its connections are refused before a byte is
+    read, while a peer from another address still completes a handshake and a message."""
+    flood = JunkHandshakeFlood(scene.victim.port).start()
+    try:
+        assert flood.wait_refused(4 * flood.in_flight, timeout=30.0), (
+            f"none refused early: {flood.answered} junk handshakes answered, {flood.refused} not"
+        )
+        # During the flood: a new peer from another address, and the friend's session.
+        other = SecureClient(mallory, scene.victim.port, source=OTHER_SOURCE, timeout=5.0)
+        chat = Chat(new_msg_id(), time.time(), "through the junk flood")
+        other.send(chat)
+        other.expect_ack(chat.msg_id, timeout=5.0)
+        other.close()
+        scene.victim.expect_text(f"(Mallory, ID {short_id(mallory_id.fingerprint)}): {chat.text}")
+        scene.friend_says("during the junk handshake flood")
+        assert flood.running, "the flood ended before the peers were served: not measured"
+    finally:
+        flood.stop()
+    # Beyond the address's burst, the handshakes already in flight when it ran out and
+    # what its bucket refilled meanwhile, none got as far as a key exchange.
+    bound = HANDSHAKE_FAILURE_BURST + flood.in_flight + HANDSHAKE_FAILURE_RATE * flood.seconds
+    assert flood.answered <= bound, f"{flood.answered} junk handshakes answered ({bound:.0f})"
+    assert f"refusing connections from {HOSTILE_SOURCE}" in scene.log()
+    scene.friend_says("after the junk handshake flood")
 
 
 def test_slowloris_is_dropped_at_the_handshake_deadline(scene: Scene) -> None:

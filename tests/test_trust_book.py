@@ -119,3 +119,17 @@ def test_throwaway_keys_under_a_pinned_name_give_one_warning_and_few_entries(
     assert [type(e) for e in b.news] == [KeyChanged]
     assert len(b.book.conflicts()) <= 3
     assert b.book.conflicts_not_listed() == 800 - len(b.book.conflicts())
+
+
+def test_a_key_is_known_once_a_handshake_pinned_it_under_any_name(
+    store: HistoryStore, keys: tuple[Identity, Identity]
+) -> None:
+    """What earns an address the reserve of failed handshakes: a key met before."""
+    bob, impostor = keys
+    b = Book(store)
+    assert not b.book.knows(hello(bob, "Bob"))  # first contact: not known yet
+    b.book.admit_hello(hello(bob, "Bob"), "127.0.0.1", 5000)
+    assert b.book.knows(hello(bob, "Bob"))
+    assert b.book.knows(hello(bob, "Robert"))  # renamed: still its key
+    assert not b.book.knows(hello(impostor, "Bob"))  # another key under the name
+    assert Book(store).book.knows(hello(bob, "Bob"))  # after a restart too

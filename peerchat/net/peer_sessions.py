@@ -25,6 +25,7 @@ from peerchat.events import (
     QueuedDelivered,
     UiEvent,
 )
+from peerchat.limits import MAX_HELD_REFUSED, REFUSED_HOLD
 from peerchat.net.connector import KeyChangedError, Refused
 from peerchat.net.liveness_checker import LivenessChecker
 from peerchat.net.reconnector import Reconnector
@@ -38,6 +39,7 @@ from peerchat.net.session import (
 )
 from peerchat.net.trust_book import TrustBook
 from peerchat.policy.address_book import AddressBook
+from peerchat.policy.handshake_budget import CoolingDown, HandshakeBudget
 from peerchat.policy.presence import Presence
 from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
@@ -65,6 +67,7 @@ class PeerSessions:
         liveness: LivenessChecker,
         pump: Callable[[str], None],
         emit: Callable[[UiEvent], None],
+        failures: HandshakeBudget | None = None,
     ) -> None:
         self._loop = loop
         self._store = store
@@ -79,6 +82,8 @@ class PeerSessions:
         self._liveness = liveness
         self._pump = pump
         self._emit = emit
+        self._failures = failures or HandshakeBudget()
+        self._held = 0  # refused connections held open for a moment
         self.closing = False
         # Other roles' messages and session news, wired by the node shell.
         self._routes: dict[type[Message], Callable[[Session, str, Message], None]] = {}
@@ -117,6 +122,8 @@ class PeerSessions:
     def admit(self, session: Session) -> bool:
         if self.closing:
             return False
+        if session.role is Role.RESPONDER and not self._within_failures(session):
+            return False
         for idle in self._table.make_room(session):
             idle.fail(f"dropped for a newer connection from {session.remote_ip}")
         refused = self._table.admit(session)
@@ -125,12 +132,42 @@ class PeerSessions:
             return False
         return True
 
+    def _within_failures(self, session: Session) -> bool:
+        """Whether a connection may start a handshake: not while its address cools down.
+
+        A refused one is held open, unread, for a moment (within a bound), so a
+        flood that waits for each close cannot come straight back; the first
+        refusal of a cool-down is logged, and the count when it ends.
+        """
+        ip = session.remote_ip
+        verdict = self._failures.admit(ip, self._loop.time())
+        if isinstance(verdict, CoolingDown):
+            if verdict.first:
+                log.warning(
+                    "refusing connections from %s for %.1f s: too many failed handshakes",
+                    ip,
+                    verdict.wait,
+                )
+            if self._held < MAX_HELD_REFUSED:
+                self._held += 1
+                session.hold(min(REFUSED_HOLD, verdict.wait), self._release)
+            return False
+        if verdict.refused:
+            log.warning("admitting %s again; %d connections refused", ip, verdict.refused)
+        return True
+
+    def _release(self) -> None:
+        self._held -= 1
+
     def established(self, session: Session) -> None:
         hello = session.peer
         addr = session.listen_address
         assert hello is not None and addr is not None
         fp = hello.fingerprint
         host, port = addr
+        # A key met before vouches for its address: it keeps a way in during a cool-down.
+        known = self._trust.knows(hello)
+        self._failures.succeeded(session.remote_ip, known=known, now=self._loop.time())
         # Only where we dialled does a completed handshake confirm an address, and
         # never one confirmed for another key: that is the user's to decide (the
         # sender names both keys and sends nothing).
@@ -205,6 +242,8 @@ class PeerSessions:
             self._on_chats(session, chats)
 
     def closed(self, session: Session) -> None:
+        if session.failed_handshake:
+            self._failures.failed(session.remote_ip, self._loop.time())
         fp = session.fingerprint
         if not self._table.remove(session, fp):
             return

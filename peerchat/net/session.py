@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from peerchat.errors import ProtocolError
@@ -99,6 +99,7 @@ class Session(asyncio.Protocol):
         self.ready: asyncio.Future[Session] = self._loop.create_future()
         self._deadline: asyncio.TimerHandle | None = None
         self._first: asyncio.TimerHandle | None = None
+        self._held: asyncio.TimerHandle | None = None  # refused, reset when this fires
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -111,7 +112,8 @@ class Session(asyncio.Protocol):
         now = self._loop.time()
         self.last_received = self.last_chat = self.last_ping = now
         if not self._owner.admit(self):
-            transport.abort()
+            if self._held is None:  # not held by the owner: reset at once
+                transport.abort()
             return
         self.admitted = True
         self._deadline = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
@@ -170,6 +172,11 @@ class Session(asyncio.Protocol):
         return self.peer.fingerprint if self.peer is not None else None
 
     @property
+    def failed_handshake(self) -> bool:
+        """A connection from outside that cost us key-exchange work and never authenticated."""
+        return self.role is Role.RESPONDER and self.peer is None and self.channel.worked
+
+    @property
     def listen_address(self) -> tuple[str, int] | None:
         """Where this peer accepts connections: its IP as we see it, its advertised port."""
         if self.peer is None:
@@ -209,6 +216,24 @@ class Session(asyncio.Protocol):
         self.channel.close()
         if self.transport is not None:
             self.transport.abort()
+
+    def hold(self, seconds: float, released: Callable[[], None]) -> None:
+        """Refused: keep the connection open, unread, for `seconds`, then reset it.
+
+        A client that waits for the close (as a simple flood does) cannot come
+        straight back for another refusal; `released` is called when the hold
+        ends, whether the client left before or not.
+        """
+        assert self.transport is not None and not self.admitted
+        self.transport.pause_reading()
+
+        def release() -> None:
+            if self.transport is not None:
+                self.transport.abort()
+            released()
+
+        # Not cancelled when the client leaves first: `released` is always called.
+        self._held = self._loop.call_later(seconds, release)
 
     def resolve_ready(self, session: Session) -> None:
         """Tell whoever waits for this connection which session to use."""

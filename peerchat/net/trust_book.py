@@ -111,6 +111,11 @@ class TrustBook:
         """Verified: the user checked this key, and it is the key pinned to this name."""
         return fp in self._verified and self._pins.get(trust.pin_key(name)) == fp
 
+    def knows(self, hello: PeerHello) -> bool:
+        """Whether this key was met before: pinned to the hello's name or to another one."""
+        verdict = trust.decide(self._pins, hello.name, hello.fingerprint).verdict
+        return verdict is trust.Verdict.KNOWN
+
     def pinned_to_another(self, name: str, fp: str) -> bool:
         """Whether `name` is pinned to a key other than `fp` (asks only; reports nothing)."""
         return trust.decide(self._pins, name, fp).verdict is trust.Verdict.CHANGED

@@ -251,6 +251,7 @@ class SecureChannel:
             s=credentials.static_private,
         )
         self._hs_step = 0  # handshake messages processed (read or written)
+        self._worked = False  # the peer's handshake made us do key-exchange work
         self._handshake_hash: bytes | None = None
         if role is Role.INITIATOR:
             self._out.append(encode_frame(self._hs.write_message(b"")))
@@ -267,6 +268,15 @@ class SecureChannel:
     @property
     def peer(self) -> PeerHello | None:
         return self._peer
+
+    @property
+    def worked(self) -> bool:
+        """Whether the peer's handshake made us do key-exchange work (answer or check it).
+
+        A responder's channel works from a well-formed first message on; one fed
+        only junk of the wrong size, or nothing at all, has cost no key exchange.
+        """
+        return self._worked
 
     @property
     def handshake_hash(self) -> bytes | None:
@@ -318,12 +328,14 @@ class SecureChannel:
         if step == 0:  # responder: message 1
             if len(body) != _MSG1_SIZE:
                 raise ProtocolError("handshake message 1 has the wrong size")
+            self._worked = True
             hs.read_message(body)
             self._out.append(encode_frame(hs.write_message(self._hello())))
             self._hs_step = 2
             return None
         if len(body) > (_MSG2_MAX if step == 1 else _MSG3_MAX):
             raise ProtocolError("handshake message too large")
+        self._worked = True
         peer = self._authenticate(hs.read_message(body), hs.rs)
         if step == 1:  # initiator: message 2 read, message 3 answers it
             self._out.append(encode_frame(hs.write_message(self._hello())))
