@@ -156,3 +156,24 @@ def test_a_known_peer_gets_in_from_an_address_whose_handshakes_keep_failing(
     alice.wait_for_text("through the cool-down")
     client.close()
     assert "admitting 127.0.0.1 again" not in caplog.text
+
+
+def test_connections_held_in_a_cool_down_are_closed_when_the_node_quits(
+    alice: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Held for longer than the test waits, so only the quit can close it in time.
+    monkeypatch.setattr("peerchat.net.peer_sessions.REFUSED_HOLD", 60.0)
+    junk = [Client(alice.port, junk_credentials()) for _ in range(2 * HANDSHAKE_FAILURE_BURST)]
+    for client in junk:
+        client.handshake(patience=5.0)
+        client.closed_by_node()
+        client.close()
+    held = [Client(alice.port, junk_credentials()) for _ in range(3)]
+    for client in held:
+        assert not client.handshake(), "a connection was let in during the cool-down"
+    alice.node.close()
+    try:
+        assert all(client.closed_by_node() for client in held), "a held connection outlived quit"
+    finally:
+        for client in held:
+            client.close()

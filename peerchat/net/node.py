@@ -263,6 +263,7 @@ class Node:
 
     async def _shutdown(self) -> None:
         self._owner.closing = True
+        self._owner.release_held()
         self.alarm.stop()
         self._ports.close()
         await self._reach.close()

@@ -83,7 +83,7 @@ class PeerSessions:
         self._pump = pump
         self._emit = emit
         self._failures = failures or HandshakeBudget()
-        self._held = 0  # refused connections held open for a moment
+        self._held: set[Session] = set()  # refused connections held open for a moment
         self.closing = False
         # Other roles' messages and session news, wired by the node shell.
         self._routes: dict[type[Message], Callable[[Session, str, Message], None]] = {}
@@ -148,16 +148,18 @@ class PeerSessions:
                     ip,
                     verdict.wait,
                 )
-            if self._held < MAX_HELD_REFUSED:
-                self._held += 1
-                session.hold(min(REFUSED_HOLD, verdict.wait), self._release)
+            if len(self._held) < MAX_HELD_REFUSED:
+                self._held.add(session)
+                session.hold(min(REFUSED_HOLD, verdict.wait), lambda: self._held.discard(session))
             return False
         if verdict.refused:
             log.warning("admitting %s again; %d connections refused", ip, verdict.refused)
         return True
 
-    def _release(self) -> None:
-        self._held -= 1
+    def release_held(self) -> None:
+        """Reset every refused connection still held (the node quits)."""
+        for session in list(self._held):
+            session.end_hold()
 
     def established(self, session: Session) -> None:
         hello = session.peer

@@ -40,6 +40,10 @@ BYE_QUOTA = "over quota"  # followed by ": " and the limits
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
 
 
+def _nothing() -> None:
+    pass
+
+
 class SessionOwner(Protocol):
     """Who decides for a session; called on the loop thread only."""
 
@@ -100,6 +104,7 @@ class Session(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._first: asyncio.TimerHandle | None = None
         self._held: asyncio.TimerHandle | None = None  # refused, reset when this fires
+        self._released: Callable[[], None] = _nothing
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -226,14 +231,19 @@ class Session(asyncio.Protocol):
         """
         assert self.transport is not None and not self.admitted
         self.transport.pause_reading()
-
-        def release() -> None:
-            if self.transport is not None:
-                self.transport.abort()
-            released()
-
+        self._released = released
         # Not cancelled when the client leaves first: `released` is always called.
-        self._held = self._loop.call_later(seconds, release)
+        self._held = self._loop.call_later(seconds, self.end_hold)
+
+    def end_hold(self) -> None:
+        """Reset a held connection now: its moment is over, or the node quits."""
+        if self._held is None:
+            return
+        self._held.cancel()
+        self._held = None
+        if self.transport is not None:
+            self.transport.abort()
+        self._released()
 
     def resolve_ready(self, session: Session) -> None:
         """Tell whoever waits for this connection which session to use."""
