@@ -50,6 +50,7 @@ from peerchat.net.news import News
 from peerchat.net.peer_cache import PeerCacheWriter
 from peerchat.net.peer_sessions import PeerSessions
 from peerchat.net.reconnector import Reconnector
+from peerchat.net.reply import Reply
 from peerchat.net.sender import Sender
 from peerchat.net.server import TcpServer
 from peerchat.net.session import BYE_QUIT, Session
@@ -261,6 +262,15 @@ class Node:
             future.cancel()
             raise NotAnswering("the network part of this peer is not answering") from None
 
+    def _start(self, start: Callable[[Reply[T]], None], takes: float = 0.0) -> T:
+        """Like `_call`, for work the loop can start from a plain callback and answer later."""
+        reply: Reply[T] = Reply()
+        self.loop.call_soon_threadsafe(_start_guarded, start, reply)
+        try:
+            return reply.wait(takes + self.config.call_slack)
+        except TimeoutError:
+            raise NotAnswering("the network part of this peer is not answering") from None
+
     def _connect_takes(self) -> float:
         return self.config.connect_timeout + self.config.handshake_timeout
 
@@ -269,11 +279,15 @@ class Node:
 
     def send_to_address(self, host: str, port: int, text: str) -> SendResult:
         takes = 2 * self._connect_takes() + self.config.send_wait
-        return self._call(self._sender.send_to_address(host, port, text), takes)
+        return self._start(
+            lambda reply: self._sender.start_to_address(host, port, text, reply), takes
+        )
 
     def send_to_peer(self, fingerprint: str, text: str) -> SendResult:
         takes = self._connect_takes() + self.config.send_wait
-        return self._call(self._sender.send_to_peer(fingerprint, text), takes)
+        return self._start(
+            lambda reply: self._sender.start_to_peer(fingerprint, text, reply), takes
+        )
 
     def submit(self, fingerprint: str, texts: Sequence[str]) -> list[str]:
         """Queue messages to a known peer without waiting; returns their ids."""
@@ -326,6 +340,16 @@ class Node:
     def _announce(self) -> None:
         if self._discovery is not None:
             self._discovery.announce_soon()
+
+
+def _start_guarded(start: Callable[[Reply[T]], None], reply: Reply[T]) -> None:
+    """Run `start` on the loop; what it raises is the caller's answer."""
+    if reply.done():  # the caller gave up before the loop got to it
+        return
+    try:
+        start(reply)
+    except Exception as exc:
+        reply.set_exception(exc)
 
 
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from peerchat.completion import Completion
 from peerchat.delivery import Delivery, outgoing_message
@@ -19,12 +20,23 @@ from peerchat.errors import StorageError
 from peerchat.events import KeyConflict, Outcome, Problem, QueuedExpired, SendResult, UiEvent
 from peerchat.net.connector import CONNECT_FAILURES, Connector, KeyChangedError, Refused, describe
 from peerchat.net.directory import PeerDirectory
+from peerchat.net.reply import Reply
 from peerchat.net.session import Session
 from peerchat.net.trust_book import TrustBook
 from peerchat.policy.outbox import QueueFull
 from peerchat.policy.presence import Presence
 from peerchat.policy.session_table import SessionTable
 from storage import DeliveryState, HistoryStore, StoredMessage
+
+
+class Answer(Protocol):
+    """Where a send's result goes: an asyncio future, or the node's Reply to its caller."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: SendResult, /) -> None: ...
+
+    def set_exception(self, exc: BaseException, /) -> None: ...
 
 
 class Sender:
@@ -96,6 +108,21 @@ class Sender:
         assert session.fingerprint is not None
         return await self.send_to_peer(session.fingerprint, text)
 
+    def start_to_address(self, host: str, port: int, text: str, reply: Reply[SendResult]) -> None:
+        """`send_to_address`, answered through `reply`; without a task when a session is up."""
+        fp = self._connector.fingerprint_at(host, port)
+        if fp is not None and fp in self._sessions and not self._connector.is_self(host, port):
+            self._send_now(fp, text, reply)
+        else:
+            reply.follow(self._loop.create_task(self.send_to_address(host, port, text)))
+
+    def start_to_peer(self, fp: str, text: str, reply: Reply[SendResult]) -> None:
+        """`send_to_peer`, answered through `reply`; without a task when a session is up."""
+        if fp in self._sessions:
+            self._send_now(fp, text, reply)
+        else:
+            reply.follow(self._loop.create_task(self.send_to_peer(fp, text)))
+
     async def send_to_peer(self, fp: str, text: str) -> SendResult:
         conflict = self._trust.conflict_pinned_to(fp)
         name, host, port = self._directory.who(fp)
@@ -115,22 +142,41 @@ class Sender:
                 return self._queue_for(fp, text, describe(exc))
         if fp not in self._sessions:
             return self._queue_for(fp, text, "offline" if not reachable else "not connected")
-        queued = self._queue_one(fp, text)
+        answer: asyncio.Future[SendResult] = self._loop.create_future()
+        self._send_now(fp, text, answer)
+        return await answer
+
+    def _send_now(self, fp: str, text: str, answer: Answer) -> None:
+        """Store, queue and put on the wire a message to a peer with a session; answer
+        DELIVERED on its acknowledgement, or PENDING if none comes within the wait."""
+        name, host, port = self._directory.who(fp)
+        queued = self._queue_one(fp, text, (name, host, port))
         if isinstance(queued, SendResult):
-            return queued
-        waiter = self._completion.expect(queued)
+            answer.set_result(queued)
+            return
+
+        def no_acknowledgement() -> None:
+            self._completion.give_up(queued)
+            if not answer.done():
+                detail = "no acknowledgement yet; it stays queued"
+                answer.set_result(SendResult(Outcome.PENDING, host, port, name, detail))
+
+        timer = self._loop.call_later(self._send_wait, no_acknowledgement)
+
+        def acknowledged(refused: Exception | None) -> None:
+            timer.cancel()
+            if answer.done():
+                return
+            if refused is None:
+                answer.set_result(SendResult(Outcome.DELIVERED, host, port, name))
+            elif isinstance(refused, Refused):
+                detail = f"{refused}; it stays queued"
+                answer.set_result(SendResult(Outcome.REFUSED, host, port, name, detail))
+            else:
+                answer.set_exception(refused)
+
+        self._completion.expect(queued, acknowledged)
         self.pump(fp)
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), self._send_wait)
-        except TimeoutError:
-            self._completion.give_up(queued)
-            return SendResult(
-                Outcome.PENDING, host, port, name, "no acknowledgement yet; it stays queued"
-            )
-        except Refused as exc:
-            self._completion.give_up(queued)
-            return SendResult(Outcome.REFUSED, host, port, name, f"{exc}; it stays queued")
-        return SendResult(Outcome.DELIVERED, host, port, name)
 
     async def submit(self, fp: str, texts: Sequence[str]) -> list[str]:
         """Queue messages to a known peer without waiting; returns their ids."""
@@ -183,9 +229,14 @@ class Sender:
         name, host, port = self._directory.who(fp)
         return SendResult(Outcome.QUEUED, host, port, name, why)
 
-    def _queue_one(self, fp: str, text: str) -> str | SendResult:
-        """Store and queue one message to a known peer: its id, or why it was not sent."""
-        name, host, port = self._directory.who(fp)
+    def _queue_one(
+        self, fp: str, text: str, who: tuple[str, str, int] | None = None
+    ) -> str | SendResult:
+        """Store and queue one message to a known peer: its id, or why it was not sent.
+
+        `who` is the peer's name, host and port when the caller has looked them up.
+        """
+        name, host, port = who or self._directory.who(fp)
         row = _outgoing(fp, name, host, port, text, state=DeliveryState.PENDING)
         try:
             self._delivery.enqueue([row])
