@@ -88,6 +88,7 @@ class Delivery:
         self._store = store
         self._report_problem = report_problem
         self.max_queued_per_peer = max_queued_per_peer
+        self.max_queued_age = max_queued_age
         self._outbox = Outbox(
             max_per_peer=max_queued_per_peer, max_age=max_queued_age, max_in_flight=max_in_flight
         )

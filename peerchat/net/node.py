@@ -138,7 +138,7 @@ class Node:
             connector=connector,
             want_reconnect=reconnector.want,
             emit=emit,
-            poke=alarm.poke,
+            due_by=alarm.due_by,
             discovery=config.discovery,
             send_wait=config.send_wait,
         )

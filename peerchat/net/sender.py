@@ -54,7 +54,7 @@ class Sender:
         connector: Connector,
         want_reconnect: Callable[..., None],
         emit: Callable[[UiEvent], None],
-        poke: Callable[[], None],
+        due_by: Callable[[float], None],
         discovery: bool,
         send_wait: float,
     ) -> None:
@@ -69,7 +69,9 @@ class Sender:
         self._connector = connector
         self._want_reconnect = want_reconnect
         self._emit = emit
-        self._poke = poke  # a newly queued message may expire before anything else is due
+        # A newly queued message may expire before anything else is due: the alarm is
+        # told its time (a comparison), not asked to look at every part again.
+        self._due_by = due_by
         self._discovery = discovery
         self._send_wait = send_wait
 
@@ -188,7 +190,7 @@ class Sender:
             _outgoing(fp, record.name, host, port, t, state=DeliveryState.PENDING) for t in texts
         ]
         self._delivery.enqueue(rows)
-        self._poke()
+        self._expires_by_then()
         self._completion.submitted(r.msg_id for r in rows)
         if fp in self._sessions:
             self.pump(fp)
@@ -246,8 +248,12 @@ class Sender:
             self._record_failed(host, port, text, "queue full", (fp, name))
             detail = self._delivery.queue_full_detail()
             return SendResult(Outcome.NOT_SENT, host, port, name, detail)
-        self._poke()
+        self._expires_by_then()
         return row.msg_id
+
+    def _expires_by_then(self) -> None:
+        """A message queued now expires after the queue age, on the loop's clock."""
+        self._due_by(self._loop.time() + self._delivery.max_queued_age)
 
     def _record_failed(
         self, host: str, port: int, text: str, detail: str, peer: tuple[str, str] | None = None
