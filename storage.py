@@ -2,8 +2,10 @@
 
 One connection, opened with check_same_thread=False and guarded by a lock:
 this store is the single writer and is safe to call from any thread. Every
-write is one transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
-failure), so a failed or interrupted write leaves nothing half-written.
+write is one transaction, so a failed or interrupted write leaves nothing
+half-written: a write of one statement is SQLite's own implicit transaction
+(one call; BEGIN IMMEDIATE and COMMIT around it would cost two more), a
+write of several is BEGIN IMMEDIATE ... COMMIT, with ROLLBACK on any failure.
 
 Durability: WAL with synchronous=NORMAL. A committed transaction survives the
 process crashing or being killed; after a power loss or OS crash the last
@@ -110,6 +112,12 @@ _Q_PEERS: Final = _SELECT_PEERS + "ORDER BY last_seen DESC"
 _INSERT_MESSAGE: Final = (
     "INSERT {or_ignore}INTO messages (msg_id, peer_fp, peer_name, peer_host, peer_port, "
     "direction, body, sent_at, stored_at, state, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_OUT: Final = _INSERT_MESSAGE.format(or_ignore="")
+_INSERT_IN: Final = _INSERT_MESSAGE.format(or_ignore="OR IGNORE ")
+_MARK_DELIVERED: Final = (
+    "UPDATE messages SET state = 'delivered', detail = NULL "
+    "WHERE msg_id = ? AND direction = 'out' AND state IN ('pending', 'failed')"
 )
 
 
@@ -467,6 +475,14 @@ class HistoryStore:
         except sqlite3.Error as exc:
             raise StorageError(_describe(exc, self._path, action)) from exc
 
+    def _write_one(self, action: str, sql: str, params: Sequence[object]) -> int:
+        """One statement in its own implicit transaction; returns the rows it changed."""
+        conn = self._connection()
+        try:
+            return conn.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise StorageError(_describe(exc, self._path, action)) from exc
+
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
         """One write transaction; any failure rolls everything back."""
@@ -545,26 +561,32 @@ class HistoryStore:
         if any(m.direction is not Direction.OUT for m in messages):
             raise ValueError("add_outgoing takes outgoing messages only")
         rows = [self._message_params(m) for m in messages]  # seal outside the lock
-        with self._lock, self._transaction("save messages to") as conn:
-            conn.executemany(_INSERT_MESSAGE.format(or_ignore=""), rows)
+        with self._lock:
+            if len(rows) == 1:
+                self._write_one("save messages to", _INSERT_OUT, rows[0])
+                return
+            with self._transaction("save messages to") as conn:
+                conn.executemany(_INSERT_OUT, rows)
 
     def add_incoming(self, messages: Sequence[StoredMessage]) -> list[bool]:
         """Store received messages, all or none; True where new, False for a duplicate."""
         if any(m.direction is not Direction.IN for m in messages):
             raise ValueError("add_incoming takes incoming messages only")
         rows = [self._message_params(m) for m in messages]
-        sql = _INSERT_MESSAGE.format(or_ignore="OR IGNORE ")
-        with self._lock, self._transaction("save messages to") as conn:
-            return [conn.execute(sql, row).rowcount == 1 for row in rows]
+        with self._lock:
+            if len(rows) == 1:
+                return [self._write_one("save messages to", _INSERT_IN, rows[0]) == 1]
+            with self._transaction("save messages to") as conn:
+                return [conn.execute(_INSERT_IN, row).rowcount == 1 for row in rows]
 
     def mark_delivered(self, msg_ids: Sequence[str]) -> None:
         """Outgoing pending (or failed: an acknowledgement is proof) -> delivered."""
-        with self._lock, self._transaction("update") as conn:
-            conn.executemany(
-                "UPDATE messages SET state = 'delivered', detail = NULL "
-                "WHERE msg_id = ? AND direction = 'out' AND state IN ('pending', 'failed')",
-                [(msg_id,) for msg_id in msg_ids],
-            )
+        with self._lock:
+            if len(msg_ids) == 1:
+                self._write_one("update", _MARK_DELIVERED, msg_ids)
+                return
+            with self._transaction("update") as conn:
+                conn.executemany(_MARK_DELIVERED, [(msg_id,) for msg_id in msg_ids])
 
     def mark_failed(self, msg_ids: Sequence[str], detail: str) -> None:
         """Outgoing pending -> failed, with the reason."""
