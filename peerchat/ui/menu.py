@@ -11,9 +11,12 @@ Everything a peer chose (its name, its messages) passes through
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import functools
 import ipaddress
 import math
+import os
 import socket
 import sys
 import threading
@@ -85,17 +88,54 @@ class LineReader(Protocol):
 
 
 class PipeReader:
-    """Plain lines from a non-terminal standard input (scripts, tests)."""
+    """Plain lines from a non-terminal standard input (scripts, tests).
 
-    def __init__(self, write: Callable[[str], None]) -> None:
+    Lines end at \\n, as sys.stdin splits them, with trailing \\r dropped. The
+    output is flushed only when the next line has not arrived yet: a script's
+    commands run back to back with one write for all of them, while whoever
+    types into the pipe sees each prompt before the menu waits for the answer.
+    """
+
+    _CHUNK = 65536
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        flush: Callable[[], None],
+        read_chunk: Callable[[int], bytes] | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+    ) -> None:
         self._write = write
+        self._flush = flush
+        if read_chunk is None:
+            fd = sys.stdin.fileno()  # read by this reader only: no buffer sits above it
+            read_chunk = functools.partial(os.read, fd)
+        self._read_chunk = read_chunk
+        decoder = codecs.getincrementaldecoder(encoding or sys.stdin.encoding or "utf-8")
+        self._decoder = decoder(errors or sys.stdin.errors or "strict")
+        self._text = ""  # decoded input; lines before _pos were returned
+        self._pos = 0
+        self._ended = False
 
     def read(self, prompt: str) -> str:
         self._write(prompt)
-        line = sys.stdin.readline()
-        if not line:
-            raise EOFError
-        return line.rstrip("\r\n")
+        text, pos = self._text, self._pos
+        end = text.find("\n", pos)
+        while end < 0 and not self._ended:
+            self._flush()  # about to wait: show what was said so far
+            chunk = self._read_chunk(self._CHUNK)
+            self._ended = not chunk
+            text = self._text = text[pos:] + self._decoder.decode(chunk, final=self._ended)
+            pos = 0
+            end = text.find("\n")
+        if end < 0:
+            if pos >= len(text):
+                raise EOFError
+            end = len(text)  # a last line without a newline
+        self._pos = end + 1
+        return text[pos:end].rstrip("\r")
 
 
 class TerminalReader:
@@ -117,6 +157,11 @@ class Menu:
         self.data_dir = data_dir
         self._lock = threading.Lock()
         self._terminal: TextIO = sys.stdout  # the real stdout, even under patch_stdout
+        # On a terminal every line is written at once; reading a pipe, the menu's own
+        # output is kept until the menu waits (PipeReader, `_before_waiting`) or news
+        # comes, then written in one go.
+        self._flush_each = True
+        self._pending: list[str] = []
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
         # Code comparison, set by the program once the node that offers it exists.
         self.verifier: Verifier | None = None
@@ -130,14 +175,29 @@ class Menu:
         flushed by another thread, which could decide "no prompt" just before
         the next prompt is drawn and then write over it.
         """
+        self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
         with self._lock:
-            self._terminal.write(text + "\n")
+            if self._flush_each:
+                self._terminal.write(text)
+                self._terminal.flush()
+            else:
+                self._pending.append(text)
+
+    def _before_waiting(self) -> None:
+        """About to wait (for input or the network): show what the menu said so far."""
+        with self._lock:
+            self._write_pending()
             self._terminal.flush()
 
-    def _write_prompt(self, text: str) -> None:
-        with self._lock:
-            self._terminal.write(text)
-            self._terminal.flush()
+    def _write_pending(self, then: str = "") -> None:
+        """Write the menu's kept output, and `then` after it (lock held)."""
+        if self._pending:
+            then = "".join(self._pending) + then
+            self._pending.clear()
+        if then:
+            self._terminal.write(then)
 
     def show_event(self, event: UiEvent) -> None:
         """Called from the network thread: one line per piece of news.
@@ -145,23 +205,32 @@ class Menu:
         On a terminal, sys.stdout is then patch_stdout's proxy, which prints the
         line above the prompt and draws the prompt again with what was typed.
         """
-        text = describe_event(event)
+        text = describe_event(event) + "\n"
         with self._lock:
-            print(text, flush=True)
+            if self._pending:  # the menu's own lines first, in one write with the news
+                self._write_pending(text)
+                self._terminal.flush()
+                return
+            sys.stdout.write(text)
+            sys.stdout.flush()
 
     # -- the loop ------------------------------------------------------------
 
     def run(self, node: Node, *, port: int) -> None:
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         self._terminal = sys.stdout
+        self._flush_each = interactive
         with self._output_context(interactive):
-            reader: LineReader = TerminalReader() if interactive else PipeReader(self._write_prompt)
+            reader: LineReader = (
+                TerminalReader() if interactive else PipeReader(self._write, self._before_waiting)
+            )
             self.say(f"Server listening on port {port}...")
             self.say(
                 f"Your ID: {self.identity.short_id}  "
                 f"({format_fingerprint(self.identity.fingerprint)})"
             )
             self.say(f"Data folder: {self.data_dir}")
+            self._before_waiting()  # the banner is out before any news
             node.run()
             try:
                 while True:
@@ -173,6 +242,7 @@ class Menu:
             except (EOFError, KeyboardInterrupt):
                 pass
             self.say("Goodbye.")
+            self._before_waiting()
 
     @staticmethod
     @contextlib.contextmanager
@@ -237,6 +307,7 @@ class Menu:
         if size > limits.MAX_MESSAGE_BYTES:
             self.say(f"Message too long: {size} bytes (the limit is {limits.MAX_MESSAGE_BYTES}).")
             return
+        self._before_waiting()
         if peer_fp is not None:
             result = node.send_to_peer(peer_fp, text)
         else:
@@ -332,6 +403,7 @@ class Menu:
     def connect(self, reader: LineReader, node: Node) -> None:
         target = reader.read("Enter peer's IP: ").strip()
         if not target:
+            self._before_waiting()
             results = node.connect_all()
             if not results:
                 self.say("No active peers to connect to.")
@@ -346,6 +418,7 @@ class Menu:
         if port is None:
             self.say("Invalid port number.")
             return
+        self._before_waiting()
         r = node.connect(host, port)
         self.say(_describe_connect(r.ok, r.host, r.port, r.name, r.detail))
 
@@ -408,6 +481,7 @@ class Menu:
             if answer != "yes":
                 self.say("Key not accepted.")
                 return
+            self._before_waiting()
             node.retrust(c.presented_fingerprint)
             self.say(f"New key of {display_safe(c.name)} accepted.")
             return
@@ -449,6 +523,7 @@ class Menu:
     def _start_code(self, reader: LineReader, fingerprint: str, peer_name: str) -> None:
         assert self.verifier is not None
         self.say(f"Asking {display_safe(peer_name)} to compare a code...")
+        self._before_waiting()
         result = self.verifier.start(fingerprint)
         if isinstance(result, CodeRefused):
             self.say(describe_ending(peer_name, result.ending, result.retry_after))
@@ -462,6 +537,7 @@ class Menu:
         self.say(f"Code for you and {name}: {code}")
         reply = reader.read(f"Does {name}'s screen show {code}? Type yes or no: ").strip().lower()
         same = {"yes": True, "no": False}.get(reply)
+        self._before_waiting()
         ending = self.verifier.answer(offer, same)
         if ending is None:
             self.say(f"Waiting for {name}'s answer: the result will be shown here.")
@@ -620,20 +696,24 @@ def _parse_port(text: str) -> int | None:
     return value if 1 <= value <= 65535 else None
 
 
-def _looks_like_address(text: str) -> bool:
+@functools.lru_cache(maxsize=64)
+def _ipv4(text: str) -> str | None:
+    """`text` as an IPv4 address, if it is one. Remembered: option 1 parses what was
+    typed twice, and a script sending many messages types the same address each time."""
     try:
-        ipaddress.IPv4Address(text)
+        return str(ipaddress.IPv4Address(text))
     except ValueError:
-        return text == "localhost"
-    return True
+        return None
+
+
+def _looks_like_address(text: str) -> bool:
+    return _ipv4(text) is not None or text == "localhost"
 
 
 def _resolve_host(text: str) -> str | None:
     """An IPv4 address for what the user typed (an address or a host name)."""
-    try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        pass
+    if (address := _ipv4(text)) is not None:
+        return address
     try:
         return socket.gethostbyname(text)
     except (OSError, UnicodeError):
