@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from crypto_utils import Sealer, fingerprint_of
 from peerchat.errors import StorageError
@@ -133,8 +133,10 @@ class DeliveryState(StrEnum):
     RECEIVED = "received"
 
 
-@dataclass(frozen=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
+    """One message as the history keeps it. A named tuple, not a frozen dataclass:
+    one is made per message sent or received, and this costs a quarter as much."""
+
     msg_id: str
     peer_fp: str | None
     peer_name: str

@@ -9,7 +9,6 @@ key, a full queue) is kept in history as failed, with why.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -265,7 +264,7 @@ class Sender:
         fp, name = peer if peer is not None else (None, "?")
         row = _outgoing(fp, name, host, port, text, state=DeliveryState.FAILED)
         try:
-            self._delivery.record_failed(dataclasses.replace(row, detail=detail))
+            self._delivery.record_failed(row._replace(detail=detail))
         except StorageError as exc:
             self._emit_problem(f"Cannot record the failed message: {exc}")
 
