@@ -155,6 +155,9 @@ class Sender:
         if isinstance(queued, SendResult):
             answer.set_result(queued)
             return
+        # On the wire first: the acknowledgement is read in a later callback, after the
+        # waiter below is in place.
+        self.pump(fp)
 
         def no_acknowledgement() -> None:
             self._completion.give_up(queued)
@@ -177,7 +180,6 @@ class Sender:
                 answer.set_exception(refused)
 
         self._completion.expect(queued, acknowledged)
-        self.pump(fp)
 
     async def submit(self, fp: str, texts: Sequence[str]) -> list[str]:
         """Queue messages to a known peer without waiting; returns their ids."""
