@@ -49,6 +49,11 @@ BUSY_TIMEOUT_MS: Final = 5000
 CHECKPOINT_INTERVAL: Final = 0.5  # seconds between background WAL checkpoints
 # The writer checkpoints by itself only if the background thread falls far behind.
 WRITER_AUTOCHECKPOINT_PAGES: Final = 16384
+# When SQLite starts the -wal file over it cuts it back to this size, no further: frames
+# written over a part of the file already on disk cost less than frames that grow it
+# (no block allocation). Under steady sending the log grows by megabytes between two
+# restarts, and the writer's own checkpoint above lets it reach this size anyway.
+WAL_SIZE_KEPT: Final = WRITER_AUTOCHECKPOINT_PAGES * 4096
 _SEARCH_PAGE: Final = 1024  # rows fetched per lock hold while searching
 _MAX_SEQ: Final = (1 << 63) - 1  # above any seq (the largest SQLite integer)
 _BODY: Final = 7  # index of body in a _SELECT_MESSAGES row
@@ -398,7 +403,7 @@ class HistoryStore:
             raise StorageError(f"cannot open chat history {path}: WAL mode unavailable ({mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file small
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_KEPT}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         if version == 0:
             conn.execute("BEGIN IMMEDIATE")
