@@ -135,8 +135,9 @@ def measure(runs: int, comparisons: int) -> tuple[list[float], list[float], list
     return medians, floors, every
 
 
-def run(quick: bool) -> list[Row]:
-    runs, comparisons = (3, 30) if quick else (15, 300)
+def run(quick: bool, *, sizes: tuple[int, int] | None = None) -> list[Row]:
+    """`sizes`: (runs, comparisons per run), for a smoke test; else by `quick`."""
+    runs, comparisons = sizes or ((3, 30) if quick else (15, 300))
     medians, floors, every = measure(runs, comparisons)
     value = statistics.median(medians) * 1e3
     baseline = statistics.median(floors) * 1e3

@@ -102,6 +102,11 @@ def peer_args(name: str, port: int, data_dir: Path) -> list[str]:
         "--bind",
         LOOPBACK,
         "--no-discovery",
+        # Throughput runs store far more than a stranger may per hour.
+        "--quota-messages",
+        "1000000",
+        "--quota-mb",
+        "1000000",
     ]
 
 

@@ -79,6 +79,9 @@ MENU = (
         match=("through the menu", "slower than"),
     ),
 )
+TRANSFER = (
+    Target("at least 150 MB/s", at_least(150.0, "MB/s"), match=("file transfer", "throughput")),
+)
 JUNK_KEY_FLOOD = (Target("p99 under 20 ms", under(20.0, "ms"), match=("junk identity", "p99")),)
 
 REGISTRY: tuple[Entry, ...] = (
@@ -96,6 +99,10 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("flood", "bench.bench_flood"),
     Entry("junkflood", "bench.bench_junk_flood", JUNK_KEY_FLOOD),
     Entry("verify", "bench.bench_verify"),
+    Entry("legacy-flood", "bench.bench_legacy_flood"),
+    Entry("pex", "bench.bench_pex"),
+    Entry("reach", "bench.bench_reach"),
+    Entry("transfer", "bench.bench_transfer", TRANSFER),
 )
 
 # Names that select several entries: "node" is what one module measured before it was split.

@@ -6,8 +6,10 @@ that waits longer than the queue age is marked failed. At start the queue is
 rebuilt from the store's pending messages. `Outbox` decides the order and the
 window; `Delivery` keeps the store in step with it.
 
-The receiver stores a batch (one transaction) before it acknowledges it and
-acknowledges duplicates too; `received_messages` makes the rows it stores.
+The receiver stores a batch (one transaction) before it acknowledges it, and
+acknowledges duplicates too: a duplicate is a resend whose acknowledgement was
+lost, and only an acknowledgement stops the sender from sending it again.
+`receive_chats` is that rule, run by the node for every batch it reads.
 
 Time is passed in. A store that fails while the queue moves on (marking a
 message delivered or failed) is reported through `report_problem` and the
@@ -19,11 +21,13 @@ before a message is queued raises StorageError, and nothing is queued.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
 
 from peerchat import limits
 from peerchat.errors import StorageError
 from peerchat.policy.outbox import Outbox, OutgoingItem, QueueFull
-from peerchat.protocol.messages import Chat, new_msg_id
+from peerchat.protocol.messages import Ack, Chat, new_msg_id
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 
 
@@ -52,10 +56,24 @@ def outgoing_message(
     )
 
 
+_OLDEST_QUEUED: Final = limits.MAX_QUEUE_DAYS * 86_400.0 + limits.MAX_CLOCK_SKEW
+
+
+def plausible_sent_at(sent_at: float, now: float) -> float:
+    """`sent_at` if a sender's clock and queue could explain it, else `now` (its arrival)."""
+    if now - _OLDEST_QUEUED <= sent_at <= now + limits.MAX_CLOCK_SKEW:
+        return sent_at
+    return now
+
+
 def received_messages(
     peer_fp: str, peer_name: str, host: str, port: int, chats: Sequence[Chat], *, now: float
 ) -> list[StoredMessage]:
-    """The rows a received batch is stored as, before it is acknowledged."""
+    """The rows a received batch is stored as, before it is acknowledged.
+
+    The sender's time is only a claim: one more than a day ahead of `now`, or
+    older than any sender's queue can keep a message, is replaced by `now`.
+    """
     return [
         StoredMessage(
             msg_id=chat.msg_id,
@@ -65,12 +83,47 @@ def received_messages(
             peer_port=port,
             direction=Direction.IN,
             text=chat.text,
-            sent_at=chat.sent_at,
+            sent_at=plausible_sent_at(chat.sent_at, now),
             stored_at=now,
             state=DeliveryState.RECEIVED,
         )
         for chat in chats
     ]
+
+
+@dataclass(frozen=True)
+class Received:
+    """What to do with a batch once it is stored."""
+
+    ack_ids: tuple[str, ...]  # every id of the batch, duplicates included, in order
+    fresh: tuple[Chat, ...]  # the messages never stored before: the ones to show
+
+    def acks(self, per_ack: int = limits.MAX_IN_FLIGHT) -> list[Ack]:
+        """The acknowledgements to send, `per_ack` ids each."""
+        ids = self.ack_ids
+        return [Ack(ids[i : i + per_ack]) for i in range(0, len(ids), per_ack)]
+
+
+def receive_chats(  # noqa: PLR0917 (received_messages' arguments, after the store)
+    store: HistoryStore,
+    peer_fp: str,
+    peer_name: str,
+    host: str,
+    port: int,
+    chats: Sequence[Chat],
+    *,
+    now: float,
+) -> Received:
+    """Store a received batch, then say what to acknowledge (all of it) and what to show.
+
+    StorageError if the batch could not be stored: then nothing may be
+    acknowledged, and the sender keeps every message of it and sends it again.
+    """
+    fresh = store.add_incoming(received_messages(peer_fp, peer_name, host, port, chats, now=now))
+    return Received(
+        ack_ids=tuple(chat.msg_id for chat in chats),
+        fresh=tuple(chat for chat, is_new in zip(chats, fresh, strict=True) if is_new),
+    )
 
 
 class Delivery:

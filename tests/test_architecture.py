@@ -32,14 +32,16 @@ LAYERS: dict[str, int] = {
     "storage": 2,
     f"{PACKAGE}.delivery": 2,
     f"{PACKAGE}.completion": 2,
+    f"{PACKAGE}.profile_lock": 2,
     f"{PACKAGE}.events": 1,
     f"{PACKAGE}.protocol": 1,
     f"{PACKAGE}.policy": 1,
+    f"{PACKAGE}.legacy": 1,
     "crypto_utils": 1,
     f"{PACKAGE}.limits": 0,
     f"{PACKAGE}.errors": 0,
 }
-PURE_LAYERS = (f"{PACKAGE}.protocol", f"{PACKAGE}.policy")
+PURE_LAYERS = (f"{PACKAGE}.protocol", f"{PACKAGE}.policy", f"{PACKAGE}.legacy")
 # What pure code may never use: it is fed bytes and the time, and owns no I/O.
 IO_MODULES = frozenset(
     {"asyncio", "socket", "selectors", "threading", "sqlite3", "subprocess", "ifaddr"}

@@ -269,6 +269,25 @@ TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
         "bench.bench_flood", runs=1, work_runs=1, seconds=0.2, memory_seconds=0.2, warmup=5
     ),
     "junkflood": _tiny("bench.bench_junk_flood", runs=1, seconds=0.3, warmup=5),
+    "legacy-flood": _tiny(
+        "bench.bench_legacy_flood", runs=1, seconds=0.3, warmup=5, max_seconds=10.0
+    ),
+    "pex": lambda monkeypatch, _: monkeypatch.setattr(
+        importlib.import_module("bench.bench_pex"),
+        "run",
+        functools.partial(importlib.import_module("bench.bench_pex").run, peers=3),
+    ),
+    "reach": lambda monkeypatch, _: monkeypatch.setattr(
+        importlib.import_module("bench.bench_reach"),
+        "run",
+        functools.partial(importlib.import_module("bench.bench_reach").run, runs=1),
+    ),
+    "verify": lambda monkeypatch, _: monkeypatch.setattr(
+        importlib.import_module("bench.bench_verify"),
+        "run",
+        functools.partial(importlib.import_module("bench.bench_verify").run, sizes=(1, 3)),
+    ),
+    "transfer": _tiny("bench.bench_transfer", runs=1, file_mib=4, chat_sends=5),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,7 +35,7 @@ from peerchat.protocol.channel import (
 )
 from peerchat.protocol.framing import encode_frame
 from peerchat.protocol.messages import Ack, Bye, Chat, Message, Ping, Pong, new_msg_id
-from peerchat.protocol.noise import HandshakeState, public_bytes
+from peerchat.protocol.noise import MAX_NONCE, HandshakeState, public_bytes
 
 ESTABLISHED = ChannelState.ESTABLISHED
 CLOSED = ChannelState.CLOSED
@@ -339,7 +340,9 @@ def test_handshake_looped_back_to_ourselves_is_rejected_by_the_initiator(
     a = SecureChannel(Role.INITIATOR, alice)
     b = SecureChannel(Role.RESPONDER, alice)
     b.receive_data(a.data_to_send())
-    with pytest.raises(ProtocolError, match="our own static key"):
+    with pytest.raises(
+        ProtocolError, match=r"^peer presented our own static key \(reflected handshake\)$"
+    ):
         a.receive_data(b.data_to_send())
     assert a.state is CLOSED and a.peer is None
 
@@ -357,7 +360,9 @@ def test_handshake_looped_back_to_ourselves_is_rejected_by_the_responder(
         identity_der=alice.identity_der,
         signature=alice.static_signature,
     )
-    with pytest.raises(ProtocolError, match="our own static key"):
+    with pytest.raises(
+        ProtocolError, match=r"^peer presented our own static key \(reflected handshake\)$"
+    ):
         b.receive_data(encode_frame(loop.write_message(payload)))
     assert b.state is CLOSED and b.peer is None
 
@@ -373,7 +378,7 @@ def test_same_identity_on_both_ends_is_rejected(alice_id: Identity) -> None:
     two = Credentials.create(alice_id, "Alice", 5002)
     a = SecureChannel(Role.INITIATOR, one)
     b = SecureChannel(Role.RESPONDER, two)
-    with pytest.raises(ProtocolError, match="our own identity"):
+    with pytest.raises(ProtocolError, match=r"^peer presented our own identity$"):
         pump(a, b)
     assert a.state is CLOSED
 
@@ -639,6 +644,11 @@ def test_unicode_letters_in_names_are_fine(
     assert victim.peer is not None and victim.peer.name == "Zoë_李-2.0"
 
 
+TRAILING = r"^trailing bytes after the handshake payload$"
+KEY_REFUSED = r"^identity key refused: malformed public key$"
+NOT_SIGNED = r"^identity signature does not cover the handshake's static key$"
+
+
 def raw_payload(name: bytes, port: int, rogue: Rogue, tail: bytes = b"") -> bytes:
     return (
         bytes((PROTOCOL_VERSION, len(name)))
@@ -655,15 +665,20 @@ def raw_payload(name: bytes, port: int, rogue: Rogue, tail: bytes = b"") -> byte
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        (lambda r: raw_payload(b"\xff\xfe", 7000, r), "bad peer name"),
-        (lambda r: raw_payload(b"Rogue", 0, r), "port"),
-        (lambda r: raw_payload(b"Rogue", 7000, r, tail=b"\x00"), "trailing"),
-        (lambda r: raw_payload(b"Rogue", 7000, r)[:-1], "truncated"),
-        (lambda r: b"", "empty"),
-        (lambda r: r.payload(identity_der=b""), "lacks"),
-        (lambda r: r.payload(identity_der=b"not a key"), "signature"),
-        (lambda r: r.payload(signature=b"\x00" * 256), "signature"),
-        (lambda r: pad(r.payload(), MAX_HANDSHAKE_PAYLOAD), "trailing"),  # size is fine
+        (lambda r: raw_payload(b"\xff\xfe", 7000, r), r"^bad peer name: "),
+        (lambda r: raw_payload(b"Rogue", 0, r), r"^bad listen port 0$"),
+        (lambda r: raw_payload(b"Rogue", 7000, r, tail=b"\x00"), TRAILING),
+        (lambda r: raw_payload(b"Rogue", 7000, r)[:-1], r"^handshake payload truncated$"),
+        (lambda r: bytes((PROTOCOL_VERSION,)), r"^handshake payload truncated$"),
+        (lambda r: b"", r"^handshake payload is empty or too large$"),
+        (lambda r: r.payload(identity_der=b""), r"^handshake payload lacks a key or signature$"),
+        (lambda r: r.payload(signature=b""), r"^handshake payload lacks a key or signature$"),
+        (
+            lambda r: r.payload(identity_der=b"not a key"),
+            r"^identity key refused: malformed public key$",
+        ),
+        (lambda r: r.payload(signature=b"\x00" * 256), NOT_SIGNED),
+        (lambda r: pad(r.payload(), MAX_HANDSHAKE_PAYLOAD), TRAILING),  # size is fine
         (lambda r: pad(r.payload(), MAX_HANDSHAKE_PAYLOAD + 1), "outside|too large"),
     ],
 )
@@ -683,7 +698,7 @@ def test_message_1_must_carry_no_payload(bob: Credentials) -> None:
     hs = HandshakeState(
         PROTOCOL_NAME, initiator=True, prologue=PROLOGUE, s=X25519PrivateKey.generate()
     )
-    with pytest.raises(ProtocolError, match="wrong size"):
+    with pytest.raises(ProtocolError, match=r"^handshake message 1 has the wrong size$"):
         b.receive_data(encode_frame(hs.write_message(b"hello")))
 
 
@@ -719,7 +734,7 @@ def test_eof_mid_handshake_is_rejected(alice: Credentials, bob: Credentials, rec
     if received >= 2:
         a.receive_data(b.data_to_send()[:-10])  # message 2, cut short
     victim = b if received == 1 else a
-    with pytest.raises(ProtocolError, match="during the handshake"):
+    with pytest.raises(ProtocolError, match=r"^connection closed during the handshake$"):
         victim.receive_eof()
     assert victim.state is CLOSED
 
@@ -756,7 +771,7 @@ def test_data_after_close_is_rejected(alice: Credentials, bob: Credentials) -> N
     late = a.data_to_send()
     b.close()
     assert b.state is CLOSED
-    with pytest.raises(ProtocolError, match="closed"):
+    with pytest.raises(ProtocolError, match=r"^data received on a closed channel$"):
         b.receive_data(late)
     with pytest.raises(ProtocolError):
         b.send_message(chat("no"))
@@ -802,3 +817,100 @@ def test_an_invalid_message_in_a_batch_sends_nothing_and_keeps_the_channel(
     after = chat("after")
     a.send_message(after)
     assert messages_of(b.receive_data(a.data_to_send())) == [after]  # no nonce was used up
+
+
+def test_sending_many_before_the_handshake_is_refused(alice: Credentials) -> None:
+    a = SecureChannel(Role.INITIATOR, alice)
+    with pytest.raises(ProtocolError, match=r"^cannot send on a channel that is handshaking$"):
+        a.send_messages([chat("too soon")])
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_send_past_the_last_nonce_ends_the_session(
+    alice: Credentials, bob: Credentials, many: bool
+) -> None:
+    """2^64 - 1 messages cannot be sent in a test: the counter is set to its last value."""
+    a, _ = established(alice, bob)
+    assert a._send is not None
+    a._send.n = MAX_NONCE
+    with pytest.raises(
+        ProtocolError, match=r"^no key, or nonce space exhausted; the session must end$"
+    ):
+        if many:
+            a.send_messages([chat("one too many")])
+        else:
+            a.send_message(chat("one too many"))
+    assert a.state is CLOSED
+    assert a.data_to_send() == b""
+
+
+def test_a_handshake_message_3_over_its_limit_is_refused_before_it_is_read(
+    alice: Credentials, bob: Credentials
+) -> None:
+    """Message 3 may be 32 bytes shorter than message 2: the frame limit alone lets it in."""
+    b = SecureChannel(Role.RESPONDER, bob)
+    hs = HandshakeState(PROTOCOL_NAME, initiator=True, prologue=PROLOGUE, s=alice.static_private)
+    b.receive_data(encode_frame(hs.write_message(b"")))
+    hs.read_message(b.data_to_send()[4:])
+    too_long = hs.write_message(bytes(MAX_HANDSHAKE_PAYLOAD + 1))  # 4161 bytes: under 4192
+    with pytest.raises(ProtocolError, match=r"^handshake message too large$"):
+        b.receive_data(encode_frame(too_long))
+
+
+@pytest.mark.parametrize("port", [1, 65535])
+def test_credentials_take_every_port_from_1_to_65535(alice_id: Identity, port: int) -> None:
+    assert Credentials.create(alice_id, "Alice", port).listen_port == port
+
+
+@pytest.mark.parametrize("port", [0, 65536])
+def test_credentials_say_which_port_is_out_of_range(alice_id: Identity, port: int) -> None:
+    with pytest.raises(ValueError, match=rf"^port {port} is outside 1..65535$"):
+        Credentials.create(alice_id, "Alice", port)
+
+
+@pytest.mark.parametrize(
+    ("field", "size", "reason"),
+    [
+        ("name", 255, None),
+        ("name", 256, r"^handshake payload field too long$"),
+        ("identity_der", 0xFFFF, r"^handshake payload over 4096 bytes$"),
+        ("identity_der", 0x10000, r"^handshake payload field too long$"),
+        ("signature", 0xFFFF, r"^handshake payload over 4096 bytes$"),
+        ("signature", 0x10000, r"^handshake payload field too long$"),
+    ],
+)
+def test_a_hello_field_is_refused_past_its_length_prefix_or_the_payload_limit(
+    field: str, size: int, reason: str | None
+) -> None:
+    fields: dict[str, object] = {
+        "name": "A",
+        "listen_port": 5000,
+        "identity_der": b"k",
+        "signature": b"s",
+    }
+    fields[field] = "n" * size if field == "name" else b"x" * size
+    if reason is None:
+        encode_hello_payload(**fields)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ValueError, match=reason):
+            encode_hello_payload(**fields)  # type: ignore[arg-type]
+
+
+def test_a_hello_payload_may_fill_its_limit_exactly() -> None:
+    overhead = len(encode_hello_payload(name="A", listen_port=1, identity_der=b"k", signature=b""))
+    der = b"k" * (MAX_HANDSHAKE_PAYLOAD - overhead + 1)
+    full = encode_hello_payload(name="A", listen_port=1, identity_der=der, signature=b"")
+    assert len(full) == MAX_HANDSHAKE_PAYLOAD
+    with pytest.raises(ValueError, match=r"^handshake payload over 4096 bytes$"):
+        encode_hello_payload(name="A", listen_port=1, identity_der=der + b"k", signature=b"")
+
+
+def test_the_log_says_which_side_failed_and_why_and_with_whom_it_completed(
+    alice: Credentials, bob: Credentials, bob_id: Identity, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="peerchat.protocol.channel")
+    _, b = established(alice, bob)
+    assert f"initiator handshake complete with {bob_id.fingerprint[:8]}" in caplog.messages
+    with pytest.raises(ProtocolError):
+        b.receive_data(encode_frame(b"not sealed"))
+    assert "responder channel failed: message authentication failed" in caplog.messages

@@ -4,32 +4,47 @@ tests/test_storage.py and tests/test_outbox.py test each part alone; these
 tests check what delivery needs from them together: a duplicate is still
 recognised after a restart, a batch that was not stored is not remembered as
 seen, a queue rebuilt from the database keeps its order and its age, and the
-node's Delivery over these parts delivers every message exactly once and in
-order whatever is lost or crashes. The last section runs a node in this
-process with small limits to see the queue limits as the user sees them.
+receiver's rule (`delivery.receive_chats`: store, then acknowledge the whole
+batch, duplicates included) together with the sender's Delivery delivers every
+message exactly once and in order whatever is lost or crashes (a Hypothesis
+state machine, with the two classic cases spelled out). The last section runs
+a node in this process with small limits to see the queue limits as the user
+sees them.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, event, given, settings, target
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from crypto_utils import Identity, Sealer, fingerprint_of
-from peerchat.delivery import Delivery, outgoing_message, received_messages
+from peerchat import delivery
+from peerchat.delivery import Delivery, outgoing_message
 from peerchat.errors import StorageError
 from peerchat.events import Outcome, QueuedExpired
-from peerchat.limits import MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
+from peerchat.limits import MAX_IN_FLIGHT, MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
 from peerchat.net.node import NodeConfig
 from peerchat.policy.outbox import QueueFull
-from peerchat.protocol.messages import Chat
+from peerchat.protocol.messages import Ack, Chat
 from peerchat.ui.menu import describe_event, describe_send
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 from tests.support import RunningNode, free_tcp_port, start_node
@@ -275,12 +290,140 @@ def test_a_message_the_store_refuses_is_not_queued(db_path: Path, sealer: Sealer
     assert problems == []
 
 
-# -- the two together: the node's delivery algorithm over a link that loses things --------
+def test_a_queue_reloaded_under_a_lower_limit_fails_what_no_longer_fits(
+    db_path: Path, sealer: Sealer
+) -> None:
+    """Started again with a smaller --queue-limit: the oldest stay queued, the rest fail."""
+    with HistoryStore.open(db_path, sealer) as store:
+        store.add_outgoing(
+            [outgoing(mid(n), f"b{n}", 1000.0 + n) for n in range(1, 6)]
+            + [outgoing(mid(9), "c", 1010.0, peer=CAROL)]
+        )
+        problems: list[str] = []
+        delivery = Delivery(store, problems.append, max_queued_per_peer=3)
+        delivery.load()
+        assert [c.text for c in delivery.take_chats(BOB)] == ["b1", "b2", "b3"]
+        assert [c.text for c in delivery.take_chats(CAROL)] == ["c"]
+        assert states(store) == {
+            "b1": (DeliveryState.PENDING, None),
+            "b2": (DeliveryState.PENDING, None),
+            "b3": (DeliveryState.PENDING, None),
+            "b4": (DeliveryState.FAILED, "queue full"),
+            "b5": (DeliveryState.FAILED, "queue full"),
+            "c": (DeliveryState.PENDING, None),
+        }
+        assert delivery.queued_ids(BOB) == [mid(1), mid(2), mid(3)]
+        assert delivery.queued_ids(CAROL) == [mid(9)]
+        assert delivery.is_queued(mid(3)) and not delivery.is_queued(mid(4))
+    assert problems == []
+
+
+def test_a_pending_row_without_a_recipient_key_is_left_out_of_the_queue(
+    db_path: Path, sealer: Sealer
+) -> None:
+    with HistoryStore.open(db_path, sealer) as store:
+        nobody = outgoing(mid(1), "to nobody", 1000.0)._replace(peer_fp=None)
+        store.add_outgoing([nobody, outgoing(mid(2), "to Bob", 1001.0)])
+        problems: list[str] = []
+        delivery = Delivery(store, problems.append)
+        delivery.load()
+        assert [c.text for c in delivery.take_chats(BOB)] == ["to Bob"]
+        assert not delivery.is_queued(mid(1))
+    assert problems == []
+
+
+def test_a_message_without_a_recipient_key_cannot_be_queued(db_path: Path, sealer: Sealer) -> None:
+    with HistoryStore.open(db_path, sealer) as store:
+        delivery = Delivery(store, lambda problem: None)
+        nobody = to_bob("lost")._replace(peer_fp=None)
+        with pytest.raises(ValueError, match="a queued message needs a recipient's fingerprint"):
+            delivery.enqueue([nobody])
+        assert store.history() == []
+
+
+def test_a_store_that_fails_to_record_an_expiry_says_so_and_forgets_the_message(
+    db_path: Path, sealer: Sealer
+) -> None:
+    problems: list[str] = []
+    store = HistoryStore.open(db_path, sealer)
+    delivery = Delivery(store, problems.append, max_queued_age=10.0)
+    late = to_bob("late", now=1000.0)
+    delivery.enqueue([late])
+    store.close()  # every later write fails
+    assert [r.text for r in delivery.expire(1011.0)] == ["late"]
+    assert len(problems) == 1
+    assert problems[0].startswith("Cannot record expired messages: ")
+    assert not delivery.is_queued(late.msg_id)
+
+
+# -- the receiver's rule: store, then acknowledge all of it, show only what is new ----------
+
+
+def chat(n: int) -> Chat:
+    return Chat(mid(n), 1000.0 + n, f"m{n}")
+
+
+def receive(store: HistoryStore, chats: list[Chat], now: float = 2000.0) -> delivery.Received:
+    return delivery.receive_chats(store, ALICE, "Alice", "127.0.0.1", 5000, chats, now=now)
+
+
+def test_a_batch_is_acknowledged_whole_and_only_its_new_messages_are_shown(
+    db_path: Path, sealer: Sealer
+) -> None:
+    with HistoryStore.open(db_path, sealer) as store:
+        first = receive(store, [chat(1), chat(2)])
+        assert first.ack_ids == (mid(1), mid(2))
+        assert first.fresh == (chat(1), chat(2))
+        # The acknowledgement was lost: both come again, with a new one between them.
+        again = receive(store, [chat(1), chat(3), chat(2)], now=3000.0)
+        assert again.ack_ids == (mid(1), mid(3), mid(2))
+        assert again.fresh == (chat(3),)
+        assert store.history() == [
+            StoredMessage(
+                msg_id=mid(n),
+                peer_fp=ALICE,
+                peer_name="Alice",
+                peer_host="127.0.0.1",
+                peer_port=5000,
+                direction=Direction.IN,
+                text=f"m{n}",
+                sent_at=1000.0 + n,
+                stored_at=stored_at,
+                state=DeliveryState.RECEIVED,
+            )
+            for n, stored_at in ((1, 2000.0), (2, 2000.0), (3, 3000.0))
+        ]
+
+
+def test_a_batch_that_cannot_be_stored_is_not_acknowledged(db_path: Path, sealer: Sealer) -> None:
+    store = HistoryStore.open(db_path, sealer)
+    store.close()  # every write fails
+    with pytest.raises(StorageError):
+        receive(store, [chat(1)])
+    with HistoryStore.open(db_path, sealer) as reopened:
+        assert reopened.history() == []
+        assert receive(reopened, [chat(1)]).fresh == (chat(1),)  # the resend is new
+
+
+def test_acknowledgements_go_out_in_order_a_bounded_number_of_ids_each() -> None:
+    received = delivery.Received(ack_ids=tuple(mid(n) for n in range(7)), fresh=())
+    assert received.acks(3) == [
+        Ack((mid(0), mid(1), mid(2))),
+        Ack((mid(3), mid(4), mid(5))),
+        Ack((mid(6),)),
+    ]
+    assert received.acks(7) == [Ack(tuple(mid(n) for n in range(7)))]
+    assert delivery.Received(ack_ids=(), fresh=()).acks() == []
+    many = delivery.Received(ack_ids=tuple(mid(n) for n in range(MAX_IN_FLIGHT + 1)), fresh=())
+    assert [len(ack.msg_ids) for ack in many.acks()] == [MAX_IN_FLIGHT, 1]
+
+
+# -- the two together: a state machine over sessions that drop and peers that crash -----------
 
 
 @dataclass
 class Sender:
-    """The sending side: the node's Delivery over a store that may crash."""
+    """Alice: the node's Delivery over a store that may crash."""
 
     path: Path
     sealer: Sealer
@@ -314,108 +457,305 @@ class Sender:
         return text
 
 
-@dataclass
-class Receiver:
-    """The receiving side as the node runs it: store the batch, then acknowledge all of it."""
+def _marks_failure(step: Callable[..., None]) -> Callable[..., None]:
+    """A rule that raised leaves the machine broken: teardown then only cleans up."""
 
-    path: Path
-    sealer: Sealer
-    clock: Clock
-    store: HistoryStore = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.store = HistoryStore.open(self.path, self.sealer)
-
-    def crash(self) -> None:
-        self.store.close()
-        self.store = HistoryStore.open(self.path, self.sealer)
-
-    def on_chats(self, chats: list[Chat]) -> list[str]:
-        rows = received_messages(ALICE, "Alice", "127.0.0.1", 5000, chats, now=self.clock.now)
-        self.store.add_incoming(rows)
-        return [chat.msg_id for chat in chats]
-
-
-_steps = st.lists(
-    st.one_of(
-        st.tuples(st.just("send"), st.integers(1, 12)),
-        st.tuples(st.just("connect"), st.just(0)),
-        st.tuples(st.just("deliver"), st.integers(0, 10)),  # acknowledgement arrives
-        st.tuples(st.just("stored, then the session drops"), st.integers(1, 10)),
-        st.tuples(st.just("session lost"), st.just(0)),
-        st.tuples(st.just("sender crash"), st.just(0)),
-        st.tuples(st.just("receiver crash"), st.just(0)),
-    ),
-    max_size=25,
-)
-
-
-@settings(max_examples=60, deadline=None)
-@given(steps=_steps, window=st.integers(1, 4))
-def test_every_message_arrives_once_in_order_whatever_is_lost(
-    steps: list[tuple[str, int]], window: int
-) -> None:
-    """Sessions drop, acknowledgements are lost, either side crashes: still exactly once."""
-    sealer_a, sealer_b, clock = Sealer.generate(), Sealer.generate(), Clock()
-    with tempfile.TemporaryDirectory() as folder:
-        sender = Sender(Path(folder) / "a.db", sealer_a, clock, window)
-        receiver = Receiver(Path(folder) / "b.db", sealer_b, clock)
-        wire: list[Chat] | None = None  # frames on the way; None: no session
-        sent: list[str] = []
-
-        def pump() -> None:
-            if wire is not None:
-                wire.extend(sender.delivery.take_chats(BOB))
-
-        def deliver(count: int, ack_lost: bool) -> None:
-            assert wire is not None
-            batch, wire[:] = wire[:count], wire[count:]
-            if batch:
-                acks = receiver.on_chats(batch)
-                if not ack_lost:
-                    sender.delivery.acknowledge(BOB, acks)
-            pump()
-
+    @functools.wraps(step)
+    def run(machine: ExactlyOnce, *args: object, **kwargs: object) -> None:
         try:
-            for step, n in steps:
-                if step == "send":
-                    sent += [sender.send() for _ in range(n)]
-                    pump()
-                elif step == "connect" and wire is None:
-                    wire = []
-                    pump()
-                elif step == "deliver" and wire is not None:
-                    deliver(n, ack_lost=False)
-                elif step == "stored, then the session drops" and wire is not None:
-                    deliver(n, ack_lost=True)  # TCP loses an acknowledgement only this way
-                    wire = None
-                    sender.delivery.session_lost(BOB)
-                elif step in ("session lost", "receiver crash"):
-                    if step == "receiver crash":
-                        receiver.crash()
-                    wire = None
-                    sender.delivery.session_lost(BOB)
-                elif step == "sender crash":
-                    wire = None
-                    sender.crash()
-            # Then the link heals (or the session goes on) and stays up.
-            if wire is None:
-                wire = []
-                pump()
-            for _ in range(len(sent) + 2):
-                deliver(len(wire), ack_lost=False)
-            assert wire == []
-            received = [m.text for m in receiver.store.history(limit=10_000)]
-            assert received == sent
-            assert sender.store.pending_messages() == []
-            assert sender.delivery.peers_with_pending() == []
-            assert sender.problems == []
-            assert {m.state for m in sender.store.history(limit=10_000)} <= {
-                DeliveryState.DELIVERED
-            }
+            step(machine, *args, **kwargs)
+        except BaseException:
+            machine.broken = True
+            raise
+
+    return run
+
+
+# The machine opens and closes many small databases: in memory where the system offers it.
+MEMORY_DIR = "/dev/shm" if Path("/dev/shm").is_dir() else None
+
+
+class Trouble(enum.Enum):
+    ALICE_CRASHES = "Alice crashes"
+    BOB_CRASHES = "Bob crashes"
+    BOBS_DISK_REFUSES = "Bob's disk refuses a batch"
+
+
+class ExactlyOnce(RuleBasedStateMachine):
+    """Alice sends to Bob; sessions drop with messages and acknowledgements in flight,
+    Bob's disk refuses a batch, either peer crashes. Bob receives through the node's
+    own rule (`delivery.receive_chats`) and Alice sends through the node's Delivery.
+
+    After every step Bob has shown a prefix of what Alice sent, each message once,
+    and Alice counts nothing as delivered that Bob has not stored. At the end the
+    link heals and stays up: then everything sent arrives, once, in order, and
+    Alice has nothing left pending.
+
+    Hypothesis orders rules by their number of arguments, then by name, and
+    favours the first enabled one. The rules without arguments make that
+    favourite path the interesting one: Bob reads, the session drops before
+    Alice reads his acknowledgement, the next session resends. Reading
+    acknowledgements takes an argument, so they tend to stay on the wire a
+    while; and any other trouble may strike right after Bob stored a batch.
+    Each run also reports how many batches held a duplicate as a Hypothesis
+    target, so generation leans towards runs that reach one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = tempfile.TemporaryDirectory(dir=MEMORY_DIR)
+        self.clock = Clock()
+        self.bob_path = Path(self.folder.name) / "bob.db"
+        self.bob_sealer = Sealer.generate()
+        self.bob = HistoryStore.open(self.bob_path, self.bob_sealer)
+        self.alice: Sender | None = None
+        self.to_bob: list[Chat] | None = None  # chats on the wire; None: no session
+        self.to_alice: list[Ack] = []  # acknowledgements on the wire
+        self.sent: list[str] = []
+        self.shown: list[str] = []  # what Bob's screen showed, in order
+        self.duplicates = 0  # batches in which Bob received a message he already had
+        self.broken = False
+
+    @property
+    def sender(self) -> Sender:
+        assert self.alice is not None
+        return self.alice
+
+    def pump(self) -> None:
+        if self.to_bob is not None:
+            self.to_bob.extend(self.sender.delivery.take_chats(BOB))
+
+    def session_lost(self) -> None:
+        self.to_bob = None
+        self.to_alice = []
+        self.sender.delivery.session_lost(BOB)
+
+    def restart_bob(self) -> None:
+        self.bob.close()
+        self.bob = HistoryStore.open(self.bob_path, self.bob_sealer)
+
+    @initialize(window=st.integers(1, 4), first=st.integers(1, 6))
+    @_marks_failure
+    def start(self, window: int, first: int) -> None:
+        path = Path(self.folder.name) / "alice.db"
+        self.alice = Sender(path, Sealer.generate(), self.clock, window)
+        self.alice_sends(first)
+        self.connect()
+
+    # -- steps that move messages forward --------------------------------------------
+
+    @precondition(lambda self: bool(self.to_bob))
+    @rule()
+    @_marks_failure
+    def bob_reads(self, count: int = 2) -> None:
+        """Bob reads the next `count` chats as one batch (the default when Hypothesis picks it)."""
+        assert self.to_bob is not None
+        batch, self.to_bob[:] = self.to_bob[:count], self.to_bob[count:]
+        received = delivery.receive_chats(
+            self.bob, ALICE, "Alice", "127.0.0.1", 5000, batch, now=self.clock.now
+        )
+        self.shown += [chat.text for chat in received.fresh]
+        if len(received.fresh) < len(batch):
+            self.duplicates += 1
+        self.to_alice += received.acks()
+
+    @precondition(lambda self: bool(self.to_alice))
+    @rule(count=st.integers(1, 3))
+    @_marks_failure
+    def alice_reads_acks(self, count: int = 1) -> None:
+        acks, self.to_alice = self.to_alice[:count], self.to_alice[count:]
+        done = {
+            row.msg_id for ack in acks for row in self.sender.delivery.acknowledge(BOB, ack.msg_ids)
+        }
+        if done:
+            stored = {m.msg_id for m in self.bob.history(limit=10_000)}
+            assert done <= stored, "delivered, but Bob never stored it"
+        self.pump()
+
+    @precondition(lambda self: self.to_bob is None)
+    @rule()
+    @_marks_failure
+    def connect(self) -> None:
+        self.to_bob = []
+        self.to_alice = []
+        self.pump()
+
+    @rule(count=st.integers(1, 5))
+    @_marks_failure
+    def alice_sends(self, count: int) -> None:
+        self.sent += [self.sender.send() for _ in range(count)]
+        self.pump()
+
+    @precondition(lambda self: bool(self.to_bob))
+    @rule(count=st.integers(1, 8))
+    @_marks_failure
+    def bob_reads_a_batch(self, count: int) -> None:
+        self.bob_reads(count)
+
+    # -- trouble ---------------------------------------------------------------------
+
+    @precondition(lambda self: self.to_bob is not None)
+    @rule()
+    @_marks_failure
+    def session_drops(self) -> None:
+        """Whatever is on the wire either way is lost: chats unread, acknowledgements unread."""
+        self.session_lost()
+
+    @precondition(
+        lambda self: self.to_bob is not None or bool(self.sender.delivery.peers_with_pending())
+    )
+    @rule(what=st.sampled_from(Trouble), stored_first=st.integers(0, 4))
+    @_marks_failure
+    def trouble(self, what: Trouble, stored_first: int = 0) -> None:
+        """Bob stores the next `stored_first` chats, and then, before Alice reads his
+        acknowledgement, the trouble strikes."""
+        if self.to_bob and stored_first:
+            self.bob_reads(stored_first)
+        if what is Trouble.ALICE_CRASHES:
+            self.to_bob = None
+            self.to_alice = []
+            self.sender.crash()
+        elif what is Trouble.BOB_CRASHES:
+            self.restart_bob()
+            self.session_lost()
+        elif self.to_bob:
+            # The node closes the session and acknowledges nothing; the disk recovers.
+            self.bob.close()
+            with pytest.raises(StorageError):
+                delivery.receive_chats(
+                    self.bob, ALICE, "Alice", "127.0.0.1", 5000, self.to_bob, now=self.clock.now
+                )
+            self.restart_bob()
+            self.session_lost()
+
+    @invariant()
+    @_marks_failure
+    def bob_showed_each_message_once_in_order(self) -> None:
+        assert self.shown == self.sent[: len(self.shown)]
+
+    def heal(self) -> None:
+        """The link comes back and stays up until nothing is on the wire either way."""
+        if self.to_bob is None:
+            self.connect()
+        for _ in range(2 * len(self.sent) + 2):  # a bound, in case a bug keeps it going
+            if self.to_bob:
+                self.bob_reads(len(self.to_bob))
+            if self.to_alice:
+                self.alice_reads_acks(len(self.to_alice))
+
+    def teardown(self) -> None:
+        try:
+            if self.alice is not None and not self.broken:
+                self.heal()
+                assert self.shown == self.sent
+                assert [m.text for m in self.bob.history(limit=10_000)] == self.sent
+                assert self.sender.store.pending_messages() == []
+                assert self.sender.delivery.peers_with_pending() == []
+                assert {m.state for m in self.sender.store.history(limit=10_000)} == {
+                    DeliveryState.DELIVERED
+                }
+                assert self.sender.problems == []
+                if currently_in_test_context():
+                    event("reached a duplicate" if self.duplicates else "no duplicate")
+                    target(float(self.duplicates), label="batches with a duplicate")
         finally:
-            sender.store.close()
-            receiver.store.close()
+            if self.alice is not None:
+                self.alice.store.close()
+            self.bob.close()
+            self.folder.cleanup()
+
+
+ExactlyOnce.TestCase.settings = settings(max_examples=100, stateful_step_count=25, deadline=None)
+test_every_message_arrives_once_in_order_whatever_is_lost = ExactlyOnce.TestCase
+
+
+class Script:
+    """Drives the machine step by step, checking its invariants after each, as Hypothesis does."""
+
+    def __init__(self) -> None:
+        self.machine = ExactlyOnce()
+
+    def __getattr__(self, step: str) -> Callable[..., None]:
+        def run(**arguments: object) -> None:
+            getattr(self.machine, step)(**arguments)
+            self.machine.bob_showed_each_message_once_in_order()
+
+        return run
+
+
+def test_a_lost_acknowledgement_then_a_resend() -> None:
+    script = Script()
+    machine = script.machine
+    script.start(window=2, first=2)
+    script.bob_reads(count=2)  # stored and shown; the acknowledgement is on its way
+    script.session_drops()  # ... and lost with the session
+    script.connect()  # Alice sends both again
+    assert machine.to_bob is not None
+    assert [c.text for c in machine.to_bob] == ["m001", "m002"]
+    script.bob_reads(count=2)
+    assert machine.duplicates == 1
+    assert machine.shown == ["m001", "m002"]
+    machine.teardown()
+
+
+def test_a_crash_with_messages_in_flight_both_ways() -> None:
+    script = Script()
+    machine = script.machine
+    script.start(window=3, first=5)  # m001..m003 on the wire, m004, m005 waiting
+    script.bob_reads(count=2)  # m001, m002 stored; their acknowledgement in flight
+    script.alice_reads_acks(count=1)  # m001, m002 delivered; m004, m005 go on the wire
+    script.bob_reads(count=1)  # m003 stored, its acknowledgement in flight
+    script.trouble(
+        what=Trouble.BOB_CRASHES
+    )  # that acknowledgement and m004, m005 on the wire are lost
+    script.alice_sends(count=1)
+    script.connect()
+    script.bob_reads(count=8)  # m003 again (a duplicate), then m004, m005 as new
+    script.trouble(what=Trouble.ALICE_CRASHES)  # with the acknowledgements of m003..m005 in flight
+    script.connect()
+    script.bob_reads(count=8)  # m003..m005 again, all three duplicates
+    script.alice_reads_acks(count=1)
+    script.bob_reads(count=1)  # m006
+    assert machine.duplicates == 2
+    assert machine.shown == ["m001", "m002", "m003", "m004", "m005", "m006"]
+    machine.teardown()
+
+
+_real_receive_chats = delivery.receive_chats
+
+
+def _acknowledges_only_new_messages(
+    store: HistoryStore,
+    peer_fp: str,
+    peer_name: str,
+    host: str,
+    port: int,
+    chats: Sequence[Chat],
+    *,
+    now: float,
+) -> delivery.Received:
+    received = _real_receive_chats(store, peer_fp, peer_name, host, port, chats, now=now)
+    return delivery.Received(tuple(c.msg_id for c in received.fresh), received.fresh)
+
+
+def test_the_model_catches_a_receiver_that_acknowledges_only_new_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exactly-once bug the model exists for: a resend is stored once but never confirmed."""
+    monkeypatch.setattr(delivery, "receive_chats", _acknowledges_only_new_messages)
+    with pytest.raises(AssertionError):
+        test_a_lost_acknowledgement_then_a_resend()
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(
+            ExactlyOnce,
+            settings=settings(
+                max_examples=100,
+                stateful_step_count=30,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+            ),
+        )
 
 
 # -- the limits, through a node with small ones -----------------------------------------------

@@ -83,16 +83,17 @@ def test_one_whole_oversized_frame_in_one_chunk_is_refused() -> None:
         decoder.feed(header(11) + b"x" * 11)
 
 
-def test_limit_above_the_protocol_maximum_is_a_local_error() -> None:
-    with pytest.raises(ValueError):
-        FrameDecoder(max_frame_size=MAX_FRAME_SIZE + 1)
+@pytest.mark.parametrize("limit", [0, MAX_FRAME_SIZE + 1])
+def test_a_limit_outside_the_protocol_range_is_a_local_error(limit: int) -> None:
+    with pytest.raises(ValueError, match=r"^max_frame_size must be in 1\.\.131072$"):
+        FrameDecoder(max_frame_size=limit)
 
 
 def test_a_failed_decoder_stays_failed() -> None:
     decoder = FrameDecoder()
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match=r"^frame length 0 is outside 1\.\.131072$"):
         decoder.feed(header(0))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match=r"^frame length 0 is outside 1\.\.131072$"):
         decoder.feed(encode_frame(b"fine"))
 
 
@@ -114,7 +115,7 @@ def test_clean_close_then_more_data_raises() -> None:
     decoder = FrameDecoder()
     decoder.feed(encode_frame(b"done"))
     decoder.close()
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match=r"^frame stream already ended$"):
         decoder.feed(b"\x00")
 
 
@@ -163,3 +164,28 @@ def test_arbitrary_bytes_raise_nothing_but_protocol_error(chunks: list[bytes], l
         decoder.close()
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize("size", [0, MAX_FRAME_SIZE + 1])
+def test_encode_frame_says_why_a_body_is_refused(size: int) -> None:
+    with pytest.raises(
+        ProtocolError, match=rf"^frame body of {size} bytes is outside 1\.\.131072$"
+    ):
+        encode_frame(b"x" * size)
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_frames_fed_as_other_buffers_come_out_as_bytes(kind: type) -> None:
+    """asyncio may hand over a bytearray; the frames must not share (or be) its buffer."""
+    stream = encode_frame(b"one") + encode_frame(b"two")
+    for data in (stream, stream[:5]):
+        frames = FrameDecoder().feed(kind(data))
+        assert all(type(frame) is bytes for frame in frames)
+    assert FrameDecoder().feed(kind(encode_frame(b"whole"))) == [b"whole"]
+
+
+def test_max_frames_zero_keeps_even_a_whole_frame_buffered() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(encode_frame(b"later"), max_frames=0) == []
+    assert decoder.buffered == len(encode_frame(b"later"))
+    assert decoder.feed(b"") == [b"later"]

@@ -78,7 +78,7 @@ def test_next_expiry_tracks_the_quietest_peer() -> None:
 
 @pytest.mark.parametrize("timeout", [0.0, -1.0, float("nan")])
 def test_timeout_must_be_positive(timeout: float) -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"^liveness timeout must be positive$"):
         Liveness(timeout)
 
 

@@ -5,7 +5,7 @@ program exits, and that no stored message is lost: a message the receiver
 could not store is not acknowledged, so the sender keeps it pending and
 delivers it once the fault is gone. Read-only files and full disks need root
 (a tmpfs mount, `chattr +i` or a read-only bind mount); without it those
-tests are skipped with the reason. A corrupt file at start is covered by
+tests are skipped with the reason, or fail with it under CI. A corrupt file at start is covered by
 tests/test_cli_e2e.py.
 """
 
@@ -24,7 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Peer, free_tcp_port, mount_tmpfs, run_cli, strip_ansi, unmount
+from tests.support import (
+    Peer,
+    cannot_set_up,
+    free_tcp_port,
+    mount_tmpfs,
+    name_and_id,
+    run_cli,
+    shown_as,
+    strip_ansi,
+    unmount,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +108,7 @@ def profile_with_history(tmp: Path, peers: list[Peer], text: str) -> Path:
     done = run_cli(cli_args("Alice", data), stdin=f"1\n127.0.0.1\n{bob.port}\n{text}\n0\n")
     assert done.returncode == 0, done.stderr
     assert f"Message sent to {bob.addr}" in done.stdout
-    bob.expect_text(f"(Alice): {text}")
+    bob.expect_text(f"({name_and_id('Alice', data)}): {text}")
     return data
 
 
@@ -142,7 +152,7 @@ def first_message(sender: Peer, receiver: Peer, text: str) -> None:
     """`sender` sends `text` to `receiver` by address, before any fault: it arrives."""
     sender.send_to("127.0.0.1", text, port=receiver.port)
     sender.expect_text(f"Message sent to {receiver.addr}")
-    receiver.expect_text(f"Received from {sender.addr} (Sender): {text}")
+    receiver.expect_text(f"Received from {sender.addr} ({shown_as(sender)}): {text}")
 
 
 def assert_held_back(sender: Peer, receiver: Peer, text: str, problem: str) -> None:
@@ -165,7 +175,9 @@ def assert_held_back(sender: Peer, receiver: Peer, text: str, problem: str) -> N
 def assert_delivered_once_after(sender: Peer, receiver: Peer, text: str, earlier: str) -> None:
     """Once the fault is gone the sender's retry delivers the held-back `text`, once,
     beside the `earlier` message."""
-    receiver.expect_text(f"Received from {sender.addr} (Sender): {text}", timeout=ARRIVAL)
+    receiver.expect_text(
+        f"Received from {sender.addr} ({shown_as(sender)}): {text}", timeout=ARRIVAL
+    )
     sender.expect_text(f"Delivered 1 queued message(s) to Receiver ({receiver.addr}).")
     sender.expect_menu()
     assert f"[delivered]: {text}" in sender.history("Receiver")
@@ -219,10 +231,10 @@ def test_locked_database_at_start_is_one_clear_line(tmp_path: Path, peers: list[
 
 def _immutable(path: Path, mounts: list[Path]) -> Callable[[], None]:
     if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed")
+        cannot_set_up("chattr is not installed")
     made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
     if made.returncode != 0:
-        pytest.skip(f"chattr +i is not possible here (needs root): {made.stderr.strip()}")
+        cannot_set_up(f"chattr +i is not possible here (needs root): {made.stderr.strip()}")
 
     def undo() -> None:
         subprocess.run(["chattr", "-i", str(path)], check=True)
@@ -235,13 +247,13 @@ def _read_only_bind(path: Path, mounts: list[Path]) -> Callable[[], None]:
         ["mount", "--bind", str(path), str(path)], capture_output=True, text=True, check=False
     )
     if bound.returncode != 0:
-        pytest.skip(f"cannot bind-mount the file (needs root): {bound.stderr.strip()}")
+        cannot_set_up(f"cannot bind-mount the file (needs root): {bound.stderr.strip()}")
     mounts.append(path)
     remounted = subprocess.run(
         ["mount", "-o", "remount,bind,ro", str(path)], capture_output=True, text=True, check=False
     )
     if remounted.returncode != 0:
-        pytest.skip(f"cannot remount the bind read-only: {remounted.stderr.strip()}")
+        cannot_set_up(f"cannot remount the bind read-only: {remounted.stderr.strip()}")
 
     def undo() -> None:
         subprocess.run(["umount", str(path)], check=True)
@@ -326,7 +338,9 @@ def test_full_disk_at_the_sender_refuses_to_send_what_it_cannot_store(
     # Space again: the next message goes out, and the one that was refused never did.
     sender.send_to("Receiver", "after the space came back")
     sender.expect_text(f"Message sent to {receiver.addr}")
-    receiver.expect_text(f"Received from {sender.addr} (Sender): after the space came back")
+    receiver.expect_text(
+        f"Received from {sender.addr} ({shown_as(sender)}): after the space came back"
+    )
     receiver.expect_menu()
     assert "cannot be stored" not in receiver.history("Sender")
     assert "cannot be stored" not in screen(receiver)

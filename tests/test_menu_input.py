@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
 import pytest
 
-from peerchat.ui.menu import PipeReader
+from crypto_utils import Identity
+from peerchat.events import ActivePeer, Outcome, SendResult
+from peerchat.net.node import Node
+from peerchat.ui.menu import Menu, PipeReader
+from storage import HistoryStore
 
 
 class Pipe:
@@ -67,3 +76,83 @@ def test_the_prompt_is_flushed_before_waiting_for_its_answer() -> None:
     reader.read("first: ")
     reader.read("second: ")
     assert pipe.log == ["write first: ", "flush", "read", "write second: ", "flush", "read"]
+
+
+# -- the menu's own output in a pipe: kept only while nothing can wait for it ------
+
+BOB = "b0" * 32
+
+
+class Screen(io.StringIO):
+    """What the menu has written so far (flushes are no-ops)."""
+
+
+class FakeNode:
+    """Option 1's and option 2's calls, noting what the screen showed when each came."""
+
+    def __init__(self, screen: Screen, bob_listed_after: int) -> None:
+        self.config = SimpleNamespace(discovery=True)
+        self.screen = screen
+        self.seen: list[str] = []
+        self._lists = 0
+        self._bob_listed_after = bob_listed_after
+
+    def active_peers(self) -> list[ActivePeer]:
+        self.seen.append(self.screen.getvalue())
+        self._lists += 1
+        if self._lists <= self._bob_listed_after:
+            return []
+        return [ActivePeer(BOB, "Bob", "127.0.0.1", 5001, verified=False, last_seen=0.0)]
+
+    def send_to_peer(self, fingerprint: str, text: str) -> SendResult:
+        self.seen.append(self.screen.getvalue())
+        return SendResult(Outcome.DELIVERED, "127.0.0.1", 5001, "Bob", fingerprint=fingerprint)
+
+
+def piped_menu(script: bytes, tmp_path: Path) -> tuple[Menu, Screen, PipeReader]:
+    menu = Menu(
+        store=cast(HistoryStore, cast(Any, SimpleNamespace(pins=dict))),  # nobody pinned
+        identity=cast(Identity, cast(Any, None)),
+        data_dir=tmp_path,
+    )
+    screen = Screen()
+    menu._terminal = screen
+    menu._flush_each = False  # as `run` sets it when standard input is not a terminal
+    chunks = [script]
+    reader = PipeReader(
+        menu._write,
+        menu._before_waiting,
+        lambda size: chunks.pop(0) if chunks else b"",
+        encoding="utf-8",
+        errors="strict",
+    )
+    return menu, screen, reader
+
+
+def test_option_1_shows_its_prompts_before_the_send_and_keeps_its_result(
+    tmp_path: Path,
+) -> None:
+    menu, screen, reader = piped_menu(b"Bob\nhello\n", tmp_path)
+    node = FakeNode(screen, bob_listed_after=0)
+    menu._dispatch("1", reader, cast(Node, cast(Any, node)))
+    assert node.seen[-1].endswith("Enter recipient's IP: Enter your message: ")
+    assert "Message sent" not in screen.getvalue()  # kept: the menu does not wait after it
+    menu._before_waiting()
+    assert screen.getvalue().endswith("Message sent to 127.0.0.1:5001 (Bob, b0b0b0b0)\n")
+
+
+def test_the_wait_for_a_name_is_announced_before_it_waits(tmp_path: Path) -> None:
+    menu, screen, reader = piped_menu(b"Bob\nhello\n", tmp_path)
+    node = FakeNode(screen, bob_listed_after=1)  # listed once the menu waits for it
+    menu._dispatch("1", reader, cast(Node, cast(Any, node)))
+    first_look_while_waiting = node.seen[1]
+    assert "Bob is not known yet: waiting up to" in first_look_while_waiting
+
+
+def test_other_options_write_each_line_as_it_is_said(tmp_path: Path) -> None:
+    menu, screen, reader = piped_menu(b"", tmp_path)
+    menu.say("kept line")
+    node = FakeNode(screen, bob_listed_after=1)
+    menu._dispatch("2", reader, cast(Node, cast(Any, node)))
+    assert node.seen[0] == "kept line\n"  # out before option 2 asked the network
+    assert screen.getvalue() == "kept line\nNo connected peers.\n"

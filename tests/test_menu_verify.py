@@ -21,16 +21,27 @@ from peerchat.events import (
     CodeRefused,
     CodeRequested,
     CodeShown,
+    ConnectResult,
     Ending,
     KeyChanged,
     KeyConflict,
     MessageArrived,
+    Outcome,
+    PeerRenamed,
+    SendResult,
     VerificationEnded,
 )
 from peerchat.net.node import Node
 from peerchat.net.verification import CodeResult, Verifier
 from peerchat.protocol.sas import format_safety_number, safety_number
-from peerchat.ui.menu import Menu, describe_ending, describe_event, format_history_row
+from peerchat.ui.menu import (
+    Menu,
+    describe_connect,
+    describe_ending,
+    describe_event,
+    describe_send,
+    format_history_row,
+)
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 
 ATTEMPT = b"\x05" * 16
@@ -329,3 +340,86 @@ def test_history_row_mark() -> None:
     assert format_history_row(row, verified=True).endswith(
         "You -> Bob (10.0.0.7:5001, verified) [pending]: hello"
     )
+
+
+class ConflictNode(FakeNode):
+    def __init__(self, peers: list[ActivePeer], conflicts: list[KeyConflict], hidden: int) -> None:
+        super().__init__(peers)
+        self.conflicts = conflicts
+        self.hidden = hidden
+        self.retrusted: list[str] = []
+
+    def key_conflicts(self) -> list[KeyConflict]:
+        return list(self.conflicts)
+
+    def key_conflicts_not_listed(self) -> int:
+        return self.hidden
+
+    def retrust(self, presented: str) -> None:
+        self.retrusted.append(presented)
+
+
+def test_option_6_says_when_the_pinned_key_is_online_before_offering_to_replace_it(
+    store: HistoryStore,
+    me: Identity,
+    bob: Identity,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other = make_identity()
+    claim = KeyConflict("Bob", "127.0.0.1", 6000, bob.fingerprint, other.fingerprint, b"")
+    node = ConflictNode([connected(bob)], [claim], hidden=41)
+    script = Script("c1", "no")
+    menu_with(store, me, tmp_path, None).verify_peer(script, as_node(node))
+    out = capsys.readouterr().out
+    assert "and 41 more new keys not listed" in out
+    online = out.index(f"The pinned key of Bob ({short_id(bob.fingerprint)}) is online right now")
+    assert online < out.index("Accept the new key only if")
+    assert script.prompts[-1] == "Type yes to trust the new key: "  # no new question
+    assert node.retrusted == []
+
+
+def test_sent_names_the_address_typed_and_who_acknowledged(bob: Identity) -> None:
+    line = describe_send(
+        SendResult(Outcome.DELIVERED, "10.0.0.7", 44911, "Bob", fingerprint=bob.fingerprint)
+    )
+    assert line == f"Message sent to 10.0.0.7:44911 (Bob, {short_id(bob.fingerprint)})"
+
+
+def test_another_key_at_a_known_address_is_named_with_both_ids(bob: Identity) -> None:
+    other = make_identity()
+    result = SendResult(
+        Outcome.OTHER_KEY,
+        "10.0.0.7",
+        5001,
+        "Mallory",
+        fingerprint=other.fingerprint,
+        expected_name="Bob",
+        expected_fingerprint=bob.fingerprint,
+    )
+    line = describe_send(result)
+    assert line.startswith("Message not sent")
+    assert f"Mallory ({short_id(other.fingerprint)})" in line
+    assert f"Bob ({short_id(bob.fingerprint)})" in line
+    connected_line = describe_connect(
+        ConnectResult(
+            True,
+            "10.0.0.7",
+            5001,
+            "Mallory",
+            fingerprint=other.fingerprint,
+            expected_name="Bob",
+            expected_fingerprint=bob.fingerprint,
+        )
+    )
+    assert f"not Bob ({short_id(bob.fingerprint)})" in connected_line
+
+
+def test_a_rename_and_a_flood_of_keys_are_said_in_one_line(bob: Identity) -> None:
+    renamed = describe_event(PeerRenamed("Alice", "Carol", "10.0.0.7", 5001, bob.fingerprint, True))
+    assert "Alice" in renamed and "Carol" in renamed and short_id(bob.fingerprint) in renamed
+    assert "verified as Alice only" in renamed
+    flood = describe_event(
+        KeyChanged("Bob", "10.0.0.7", 5001, bob.fingerprint, make_identity().fingerprint, more=12)
+    )
+    assert "\n" not in flood and "and 12 more new keys" in flood

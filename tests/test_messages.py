@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS, MAX_TIMESTAMP
 from peerchat.protocol.messages import (
     AbortReason,
     Ack,
@@ -35,7 +35,7 @@ valid_messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(
         Chat,
         msg_ids,
-        st.floats(min_value=0, max_value=1e12, allow_nan=False),
+        st.floats(min_value=0, max_value=MAX_TIMESTAMP),
         st.text(max_size=200),
     ),
     st.builds(Ack, st.lists(msg_ids, min_size=1, max_size=40).map(tuple)),
@@ -109,38 +109,38 @@ def test_arbitrary_bytes_raise_only_protocol_error_and_decode_canonically(data: 
     assert encode_message(message) == data  # one message, one encoding
 
 
+TIME = r"^chat timestamp is not a valid time \(years 1970 to 3000\)$"
+CHAT_UTF8 = "^chat text is not valid UTF-8$"
+
+
 @pytest.mark.parametrize(
     ("wire", "reason"),
     [
-        (b"", "empty"),
-        (b"\x00", "unknown message kind"),
-        (b"\x0b", "unknown message kind"),
-        (b"\x06", "wrong length"),
-        (b"\x06" + ATTEMPT + b"\x00", "wrong length"),
-        (b"\x07" + ATTEMPT + b"c" * 31, "wrong length"),
-        (b"\x08" + ATTEMPT + b"n" * 33, "wrong length"),
-        (b"\x09" + ATTEMPT, "wrong length"),
-        (b"\x09" + ATTEMPT + b"\x02", "neither 0 nor 1"),
-        (b"\x0a" + ATTEMPT + b"\x00", "abort reason"),
-        (b"\x0a" + ATTEMPT + b"\x06", "abort reason"),
-        (b"\x0a" + ATTEMPT + b"\x04\x00", "wrong length"),
-        (b"\x01" + ID_BYTES + b"\x00" * 7, "too short"),
-        (b"\x01" + ID_BYTES + struct.pack(">d", math.nan), "not a valid time"),
-        (b"\x01" + ID_BYTES + struct.pack(">d", math.inf), "not a valid time"),
-        (b"\x01" + ID_BYTES + struct.pack(">d", -1.0), "not a valid time"),
-        (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"\xff", "UTF-8"),
-        (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"\xed\xa0\x80", "UTF-8"),  # surrogate
-        (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"x" * (MAX_MESSAGE_BYTES + 1), "over"),
-        (b"\x02\x00", "too short"),
-        (b"\x02\x00\x00", "outside"),
-        (b"\x02" + struct.pack(">H", MAX_IN_FLIGHT * 4 + 1), "outside"),
-        (b"\x02\x00\x02" + ID_BYTES, "does not match"),
-        (b"\x02\x00\x01" + ID_BYTES + b"\x00", "does not match"),
-        (b"\x03" + b"\x00" * 7, "wrong length"),
-        (b"\x04" + b"\x00" * 9, "wrong length"),
-        (b"\x05" + "é".encode() * (MAX_REASON_CHARS + 1), "over"),
-        (b"\x05" + b"x" * (MAX_REASON_CHARS * 4 + 1), "too long"),
-        (b"\x05\xc3", "UTF-8"),
+        (b"", "^empty message$"),
+        (b"\x00", "^unknown message kind 0x00$"),
+        (b"\xee", "^unknown message kind 0xee$"),
+        (b"\x01" + ID_BYTES + b"\x00" * 7, "^chat message too short$"),
+        (b"\x01" + ID_BYTES + struct.pack(">d", math.nan), TIME),
+        (b"\x01" + ID_BYTES + struct.pack(">d", math.inf), TIME),
+        (b"\x01" + ID_BYTES + struct.pack(">d", -1.0), TIME),
+        (b"\x01" + ID_BYTES + struct.pack(">d", MAX_TIMESTAMP + 1), TIME),
+        (b"\x01" + ID_BYTES + struct.pack(">d", 1e20), TIME),
+        (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"\xff", CHAT_UTF8),
+        (b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"\xed\xa0\x80", CHAT_UTF8),  # surrogate
+        (
+            b"\x01" + ID_BYTES + struct.pack(">d", 1.0) + b"x" * (MAX_MESSAGE_BYTES + 1),
+            "^chat text over 65536 bytes$",
+        ),
+        (b"\x02\x00", "^ack too short$"),
+        (b"\x02\x00\x00", "^ack with 0 ids is outside 1..1024$"),
+        (b"\x02" + struct.pack(">H", MAX_IN_FLIGHT * 4 + 1), "^ack with 1025 ids is outside"),
+        (b"\x02\x00\x02" + ID_BYTES, "^ack length does not match its id count$"),
+        (b"\x02\x00\x01" + ID_BYTES + b"\x00", "^ack length does not match its id count$"),
+        (b"\x03" + b"\x00" * 7, "^ping/pong has the wrong length$"),
+        (b"\x04" + b"\x00" * 9, "^ping/pong has the wrong length$"),
+        (b"\x05" + "é".encode() * (MAX_REASON_CHARS + 1), "^bye reason over 200 characters$"),
+        (b"\x05" + b"x" * (MAX_REASON_CHARS * 4 + 1), "^bye reason too long$"),
+        (b"\x05\xc3", "^bye reason is not valid UTF-8$"),
     ],
 )
 def test_malformed_messages_are_refused(wire: bytes, reason: str) -> None:
@@ -148,27 +148,37 @@ def test_malformed_messages_are_refused(wire: bytes, reason: str) -> None:
         decode_message(wire)
 
 
+ID_PROBLEM = "^msg_id must be 32 lowercase hex characters, got "
+
+
 @pytest.mark.parametrize(
-    "message",
+    ("message", "problem"),
     [
-        Chat("0123", 1.0, "short id"),
-        Chat(ID.upper(), 1.0, "upper-case id"),
-        Chat(ID, 1.0, "x" * (MAX_MESSAGE_BYTES + 1)),
-        Chat(ID, math.nan, "no time"),
-        Chat(ID, 1.0, "\ud800"),
-        Ack(()),
-        Ack((ID,) * (MAX_IN_FLIGHT * 4 + 1)),
-        Ack(("nothex",)),
-        Ping(-1),
-        Pong(2**64),
-        Bye("x" * (MAX_REASON_CHARS + 1)),
-        VerifyRequest(b"short"),
-        VerifyCommit(ATTEMPT, b"c" * 31),
-        VerifyReveal(ATTEMPT, b"n" * 33),
-        VerifyConfirm(b"x" * 17, True),
-        VerifyAbort(ATTEMPT, 9),  # type: ignore[arg-type]
+        (Chat("0123", 1.0, "short id"), ID_PROBLEM),
+        (Chat(ID.upper(), 1.0, "upper-case id"), ID_PROBLEM),
+        (Chat(ID[:16] + " " + ID[16:], 1.0, "a space fromhex would skip"), ID_PROBLEM),
+        (Chat(ID[:15] + " " + ID[17:], 1.0, "32 characters, 15 bytes"), ID_PROBLEM),
+        (Chat("zz" * 16, 1.0, "not hex"), ID_PROBLEM),
+        (Chat(ID, 1.0, "x" * (MAX_MESSAGE_BYTES + 1)), "^message text over 65536 bytes$"),
+        (Chat(ID, math.nan, "no time"), r"^sent_at must be a time from 0 to 32503680000$"),
+        (Chat(ID, MAX_TIMESTAMP * 2, "a time no calendar shows"), "^sent_at must be a time from"),
+        (Chat(ID, 1.0, "\ud800"), "^text is not encodable as UTF-8$"),
+        (Ack(()), "^an Ack carries 1..1024 ids$"),
+        (Ack((ID,) * (MAX_IN_FLIGHT * 4 + 1)), "^an Ack carries 1..1024 ids$"),
+        (Ack(("nothex",)), ID_PROBLEM),
+        (Ping(-1), "^nonce must fit in 64 bits$"),
+        (Pong(2**64), "^nonce must fit in 64 bits$"),
+        (Bye("x" * (MAX_REASON_CHARS + 1)), "^reason over 200 characters$"),
+        (Bye("\ud800"), "^reason is not encodable as UTF-8$"),
+        ("not a message", "^not a message: str$"),
     ],
 )
-def test_messages_that_could_not_be_decoded_are_not_encoded(message: Message) -> None:
-    with pytest.raises(ValueError):
+def test_messages_that_could_not_be_decoded_are_not_encoded(message: Message, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
         encode_message(message)
+
+
+@pytest.mark.parametrize("reason", ["x" * MAX_REASON_CHARS, "😀" * MAX_REASON_CHARS])
+def test_the_longest_bye_reason_round_trips(reason: str) -> None:
+    """200 characters, and 200 four-byte characters: exactly the byte bound of the decoder."""
+    assert decode_message(encode_message(Bye(reason))) == Bye(reason)

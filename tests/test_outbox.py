@@ -223,10 +223,34 @@ def test_duplicate_msg_id_is_refused(make: Factory) -> None:
 
 
 def test_invalid_limits_are_refused() -> None:
-    with pytest.raises(ValueError):
+    problem = r"^max_per_peer and max_in_flight must be >= 1, max_age >= 0$"
+    with pytest.raises(ValueError, match=problem):
         Outbox(max_in_flight=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=problem):
         Outbox(max_per_peer=0)
+    with pytest.raises(ValueError, match=problem):
+        Outbox(max_age=-1.0)
+
+
+def test_the_smallest_limits_work(make: Factory) -> None:
+    outbox = Outbox(max_per_peer=1, max_in_flight=1, max_age=0.0)
+    outbox.enqueue(make(ALICE))
+    with pytest.raises(QueueFull, match=r"^1 messages already waiting for AAAAAAAA \(limit 1\)$"):
+        outbox.enqueue(make(ALICE))
+
+
+def test_expiry_is_strictly_past_max_age_and_checks_every_peer(clock: Clock, make: Factory) -> None:
+    outbox = Outbox(max_age=10.0)
+    young = make(ALICE)  # ALICE's queue is young: nothing of hers is looked at
+    clock.advance(-5)
+    at_limit = make(BOB)  # 10 s old when the clock says +5: not yet expired
+    clock.advance(-5)
+    too_old = make(BOB)  # 15 s old then
+    for item in (young, too_old, at_limit):
+        outbox.enqueue(item)
+    assert outbox.expire(clock.now + 15) == [too_old]
+    assert outbox.take_sendable(BOB) == [at_limit]
+    assert outbox.take_sendable(ALICE) == [young]
 
 
 PEERS = (ALICE, BOB, "C" * 52)

@@ -10,7 +10,7 @@ RUN2 = b"run-two!"
 
 
 def presence(timeout: float = 15.0, verified: frozenset[str] = frozenset()) -> Presence:
-    return Presence(timeout, lambda fp: fp in verified)
+    return Presence(timeout, lambda fp, _name: fp in verified)
 
 
 def test_a_beacon_lists_a_peer_and_only_its_first_beacon_of_a_run_is_news() -> None:

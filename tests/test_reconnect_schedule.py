@@ -76,12 +76,36 @@ def test_peers_are_independent_and_a_dropped_peer_is_forgotten() -> None:
     assert sorted(schedule.due(101.0)) == [BOB, CAROL]
 
 
-def test_the_next_due_time_is_the_earliest_peer_not_skipped() -> None:
-    s = ReconnectSchedule(shortest=1.0, longest=10.0)
-    assert s.next_due() is None
-    s.want("a", 0.0)
-    s.want("b", 0.5, at_once=True)
-    assert s.next_due() == 0.5
-    assert s.next_due(skip=["b"]) == 1.0
-    s.attempted("b", 0.5)
-    assert s.next_due() == 1.0
+def test_a_dropped_peer_starts_again_from_the_shortest_delay() -> None:
+    schedule = ReconnectSchedule(shortest=1.0, longest=10.0)
+    schedule.want(BOB, 0.0, at_once=True)
+    for now in (0.0, 1.0, 3.0):
+        schedule.attempted(BOB, now)  # the delay is 8 s now
+    schedule.drop(BOB)
+    schedule.want(BOB, 20.0)
+    assert schedule.due(20.9) == []
+    assert schedule.due(21.0) == [BOB]
+
+
+def test_asking_again_after_a_failed_try_waits_the_grown_delay() -> None:
+    schedule = ReconnectSchedule(shortest=1.0, longest=10.0)
+    schedule.want(BOB, 0.0)
+    schedule.attempted(BOB, 1.0)  # next try at 2.0; the delay is 2 s now
+    schedule.want(BOB, 5.0)  # a message queued after that try was due
+    assert schedule.due(6.9) == []
+    assert schedule.due(7.0) == [BOB]
+
+
+def test_a_try_nobody_asked_for_waits_the_shortest_delay() -> None:
+    schedule = ReconnectSchedule(shortest=1.0, longest=10.0)
+    schedule.attempted(BOB, 0.0)  # with no want() before it
+    assert schedule.due(0.9) == []
+    assert schedule.due(1.0) == [BOB]
+
+
+def test_dropping_a_peer_never_scheduled_or_only_postponed_is_harmless() -> None:
+    schedule = ReconnectSchedule(shortest=1.0, longest=10.0)
+    schedule.drop(BOB)
+    schedule.postpone(CAROL, 0.0)
+    schedule.drop(CAROL)
+    assert schedule.peers() == []

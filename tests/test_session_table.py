@@ -111,3 +111,30 @@ def test_a_session_replaces_one_that_is_no_longer_established() -> None:
     assert t.get(LOW) is new
     assert t.remove(old, LOW) is False  # the old one's close does not remove the new one
     assert t.get(LOW) is new
+
+
+def test_room_for_a_new_connection_is_made_from_its_own_address_first() -> None:
+    t: SessionTable[FakeSession] = SessionTable(ME, AdmissionLimits(100, 100, 100, 2))
+    a1, a2, b1 = (FakeSession(Role.RESPONDER, ip) for ip in ("10.0.0.1", "10.0.0.1", "10.0.0.2"))
+    for s in (a1, a2, b1):
+        assert t.make_room(s) == [] and t.admit(s) is None
+    a3 = FakeSession(Role.RESPONDER, "10.0.0.1")
+    assert t.make_room(a3) == [a1]  # the oldest pending from that address, not refused
+    assert t.admit(a3) is None
+    assert t.connections() == [a2, b1, a3]
+    assert t.remove(a1, None) is False  # its close later changes nothing
+    assert t.admit(FakeSession(Role.RESPONDER, "10.0.0.1")) is None  # a1's slot was given back
+
+
+def test_when_all_pending_slots_are_taken_the_busiest_address_gives_way() -> None:
+    t: SessionTable[FakeSession] = SessionTable(ME, AdmissionLimits(100, 100, 3, 3))
+    idle = [FakeSession(Role.RESPONDER, "10.0.0.9") for _ in range(2)]
+    other = FakeSession(Role.RESPONDER, "10.0.0.8")
+    for s in [*idle, other]:
+        assert t.make_room(s) == [] and t.admit(s) is None
+    legit = FakeSession(Role.RESPONDER, "10.0.0.1")
+    assert t.make_room(legit) == [idle[0]]
+    assert t.admit(legit) is None
+    # Established sessions and our own connections are never dropped for room.
+    ours = FakeSession(Role.INITIATOR, "10.0.0.9")
+    assert t.make_room(ours) == []

@@ -94,3 +94,28 @@ def test_verify_writes_the_store(store: HistoryStore, keys: tuple[Identity, Iden
     b.book.verify(bob.fingerprint, True)
     record = store.get_peer(bob.fingerprint)
     assert record is not None and record.verified
+
+
+def test_a_beacon_under_a_pinned_name_raises_no_conflict_and_blocks_nothing(
+    store: HistoryStore, keys: tuple[Identity, Identity]
+) -> None:
+    bob, impostor = keys
+    b = Book(store)
+    b.book.admit_hello(hello(bob, "Bob"), "127.0.0.1", 5000)
+    assert b.book.admit_beacon("Bob", impostor.fingerprint, "127.0.0.1", 5001, b"") is False
+    assert b.book.conflicts() == [] and b.news == []
+    assert b.book.conflict_pinned_to(bob.fingerprint) is None
+
+
+def test_throwaway_keys_under_a_pinned_name_give_one_warning_and_few_entries(
+    store: HistoryStore, keys: tuple[Identity, Identity]
+) -> None:
+    bob, _ = keys
+    b = Book(store)
+    b.book.admit_hello(hello(bob, "Bob"), "127.0.0.1", 5000)
+    for n in range(800):
+        thrown = PeerHello("Bob", 5000, b"", f"{n:052d}", 1)
+        assert b.book.admit_hello(thrown, "10.0.0.66", 6000 + n) is not None  # each refused
+    assert [type(e) for e in b.news] == [KeyChanged]
+    assert len(b.book.conflicts()) <= 3
+    assert b.book.conflicts_not_listed() == 800 - len(b.book.conflicts())

@@ -34,6 +34,7 @@ class BeaconIntake:
         reconnector: Reconnector,
         emit: Callable[[UiEvent], None],
         announce: Callable[[], None],
+        on_claim: Callable[[str, str, int, str], None] | None = None,
     ) -> None:
         self._loop = loop
         self._trust = trust_book
@@ -44,6 +45,8 @@ class BeaconIntake:
         self._reconnector = reconnector
         self._emit = emit
         self._announce = announce
+        # Told (fingerprint, host, port, name) of each beacon whose key may be listed.
+        self._on_claim = on_claim
 
     def __call__(self, accepted: BeaconAccepted) -> None:
         beacon = accepted.beacon
@@ -57,9 +60,11 @@ class BeaconIntake:
         )
         if news is BeaconNews.IGNORED:
             return
+        if self._on_claim is not None:
+            self._on_claim(fp, host, port, beacon.name)
         self._liveness.heard_from_afar(now)
         if news is BeaconNews.ANNOUNCE:
             self._emit(PeerDiscovered(beacon.name, host, port))
             self._announce()
-        if self._delivery.pending_count(fp) and not self._has_session(fp):
+        if self._reconnector.wanted(fp) and not self._has_session(fp):
             self._reconnector.want(fp, at_once=True)

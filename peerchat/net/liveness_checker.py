@@ -4,7 +4,7 @@ One of the node's three roles (with the TCP server and the discovery
 service). It acts only when the alarm says something is due: a listed peer
 silent past the peer timeout is removed (its session, if any, dropped), and
 each session is pinged, closed for idleness or dropped as `policy.upkeep`
-decides.
+decides. A session that carries a file transfer (`in_use`) is not idle.
 """
 
 from __future__ import annotations
@@ -28,12 +28,15 @@ class LivenessChecker:
         limits: UpkeepLimits,
         emit: Callable[[UiEvent], None],
         wake_by: Callable[[float], None],
+        *,
+        in_use: Callable[[str], bool] = lambda fp: False,
     ) -> None:
         self._presence = presence
         self._sessions = sessions
         self._limits = limits
         self._emit = emit
         self._wake_by = wake_by
+        self._in_use = in_use
 
     def watch(self, session: Session) -> None:
         """A session was established: its first ping falls due."""
@@ -54,9 +57,11 @@ class LivenessChecker:
                 session.fail("peer timed out")
             if peer is not None:
                 self._emit(PeerOffline(peer.name, peer.host, peer.port, "timed out"))
-        for _, session in self._sessions.live():
+        for fp, session in self._sessions.live():
             if session.closed:
                 continue
+            if self._in_use(fp):
+                session.last_chat = now  # file data moving counts as use, as chat does
             action = upkeep(
                 self._limits, now, session.last_received, session.last_chat, session.last_ping
             )

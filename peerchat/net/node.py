@@ -14,8 +14,10 @@ Ownership, which is what keeps the threads free of data races:
 The roles: the TCP server (server.py), the discovery service (discovery.py)
 and the liveness checker (liveness_checker.py); the session owner
 (peer_sessions.py); sending (sender.py) and reconnecting (reconnector.py);
-trust (trust_book.py); one alarm (alarm.py) armed at the earliest time any
-of them needs attention. See docs/ARCHITECTURE.md.
+trust (trust_book.py); reach (reach.py); file transfers (file_wiring.py);
+one alarm (alarm.py) armed at the earliest time any of them needs attention.
+Where each key is lives in one address book, confirmed by the session owner
+only. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from peerchat.errors import NotAnswering
 from peerchat.events import (
     ActivePeer,
     ConnectResult,
+    FileResult,
+    IncomingOffer,
     KeyConflict,
     SendResult,
     UiEvent,
@@ -45,19 +49,29 @@ from peerchat.net.beacons import BeaconIntake
 from peerchat.net.config import NodeConfig
 from peerchat.net.connector import ANY_CONNECT_FAILURE, Connector
 from peerchat.net.directory import PeerDirectory
+from peerchat.net.file_store import SourceFile
+from peerchat.net.file_wiring import FileWiring
+from peerchat.net.legacy_service import LegacyService
 from peerchat.net.liveness_checker import LivenessChecker
 from peerchat.net.news import News
 from peerchat.net.peer_cache import PeerCacheWriter
 from peerchat.net.peer_sessions import PeerSessions
+from peerchat.net.reach import Reach
 from peerchat.net.reconnector import Reconnector
 from peerchat.net.reply import Reply
+from peerchat.net.seeds import SeedStore
 from peerchat.net.sender import Sender
 from peerchat.net.server import TcpServer
 from peerchat.net.session import BYE_QUIT, Session
 from peerchat.net.trust_book import TrustBook
+from peerchat.net.verification import LoopVerifier, VerificationRole
+from peerchat.policy.address_book import AddressBook
 from peerchat.policy.presence import Presence
+from peerchat.policy.quota import ReceiveQuota
 from peerchat.policy.session_table import SessionTable
 from peerchat.protocol.channel import Credentials, Role
+from peerchat.protocol.messages import VERIFY_MESSAGE_TYPES, Message, PeerExchange
+from peerchat.protocol.transfer import TRANSFER_MESSAGE_TYPES
 from storage import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -76,6 +90,7 @@ class Node:
         identity: Identity,
         store: HistoryStore,
         on_event: Callable[[UiEvent], None],
+        seeds: SeedStore | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -102,12 +117,22 @@ class Node:
             max_queued_age=config.max_queued_age,
         )
         completion = Completion()
-        directory = PeerDirectory(presence, store)
+        # File transfers: the role, with what it needs from sessions and the alarm.
+        self._files = files = FileWiring(
+            loop, store, config.transfer_settings(), sessions=sessions, emit=emit, poke=alarm.poke
+        )
+        # Where each key is: one book, confirmed by the session owner, fed and dialled by reach.
+        book = AddressBook()
+        directory = PeerDirectory(presence, store, book)
+        self._directory = directory
         self._connector = connector = Connector(
             loop,
             sessions,
             presence,
             self._new_session,
+            key_at=directory.known_fingerprint_at,
+            address_of=directory.address_of,
+            name_of=directory.name_of,
             own_port=config.port,
             connect_timeout=config.connect_timeout,
         )
@@ -118,6 +143,7 @@ class Node:
             address_of=directory.address_of,
             attempt=connector.try_open,
             poke=alarm.poke,
+            has_work=files.has_work,
         )
         self._liveness = LivenessChecker(
             presence,
@@ -125,6 +151,7 @@ class Node:
             config.upkeep(),
             emit,
             alarm.due_by,
+            in_use=files.busy,
         )
         self._sender = Sender(
             loop,
@@ -147,6 +174,8 @@ class Node:
             store,
             table=sessions,
             trust_book=self._trust,
+            book=book,
+            quota=ReceiveQuota(config.quota()),
             presence=presence,
             delivery=self._delivery,
             completion=completion,
@@ -155,6 +184,29 @@ class Node:
             pump=self._sender.pump,
             emit=emit,
         )
+        # Reach beyond broadcast: seeds, peer exchange and mDNS feed the address book.
+        self._reach = reach = Reach(
+            loop,
+            identity=identity,
+            config=config,
+            sessions=sessions,
+            trust_book=self._trust,
+            book=book,
+            delivery=self._delivery,
+            connector=connector,
+            seeds=seeds,
+            emit=emit,
+            poke=alarm.poke,
+            has_work=files.has_work,
+        )
+        self._owner.route([PeerExchange], reach.exchange_received)
+        self._owner.on_session_up(reach.session_up)
+        self._owner.on_session_down(reach.session_down)
+        self._owner.announce_with(reach.announcement)
+        self._owner.route(TRANSFER_MESSAGE_TYPES, files.received)
+        self._owner.on_session_up(files.session_up)
+        self._owner.on_session_down(files.session_down)
+        self._owner.on_writable(files.writable)
         self._beacons = BeaconIntake(
             loop,
             trust_book=self._trust,
@@ -165,21 +217,47 @@ class Node:
             reconnector=reconnector,
             emit=emit,
             announce=self._announce,
+            on_claim=reach.beacon_heard,
         )
         self._server = TcpServer(loop, lambda: self._new_session(Role.RESPONDER))
-        alarm.attach(self._liveness, self._sender, reconnector, self._peer_cache)
+        # Legacy peers: their own port and list, never mixed with keyed peers' sessions.
+        self.legacy = (
+            None if config.legacy is None else LegacyService(config.legacy, store=store, emit=emit)
+        )
+        # Comparing a code: the role on this loop, and the menu's way to it.
+        self.verification = VerificationRole(
+            identity.fingerprint,
+            send=self._send_to_current,
+            mark_verified=self._verify,
+            emit=emit,
+        )
+        self.verifier = LoopVerifier(self.verification, loop, after=alarm.poke)
+        self._owner.route(VERIFY_MESSAGE_TYPES, self._on_verify_message)
+        self._owner.on_session_up(self._verification_session_up)
+        self._owner.on_session_down(lambda fp: self.verification.session_closed(fp, loop.time()))
+        alarm.attach(
+            self._liveness,
+            self._sender,
+            reconnector,
+            self._peer_cache,
+            self.verification,
+            reach,
+            files,
+        )
 
     # -- lifecycle (menu thread) ---------------------------------------------
 
     def start(self) -> None:
         """Bind the TCP port and the discovery port; nothing is processed until `run()`."""
         self._trust.load()
+        self._directory.load(self.loop.time())
         try:
             self.loop.run_until_complete(self._bind())
         except BaseException:
             self._close_loop_now()
             raise
         self._delivery.load()
+        self._files.transfers.load()
 
     def run(self) -> None:
         """Start processing in the background thread (after the banner is on screen)."""
@@ -200,7 +278,7 @@ class Node:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.set_exception_handler(_log_loop_exception)
-        for fp in self._delivery.peers_with_pending():
+        for fp in {*self._delivery.peers_with_pending(), *self._files.transfers.peers_with_work()}:
             self._reconnector.want(fp, at_once=True)
         self.alarm.poke()
         try:
@@ -219,6 +297,14 @@ class Node:
     async def _bind(self) -> None:
         cfg = self.config
         await self._server.start(cfg.bind, cfg.port)
+        if self.legacy is not None:
+            try:
+                self.legacy.bind()
+                await self.legacy.serve()
+            except BaseException:
+                self.legacy.close()
+                self._server.close()
+                raise
         if cfg.discovery:
             self._discovery = DiscoveryService(
                 identity=self.identity,
@@ -228,12 +314,16 @@ class Node:
                 discovery_port=cfg.discovery_port,
                 interval=cfg.beacon_interval,
                 on_beacon=self._beacons,
+                on_trouble=self._news.emit,
             )
             try:
                 await self._discovery.start()
             except BaseException:
+                if self.legacy is not None:
+                    self.legacy.close()
                 self._server.close()
                 raise
+        await self._reach.start(self._discovery.instance if self._discovery else None)
 
     async def _shutdown(self) -> None:
         self._owner.closing = True
@@ -241,15 +331,22 @@ class Node:
         if self._discovery is not None:
             self._discovery.close()
         self._server.close()
+        if self.legacy is not None:
+            self.legacy.close()
+        await self._reach.close()
         for session in self._sessions.connections():
             session.close(BYE_QUIT)
+        self._files.transfers.close()
         # Give the goodbyes a moment to reach the wire.
         await asyncio.sleep(0.05)
         self._reconnector.stop()
         await self._peer_cache.flush()
 
     def _new_session(self, role: Role) -> Session:
-        return Session(self._owner, role, self.credentials, self.config.handshake_timeout)
+        cfg = self.config
+        return Session(
+            self._owner, role, self.credentials, cfg.handshake_timeout, cfg.first_message_timeout
+        )
 
     # -- the facade (menu thread) ------------------------------------------------
 
@@ -275,7 +372,7 @@ class Node:
         return self.config.connect_timeout + self.config.handshake_timeout
 
     def active_peers(self) -> list[ActivePeer]:
-        return self._call(self._in_loop(self._presence.listing))
+        return self._call(self._in_loop(lambda: self._reach.describe(self._presence.listing())))
 
     def send_to_address(self, host: str, port: int, text: str) -> SendResult:
         takes = 2 * self._connect_takes() + self.config.send_wait
@@ -305,6 +402,10 @@ class Node:
     def key_conflicts(self) -> list[KeyConflict]:
         return self._call(self._in_loop(self._trust.conflicts))
 
+    def key_conflicts_not_listed(self) -> int:
+        """Changed keys no longer kept (beyond the few kept per name)."""
+        return self._call(self._in_loop(self._trust.conflicts_not_listed))
+
     def retrust(self, presented_fingerprint: str) -> KeyConflict | None:
         """Accept a changed key: pin it, then let held messages flow."""
         return self._call(self._retrust(presented_fingerprint), self._connect_takes())
@@ -312,6 +413,16 @@ class Node:
     def verify(self, fingerprint: str) -> None:
         """Mark a peer verified: in the store and in the active list at once."""
         self._call(self._in_loop(lambda: self._verify(fingerprint)))
+
+    def send_file(self, fingerprint: str, source: SourceFile) -> FileResult:
+        """Offer a checked file to a peer, connecting first if it is listed; else it waits."""
+        return self._call(self._send_file(fingerprint, source), 2 * self._connect_takes())
+
+    def file_offers(self) -> list[IncomingOffer]:
+        return self._call(self._files.offers())
+
+    def answer_offer(self, key: str, accept: bool) -> FileResult:
+        return self._call(self._files.answer(key, accept))
 
     def session_count(self) -> int:
         return self._call(self._in_loop(lambda: len(self._sessions)))
@@ -329,13 +440,41 @@ class Node:
                 await self._connector.open_session(conflict.host, conflict.port)
         return conflict
 
-    def _verify(self, fp: str) -> None:
-        self._trust.verify(fp, True)
-        self._presence.set_verified(fp, True)
+    async def _send_file(self, fp: str, source: SourceFile) -> FileResult:
+        # As option 1: a known peer that is not listed is most likely away, so the offer waits.
+        reachable = fp in self._presence or not self.config.discovery
+        return await self._files.send_file(
+            fp,
+            source,
+            name_of=self._directory.name_of,
+            addresses=self._directory.addresses_to_try(fp) if reachable else [],
+            open_session=self._connector.open_session,
+            want_reconnect=self._reconnector.want,
+        )
 
-    def _is_verified(self, fp: str) -> bool:
-        stored = self.store.get_peer(fp)
-        return bool(stored and stored.verified)
+    def _verify(self, fp: str) -> None:
+        peer = self._presence.get(fp)
+        self._trust.verify(fp, True, peer.name if peer is not None else None)
+        if peer is not None:
+            self._presence.set_verified(fp, self._trust.is_verified(fp, peer.name))
+
+    def _send_to_current(self, fp: str, message: Message) -> None:
+        session = self._sessions.get(fp)
+        if session is not None:
+            session.send([message])
+
+    def _on_verify_message(self, session: Session, fp: str, message: Message) -> None:
+        assert isinstance(message, VERIFY_MESSAGE_TYPES)
+        self.verification.receive(fp, message, self.loop.time())
+        self.alarm.poke()
+
+    def _verification_session_up(self, session: Session, fp: str) -> None:
+        handshake_hash = session.channel.handshake_hash
+        assert handshake_hash is not None and session.peer is not None
+        self.verification.session_opened(fp, session.peer.name, handshake_hash, self.loop.time())
+
+    def _is_verified(self, fp: str, name: str) -> bool:
+        return self._trust.is_verified(fp, name)
 
     def _announce(self) -> None:
         if self._discovery is not None:

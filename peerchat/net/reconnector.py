@@ -1,8 +1,9 @@
-"""Reaching again, with backoff, the peers that have messages waiting.
+"""Reaching again, with backoff, the peers that have messages or other work waiting.
 
 The schedule (`delivery.ReconnectSchedule`) says when; this role starts one
 attempt at a time per peer when the alarm says one is due, and forgets a peer
-once it has a session or nothing waits for it.
+once it has a session or nothing waits for it (`has_work`: anything besides
+queued messages, such as a file transfer).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Reconnector:
         address_of: Callable[[str], tuple[str, int] | None],
         attempt: Callable[[str, int], Coroutine[Any, Any, None]],
         poke: Callable[[], None],
+        has_work: Callable[[str], bool] = lambda fp: False,
     ) -> None:
         self._loop = loop
         self._delivery = delivery
@@ -31,6 +33,7 @@ class Reconnector:
         self._address_of = address_of
         self._attempt = attempt
         self._poke = poke
+        self._has_work = has_work
         self._schedule = ReconnectSchedule()
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -38,6 +41,10 @@ class Reconnector:
         """Keep trying to reach a peer that has queued messages (`at_once`: start over now)."""
         self._schedule.want(fp, self._loop.time(), at_once=at_once)
         self._poke()
+
+    def wanted(self, fp: str) -> bool:
+        """Whether anything waits for this peer: queued messages or other work."""
+        return bool(self._delivery.pending_count(fp)) or self._has_work(fp)
 
     def drop(self, fp: str) -> None:
         self._schedule.drop(fp)
@@ -49,7 +56,7 @@ class Reconnector:
 
     def handle_timer(self, now: float) -> None:
         for fp in self._schedule.peers():
-            if self._has_session(fp) or not self._delivery.pending_count(fp):
+            if self._has_session(fp) or not self.wanted(fp):
                 self._schedule.drop(fp)
                 self._tasks.pop(fp, None)  # an attempt under way may finish
         for fp in self._schedule.due(now):

@@ -9,6 +9,7 @@ key, a full queue) is kept in history as failed, with why.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -85,11 +86,18 @@ class Sender:
             session.last_chat = self._loop.time()
 
     async def send_to_address(self, host: str, port: int, text: str) -> SendResult:
+        """Option 1 with an address: to the key a handshake at that address proves.
+
+        An address resolves to a key only through a handshake completed there
+        (never through a beacon or a hello's claimed port). If the address
+        belongs to a known key and another one answers, nothing is sent to it.
+        The result names the address the user typed.
+        """
         if self._connector.is_self(host, port):
             return SendResult(Outcome.FAILED, host, port, detail="that is this peer's own address")
-        fp = self._connector.fingerprint_at(host, port)
-        if fp is not None and fp in self._sessions:
-            return await self.send_to_peer(fp, text)
+        expected = self._directory.known_fingerprint_at(host, port)
+        if expected is not None and expected in self._sessions:
+            return _typed(await self.send_to_peer(expected, text), host, port)
         try:
             session = await self._connector.open_session(host, port)
         except KeyChangedError as exc:
@@ -100,20 +108,40 @@ class Sender:
             self._record_failed(host, port, text, f"refused: {exc}")
             return SendResult(Outcome.REFUSED, host, port, detail=str(exc))
         except CONNECT_FAILURES as exc:
-            known = fp or self._directory.known_fingerprint_at(host, port)
-            if known is None:
+            if expected is None:
                 detail = f"{describe(exc)}; never reached before, so it cannot be queued"
                 self._record_failed(host, port, text, detail)
                 return SendResult(Outcome.FAILED, host, port, detail=detail)
-            return self._queue_for(known, text, describe(exc))
-        assert session.fingerprint is not None
-        return await self.send_to_peer(session.fingerprint, text)
+            return _typed(self._queue_for(expected, text, describe(exc)), host, port)
+        fp = session.fingerprint
+        assert fp is not None
+        if expected is not None and fp != expected:
+            answered = session.peer.name if session.peer is not None else "?"
+            wanted = self._directory.name_of(expected)
+            detail = f"{answered} ({fp[:8]}) answered, not {wanted} ({expected[:8]})"
+            self._record_failed(host, port, text, f"not sent: {detail}")
+            return SendResult(
+                Outcome.OTHER_KEY,
+                host,
+                port,
+                answered,
+                detail,
+                fingerprint=fp,
+                expected_name=wanted,
+                expected_fingerprint=expected,
+            )
+        return _typed(await self.send_to_peer(fp, text), host, port)
 
     def start_to_address(self, host: str, port: int, text: str, reply: Reply[SendResult]) -> None:
-        """`send_to_address`, answered through `reply`; without a task when a session is up."""
-        fp = self._connector.fingerprint_at(host, port)
-        if fp is not None and fp in self._sessions and not self._connector.is_self(host, port):
-            self._send_now(fp, text, reply)
+        """`send_to_address`, answered through `reply`; without a task when the key
+        confirmed at that address has a session (the same rule, taken at once)."""
+        expected = self._directory.known_fingerprint_at(host, port)
+        if (
+            expected is not None
+            and expected in self._sessions
+            and not self._connector.is_self(host, port)
+        ):
+            self._send_now(expected, text, reply, typed=(host, port))
         else:
             reply.follow(self._loop.create_task(self.send_to_address(host, port, text)))
 
@@ -125,35 +153,45 @@ class Sender:
             reply.follow(self._loop.create_task(self.send_to_peer(fp, text)))
 
     async def send_to_peer(self, fp: str, text: str) -> SendResult:
-        conflict = self._trust.conflict_pinned_to(fp)
         name, host, port = self._directory.who(fp)
-        if conflict is not None and fp not in self._sessions:
-            return SendResult(Outcome.KEY_CHANGED, host, port, name, _key_changed_detail(conflict))
         # With discovery on, a known peer that is not listed is most likely away:
         # queue at once and let the background retry find it, rather than make
         # the user wait for a connection to a host that may not answer at all.
+        # The address that last worked is tried first, then the listed one.
         reachable = fp in self._presence or not self._discovery
-        if fp not in self._sessions and reachable and host != "?" and port:
+        tried = self._directory.addresses_to_try(fp) if reachable else []
+        for dial_host, dial_port in tried:
+            if fp in self._sessions:
+                break
             try:
-                await self._connector.open_session(host, port)
+                await self._connector.open_session(dial_host, dial_port)
             except KeyChangedError as exc:
                 c = exc.conflict
                 return SendResult(Outcome.KEY_CHANGED, host, port, name, _key_changed_detail(c))
             except CONNECT_FAILURES as exc:
-                return self._queue_for(fp, text, describe(exc))
+                if (dial_host, dial_port) == tried[-1]:
+                    return self._queue_for(fp, text, describe(exc))
         if fp not in self._sessions:
             return self._queue_for(fp, text, "offline" if not reachable else "not connected")
         answer: asyncio.Future[SendResult] = self._loop.create_future()
         self._send_now(fp, text, answer)
         return await answer
 
-    def _send_now(self, fp: str, text: str, answer: Answer) -> None:
+    def _send_now(
+        self, fp: str, text: str, answer: Answer, typed: tuple[str, int] | None = None
+    ) -> None:
         """Store, queue and put on the wire a message to a peer with a session; answer
-        DELIVERED on its acknowledgement, or PENDING if none comes within the wait."""
+        DELIVERED on its acknowledgement, or PENDING if none comes within the wait.
+
+        `typed` is the address the user typed, which the result names instead of
+        the peer's own.
+        """
         name, host, port = self._directory.who(fp)
         queued = self._queue_one(fp, text, (name, host, port))
+        if typed is not None:
+            host, port = typed
         if isinstance(queued, SendResult):
-            answer.set_result(queued)
+            answer.set_result(queued if typed is None else _typed(queued, host, port))
             return
         # On the wire first: the acknowledgement is read in a later callback, after the
         # waiter below is in place.
@@ -172,7 +210,7 @@ class Sender:
             if answer.done():
                 return
             if refused is None:
-                answer.set_result(SendResult(Outcome.DELIVERED, host, port, name))
+                answer.set_result(SendResult(Outcome.DELIVERED, host, port, name, fingerprint=fp))
             elif isinstance(refused, Refused):
                 detail = f"{refused}; it stays queued"
                 answer.set_result(SendResult(Outcome.REFUSED, host, port, name, detail))
@@ -278,6 +316,11 @@ def _outgoing(
     fp: str | None, name: str, host: str, port: int, text: str, *, state: DeliveryState
 ) -> StoredMessage:
     return outgoing_message(fp, name, host, port, text, state=state, now=time.time())
+
+
+def _typed(result: SendResult, host: str, port: int) -> SendResult:
+    """The result as the user asked: for the address typed, not the one the peer claims."""
+    return dataclasses.replace(result, host=host, port=port)
 
 
 def _key_changed_detail(c: KeyConflict) -> str:

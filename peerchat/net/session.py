@@ -34,6 +34,7 @@ BYE_DUPLICATE = "duplicate session"
 BYE_UNTRUSTED = "key not trusted"
 BYE_IDLE = "idle"
 BYE_STORAGE = "cannot store messages"
+BYE_QUOTA = "over quota"  # followed by ": " and the limits
 
 # A peer that stops reading must not make us buffer without bound.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
@@ -58,6 +59,10 @@ class SessionOwner(Protocol):
         """An admitted connection is gone."""
         ...
 
+    def writable(self, session: Session) -> None:
+        """The write buffer drained after it had filled: more may be sent."""
+        ...
+
 
 class Session(asyncio.Protocol):
     """A connection in either direction, from first byte to close."""
@@ -68,23 +73,32 @@ class Session(asyncio.Protocol):
         role: Role,
         credentials: Credentials,
         handshake_timeout: float,
+        first_message_timeout: float | None = None,
     ) -> None:
         self._owner = owner
         self._loop = asyncio.get_running_loop()
         self._handshake_timeout = handshake_timeout
+        # A connection from outside must start its handshake at once: an idle one
+        # would hold a pending slot for the whole handshake deadline.
+        self._first_message_timeout = first_message_timeout
         self.role = role
         self.channel = SecureChannel(role, credentials)
         self.transport: asyncio.Transport | None = None
         self.remote_ip = "?"
         self.remote_port = 0
+        self.dialled: tuple[str, int] | None = None  # the address we connected to (initiator)
         self.peer: PeerHello | None = None
         self.last_received = 0.0
         self.last_chat = 0.0
         self.last_ping = 0.0
+        # "Peer ... connected" was said when this session listed the peer; the
+        # peer's own notice that its user connected (if it comes first) is not said twice.
+        self.announced_at_start = False
         self.admitted = False
         self.closed = False
         self.ready: asyncio.Future[Session] = self._loop.create_future()
         self._deadline: asyncio.TimerHandle | None = None
+        self._first: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -101,11 +115,16 @@ class Session(asyncio.Protocol):
             return
         self.admitted = True
         self._deadline = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
+        if self.role is Role.RESPONDER and self._first_message_timeout is not None:
+            self._first = self._loop.call_later(self._first_message_timeout, self._first_expired)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self._first is not None:
+            self._first.cancel()
+            self._first = None
         try:
             events = self.channel.receive_data(data)
         except ProtocolError as exc:
@@ -118,6 +137,10 @@ class Session(asyncio.Protocol):
             self.fail(str(exc))
         self._flush()
 
+    def resume_writing(self) -> None:
+        if self.peer is not None and not self.closed:
+            self._owner.writable(self)
+
     def eof_received(self) -> bool | None:
         try:
             self.channel.receive_eof()
@@ -127,8 +150,9 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._deadline is not None:
-            self._deadline.cancel()
+        for timer in (self._deadline, self._first):
+            if timer is not None:
+                timer.cancel()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(str(exc) if exc else "connection closed"))
             self.ready.exception()  # mark retrieved: a waiter may already be gone
@@ -225,6 +249,11 @@ class Session(asyncio.Protocol):
         transport.write(data)
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.fail("peer is not reading its data")
+
+    def _first_expired(self) -> None:
+        self._first = None
+        if self.channel.state is ChannelState.HANDSHAKING and not self.closed:
+            self.fail("no handshake started in time")
 
     def _handshake_expired(self) -> None:
         if self.channel.state is ChannelState.HANDSHAKING and not self.closed:

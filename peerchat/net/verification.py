@@ -200,6 +200,13 @@ class VerificationRole:
         self._send_all(fp, live.attempt.receive(message, now))
         self._advanced(fp, live, now)
 
+    def next_due(self) -> float | None:
+        """The earliest deadline of a running attempt (the node's alarm asks)."""
+        return min((live.attempt.deadline() for live in self._attempts.values()), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        self.tick(now)
+
     def tick(self, now: float) -> None:
         """End attempts whose time is up."""
         for fp, live in list(self._attempts.items()):
@@ -311,9 +318,11 @@ class LoopVerifier:
         *,
         code_wait: float = limits.VERIFY_CODE_WAIT + _MENU_WAIT_MARGIN,
         call_wait: float = 5.0,
+        after: Callable[[], None] = lambda: None,
     ) -> None:
         self._role = role
         self._loop = loop
+        self._after = after  # told after each call: an attempt's deadline may have moved
         self._code_wait = code_wait
         self._call_wait = call_wait
 
@@ -350,5 +359,6 @@ class LoopVerifier:
             except Exception as exc:  # the menu thread raises it, rather than waiting in vain
                 if not done.done():
                     done.set_exception(exc)
+            self._after()
 
         self._loop.call_soon_threadsafe(run)

@@ -36,9 +36,15 @@ from typing import Any, Final, NoReturn, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from crypto_utils import Identity, fingerprint_of, verify_signature
+from crypto_utils import Identity, fingerprint_of, load_public_key, verify_with_key
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_FRAME_SIZE, MAX_HANDSHAKE_PAYLOAD, PROTOCOL_VERSION
+from peerchat.limits import (
+    MAX_FRAME_SIZE,
+    MAX_HANDSHAKE_PAYLOAD,
+    MAX_IDENTITY_KEY_BYTES,
+    MAX_SIGNATURE_BYTES,
+    PROTOCOL_VERSION,
+)
 from peerchat.policy.sanitize import validate_name
 from peerchat.protocol.framing import FrameDecoder, encode_frame
 from peerchat.protocol.messages import Message, decode_message, encode_message
@@ -182,6 +188,12 @@ def encode_hello_payload(
     return out
 
 
+def _bounded(size: int, limit: int, what: str) -> int:
+    if size > limit:
+        raise ProtocolError(f"{what} of {size} bytes is over {limit}")
+    return size
+
+
 def parse_hello_payload(data: bytes) -> HelloFields:
     """Strict parse of a handshake payload; ProtocolError on anything unexpected."""
     if not 0 < len(data) <= MAX_HANDSHAKE_PAYLOAD:
@@ -211,8 +223,8 @@ def parse_hello_payload(data: bytes) -> HelloFields:
     port = u16()
     if port == 0:
         raise ProtocolError("bad listen port 0")
-    identity_der = take(u16())
-    signature = take(u16())
+    identity_der = take(_bounded(u16(), MAX_IDENTITY_KEY_BYTES, "identity key"))
+    signature = take(_bounded(u16(), MAX_SIGNATURE_BYTES, "signature"))
     if pos != len(data):
         raise ProtocolError("trailing bytes after the handshake payload")
     if not identity_der or not signature:
@@ -342,9 +354,11 @@ class SecureChannel:
             raise ProtocolError("peer presented our own static key (reflected handshake)")
         if hello.identity_der == creds.identity_der:
             raise ProtocolError("peer presented our own identity")
-        if not verify_signature(
-            hello.identity_der, hello.signature, STATIC_KEY_CONTEXT + remote_static
-        ):
+        try:  # cheap checks of the key before the one expensive step, the RSA verification
+            key = load_public_key(hello.identity_der)
+        except ProtocolError as exc:
+            raise ProtocolError(f"identity key refused: {exc}") from None
+        if not verify_with_key(key, hello.signature, STATIC_KEY_CONTEXT + remote_static):
             raise ProtocolError("identity signature does not cover the handshake's static key")
         return PeerHello(
             name=hello.name,

@@ -3,11 +3,17 @@
 Every message starts with a 1-byte kind; the layout after it is fixed per kind
 (all integers big-endian, text UTF-8, nothing may trail):
 
-    Chat  0x01  msg_id (16 raw bytes) | sent_at (float64) | text (rest)
+    Chat  0x01  msg_id (16 raw bytes) | sent_at (float64, 0..MAX_TIMESTAMP) | text (rest)
     Ack   0x02  count (u16) | count x msg_id (16 raw bytes)
     Ping  0x03  nonce (u64)
     Pong  0x04  nonce (u64)
     Bye   0x05  reason (rest)
+    PeerExchange 0x06
+          own_len (u16) | own beacon (own_len bytes; 0: none)
+          | count (u8) | count x [ipv4 (4) | port (u16) | beacon_len (u16) | beacon]
+
+A PeerExchange is only checked for shape here; what its beacons say, and
+whether to believe it, is `peerchat.protocol.pex`'s business.
 
 and the code comparison (protocol/sas.py), each for one attempt:
 
@@ -17,13 +23,18 @@ and the code comparison (protocol/sas.py), each for one attempt:
     VerifyConfirm 0x09  attempt | same (u8, 0 or 1)
     VerifyAbort   0x0A  attempt | reason (u8, an AbortReason)
 
+and the notice that the user connected on purpose (option 4):
+
+    ConnectNotice 0x10  (nothing)
+    File transfer  0x28-0x2F  see peerchat/protocol/transfer.py
+
 `decode_message` raises only `ProtocolError`; `encode_message` raises
 `ValueError` for a message that could never be decoded (a local mistake).
 """
 
 from __future__ import annotations
 
-import math
+import ipaddress
 import os
 import struct
 from dataclasses import dataclass
@@ -31,7 +42,21 @@ from enum import IntEnum
 from typing import Any, Final, cast
 
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_IN_FLIGHT, MAX_MESSAGE_BYTES, MAX_REASON_CHARS
+from peerchat.limits import (
+    BEACON_MAX_SIZE,
+    MAX_IN_FLIGHT,
+    MAX_MESSAGE_BYTES,
+    MAX_REASON_CHARS,
+    MAX_TIMESTAMP,
+    PEX_MAX_RECORDS,
+)
+from peerchat.protocol.transfer import (
+    TRANSFER_KINDS,
+    TRANSFER_MESSAGE_TYPES,
+    TransferMessage,
+    decode_transfer,
+    encode_transfer,
+)
 
 KIND_CHAT: Final = 0x01
 KIND_ACK: Final = 0x02
@@ -43,6 +68,8 @@ KIND_VERIFY_COMMIT: Final = 0x07
 KIND_VERIFY_REVEAL: Final = 0x08
 KIND_VERIFY_CONFIRM: Final = 0x09
 KIND_VERIFY_ABORT: Final = 0x0A
+KIND_PEER_EXCHANGE: Final = 0x0B
+KIND_CONNECT_NOTICE: Final = 0x10
 
 MSG_ID_BYTES: Final = 16
 MAX_ACK_IDS: Final = MAX_IN_FLIGHT * 4
@@ -52,9 +79,10 @@ _CHAT_HEAD: Final = struct.Struct(">B16sd")
 _CHAT_SIZE: Final = _CHAT_HEAD.size
 _pack_chat = _CHAT_HEAD.pack
 _unpack_chat = _CHAT_HEAD.unpack_from
-_INF: Final = math.inf
 _ACK_HEAD: Final = struct.Struct(">BH")
 _NONCE: Final = struct.Struct(">BQ")
+_U16: Final = struct.Struct(">H")
+_PEX_RECORD_HEAD: Final = struct.Struct(">4sHH")
 
 ATTEMPT_ID_BYTES: Final = 16
 VERIFY_NONCE_BYTES: Final = 32
@@ -64,7 +92,7 @@ COMMITMENT_BYTES: Final = 32
 @dataclass(frozen=True, slots=True)
 class Chat:
     msg_id: str  # 32 lowercase hex chars (16 random bytes)
-    sent_at: float  # sender's unix time
+    sent_at: float  # sender's unix time, 0..MAX_TIMESTAMP (the receiver clamps it to its clock)
     text: str
 
 
@@ -86,6 +114,11 @@ class Pong:
 @dataclass(frozen=True, slots=True)
 class Bye:
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectNotice:
+    """The sender's user connected to us on purpose (option 4): say so on our screen."""
 
 
 class AbortReason(IntEnum):
@@ -136,7 +169,25 @@ VERIFY_MESSAGE_TYPES: Final = (
     VerifyAbort,
 )
 
-Message = Chat | Ack | Ping | Pong | Bye | VerifyMessage
+
+@dataclass(frozen=True, slots=True)
+class PexRecord:
+    """A third peer's own signed beacon, and the address its sender reached it at."""
+
+    host: str  # dotted IPv4, as the sender reached that peer (a hint)
+    port: int
+    beacon: bytes  # the third peer's beacon, exactly as that peer signed it
+
+
+@dataclass(frozen=True, slots=True)
+class PeerExchange:
+    own_beacon: bytes  # the sender's own signed beacon, b"" for none
+    records: tuple[PexRecord, ...]
+
+
+Message = (
+    Chat | Ack | Ping | Pong | Bye | ConnectNotice | VerifyMessage | PeerExchange | TransferMessage
+)
 
 
 def new_msg_id() -> str:
@@ -170,8 +221,8 @@ def encode_message(message: Message) -> bytes:
             raise ValueError("text is not encodable as UTF-8") from exc
         if len(text) > MAX_MESSAGE_BYTES:
             raise ValueError(f"message text over {MAX_MESSAGE_BYTES} bytes")
-        if not 0.0 <= message.sent_at < _INF:
-            raise ValueError("sent_at must be a finite, non-negative time")
+        if not 0.0 <= message.sent_at <= MAX_TIMESTAMP:
+            raise ValueError(f"sent_at must be a time from 0 to {MAX_TIMESTAMP:.0f}")
         return _pack_chat(KIND_CHAT, _id_bytes(message.msg_id), message.sent_at) + text
     if type(message) is Ack:
         if not 0 < len(message.msg_ids) <= MAX_ACK_IDS:
@@ -186,8 +237,14 @@ def encode_message(message: Message) -> bytes:
         if len(message.reason) > MAX_REASON_CHARS:
             raise ValueError(f"reason over {MAX_REASON_CHARS} characters")
         return bytes((KIND_BYE,)) + _utf8(message.reason, "reason")
+    if type(message) is ConnectNotice:
+        return bytes((KIND_CONNECT_NOTICE,))
     if isinstance(message, VERIFY_MESSAGE_TYPES):
         return _encode_verify(message)
+    if type(message) is PeerExchange:
+        return _encode_peer_exchange(message)
+    if isinstance(message, TRANSFER_MESSAGE_TYPES):
+        return encode_transfer(message)
     raise ValueError(f"not a message: {type(message).__name__}")
 
 
@@ -217,6 +274,68 @@ def _encode_verify(message: VerifyMessage) -> bytes:
     raise ValueError(f"not a message: {type(message).__name__}")
 
 
+def _encode_peer_exchange(message: PeerExchange) -> bytes:
+    own = message.own_beacon
+    if len(own) > BEACON_MAX_SIZE:
+        raise ValueError(f"own beacon over {BEACON_MAX_SIZE} bytes")
+    if len(message.records) > PEX_MAX_RECORDS:
+        raise ValueError(f"a peer exchange carries at most {PEX_MAX_RECORDS} records")
+    if not own and not message.records:
+        raise ValueError("an empty peer exchange")
+    parts = [bytes((KIND_PEER_EXCHANGE,)), _U16.pack(len(own)), own, bytes((len(message.records),))]
+    for record in message.records:
+        if not 0 < len(record.beacon) <= BEACON_MAX_SIZE:
+            raise ValueError(f"a record's beacon must be 1..{BEACON_MAX_SIZE} bytes")
+        if not 1 <= record.port <= 65535:
+            raise ValueError(f"port {record.port} out of range")
+        try:
+            packed = ipaddress.IPv4Address(record.host).packed
+        except ValueError:
+            raise ValueError(f"not an IPv4 address: {record.host!r}") from None
+        parts.append(_PEX_RECORD_HEAD.pack(packed, record.port, len(record.beacon)))
+        parts.append(record.beacon)
+    return b"".join(parts)
+
+
+def _decode_peer_exchange(data: bytes) -> PeerExchange:
+    size = len(data)
+    at = 1
+    if size < at + _U16.size:
+        raise ProtocolError("peer exchange too short")
+    (own_len,) = _U16.unpack_from(data, at)
+    at += _U16.size
+    if own_len > BEACON_MAX_SIZE:
+        raise ProtocolError(f"own beacon over {BEACON_MAX_SIZE} bytes")
+    own = bytes(data[at : at + own_len])
+    at += own_len
+    if size < at + 1:
+        raise ProtocolError("peer exchange truncated")
+    count = data[at]
+    at += 1
+    if count > PEX_MAX_RECORDS:
+        raise ProtocolError(f"peer exchange with {count} records (at most {PEX_MAX_RECORDS})")
+    if not own and not count:
+        raise ProtocolError("empty peer exchange")
+    records = []
+    for _ in range(count):
+        if size < at + _PEX_RECORD_HEAD.size:
+            raise ProtocolError("peer exchange record truncated")
+        packed, port, beacon_len = _PEX_RECORD_HEAD.unpack_from(data, at)
+        at += _PEX_RECORD_HEAD.size
+        if not 1 <= port <= 65535:
+            raise ProtocolError("peer exchange record with port 0")
+        if not 0 < beacon_len <= BEACON_MAX_SIZE:
+            raise ProtocolError("peer exchange record with a bad beacon length")
+        if size < at + beacon_len:
+            raise ProtocolError("peer exchange record truncated")
+        host = str(ipaddress.IPv4Address(packed))
+        records.append(PexRecord(host, port, bytes(data[at : at + beacon_len])))
+        at += beacon_len
+    if at != size:
+        raise ProtocolError("bytes after the last peer exchange record")
+    return PeerExchange(own, tuple(records))
+
+
 def _text(data: bytes, start: int, what: str) -> str:
     try:
         return data[start:].decode()
@@ -240,8 +359,8 @@ def _decode_chat(data: bytes) -> Chat:
     if size - _CHAT_SIZE > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"chat text over {MAX_MESSAGE_BYTES} bytes")
     _, raw_id, sent_at = _unpack_chat(data)
-    if not 0.0 <= sent_at < _INF:  # also false for NaN
-        raise ProtocolError("chat timestamp is not a valid time")
+    if not 0.0 <= sent_at <= MAX_TIMESTAMP:  # also false for NaN
+        raise ProtocolError("chat timestamp is not a valid time (years 1970 to 3000)")
     try:
         text = data[_CHAT_SIZE:].decode()
     except UnicodeDecodeError:
@@ -290,6 +409,14 @@ def decode_message(data: bytes) -> Message:
         return Bye(reason)
     if KIND_VERIFY_REQUEST <= kind <= KIND_VERIFY_ABORT:
         return _decode_verify(kind, data)
+    if kind == KIND_PEER_EXCHANGE:
+        return _decode_peer_exchange(data)
+    if kind == KIND_CONNECT_NOTICE:
+        if size != 1:
+            raise ProtocolError("connect notice has the wrong length")
+        return ConnectNotice()
+    if kind in TRANSFER_KINDS:
+        return decode_transfer(data)
     raise ProtocolError(f"unknown message kind {kind:#04x}")
 
 
