@@ -221,6 +221,9 @@ class StoredTransfer:
     abort_code: int | None = None  # failed: the code the other side is told
 
 
+_TEXT: Final[dict[str, str]] = {m: m.value for m in (*Direction, *DeliveryState)}
+
+
 @dataclass(frozen=True)
 class PeerRecord:
     fingerprint: str
@@ -237,9 +240,14 @@ _Row = tuple[Any, ...]  # sqlite3 rows are untyped; the schema's CHECKs guard th
 
 
 def _row_binding(msg_id: str, direction: str, peer_fp: str | None) -> bytes:
-    """The associated data that seals a body to its row: a body moved elsewhere fails to open."""
-    fields = (msg_id, direction, peer_fp or "")
-    return _ROW_BINDING + b"\x00".join(field.encode("utf-8", "surrogatepass") for field in fields)
+    """The associated data that seals a body to its row: a body moved elsewhere fails to open.
+
+    The fields joined by NUL, in UTF-8: encoded as one string, which gives the same bytes
+    as encoding each (NUL is one byte) and costs one call per message instead of five.
+    """
+    return _ROW_BINDING + f"{msg_id}\x00{direction}\x00{peer_fp or ''}".encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def _transfer_binding(transfer_id: str, direction: str, field: str) -> bytes:
@@ -686,18 +694,20 @@ class HistoryStore:
             raise
 
     def _message_params(self, message: StoredMessage) -> tuple[object, ...]:
-        row = _row_binding(message.msg_id, message.direction.value, message.peer_fp)
+        # The enums as their plain text: .value is a Python-level property, read per message.
+        direction = _TEXT[message.direction]
+        row = _row_binding(message.msg_id, direction, message.peer_fp)
         return (
             message.msg_id,
             message.peer_fp,
             message.peer_name,
             message.peer_host,
             message.peer_port,
-            message.direction.value,
+            direction,
             self._sealer.seal(message.text.encode("utf-8"), row),
             message.sent_at,
             message.stored_at,
-            message.state.value,
+            _TEXT[message.state],
             message.detail,
             int(message.legacy),
         )
