@@ -241,6 +241,25 @@ def test_a_reloaded_queue_keeps_its_order_and_its_age(db_path: Path, sealer: Sea
     assert problems == []
 
 
+def test_an_acknowledgement_frees_the_window_before_its_batch_is_recorded(
+    db_path: Path, sealer: Sealer
+) -> None:
+    """The node sends the next window between the two halves: pending in the store
+    until the second half, whatever the first half let go."""
+    with HistoryStore.open(db_path, sealer) as store:
+        delivery = Delivery(store, lambda _: None, max_in_flight=2)
+        delivery.enqueue([to_bob(f"m{n}") for n in range(1, 5)])
+        first = delivery.take_chats(BOB)
+        assert delivery.take_chats(BOB) == []  # the window is full
+        done = delivery.out_of_window(BOB, [c.msg_id for c in first] + ["unknown"])
+        assert done == [c.msg_id for c in first]
+        assert [c.text for c in delivery.take_chats(BOB)] == ["m3", "m4"]
+        assert [m.text for m in store.pending_messages()] == ["m1", "m2", "m3", "m4"]
+        assert [r.text for r in delivery.record_delivered(done)] == ["m1", "m2"]
+        assert [m.text for m in store.pending_messages()] == ["m3", "m4"]
+        assert delivery.out_of_window(BOB, done) == []  # none twice
+
+
 def to_bob(text: str, now: float = 1000.0) -> StoredMessage:
     return outgoing_message(
         BOB, "Bob", "127.0.0.1", 5001, text, state=DeliveryState.PENDING, now=now
