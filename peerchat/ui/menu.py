@@ -183,6 +183,7 @@ class Menu:
         self._flush_each = True
         self._pending: list[str] = []
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
+        self._files_checked: tuple[Node, bool] | None = None  # see _moves_files
         # Code comparison, set by the program once the node that offers it exists.
         self.verifier: Verifier | None = None
         self._news = PeerNews()
@@ -317,9 +318,17 @@ class Menu:
     def menu_text(self, node: Node) -> str:
         """The menu: option 8 with the legacy port, 11 and 12 when the node moves files."""
         text = MENU if self.legacy is None else legacy_menu.with_legacy_option(MENU)
-        if isinstance(node, FileTransferControl):
+        if self._moves_files(node):
             text = text.replace("\n0. Quit", f"\n{file_menu.MENU_LINES}\n0. Quit")
         return text
+
+    def _moves_files(self, node: Node) -> bool:
+        """Whether `node` offers options 11 and 12, asked once per node: isinstance
+        against a runtime protocol inspects the class each time, twice per message."""
+        checked = self._files_checked
+        if checked is None or checked[0] is not node:
+            checked = self._files_checked = (node, isinstance(node, FileTransferControl))
+        return checked[1]
 
     def _say_still_queued(self) -> None:
         try:
@@ -351,7 +360,7 @@ class Menu:
         }
         if self.legacy is not None:
             actions[legacy_menu.OPTION] = self.send_legacy
-        if isinstance(node, FileTransferControl):
+        if self._moves_files(node):
             actions[file_menu.SEND_FILE] = self.send_file
             actions[file_menu.ANSWER_OFFERS] = self.answer_file_offers
         action = actions.get(choice)
