@@ -2,8 +2,10 @@
 
 One connection, opened with check_same_thread=False and guarded by a lock:
 this store is the single writer and is safe to call from any thread. Every
-write is one transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
-failure), so a failed or interrupted write leaves nothing half-written.
+write is one transaction, so a failed or interrupted write leaves nothing
+half-written: a write of one statement is SQLite's own implicit transaction
+(one call; BEGIN IMMEDIATE and COMMIT around it would cost two more), a
+write of several is BEGIN IMMEDIATE ... COMMIT, with ROLLBACK on any failure.
 
 Durability: WAL with synchronous=NORMAL. A committed transaction survives the
 process crashing or being killed; after a power loss or OS crash the last
@@ -38,7 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from crypto_utils import Sealer, WrongSealKey, fingerprint_of
 from peerchat.errors import StorageError
@@ -54,6 +56,11 @@ BUSY_TIMEOUT_MS: Final = 5000
 CHECKPOINT_INTERVAL: Final = 0.5  # seconds between background WAL checkpoints
 # The writer checkpoints by itself only if the background thread falls far behind.
 WRITER_AUTOCHECKPOINT_PAGES: Final = 16384
+# When SQLite starts the -wal file over it cuts it back to this size, no further: frames
+# written over a part of the file already on disk cost less than frames that grow it
+# (no block allocation). Under steady sending the log grows by megabytes between two
+# restarts, and the writer's own checkpoint above lets it reach this size anyway.
+WAL_SIZE_KEPT: Final = WRITER_AUTOCHECKPOINT_PAGES * 4096
 _SEARCH_PAGE: Final = 1024  # rows fetched per lock hold while searching
 _MAX_SEQ: Final = (1 << 63) - 1  # above any seq (the largest SQLite integer)
 _LEGACY: Final = 12  # index of the legacy mark in a _SELECT_MESSAGES row
@@ -150,6 +157,12 @@ _INSERT_MESSAGE: Final = (
     "direction, body, sent_at, stored_at, state, detail, legacy) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_OUT: Final = _INSERT_MESSAGE.format(or_ignore="")
+_INSERT_IN: Final = _INSERT_MESSAGE.format(or_ignore="OR IGNORE ")
+_MARK_DELIVERED: Final = (
+    "UPDATE messages SET state = 'delivered', detail = NULL "
+    "WHERE msg_id = ? AND direction = 'out' AND state IN ('pending', 'failed')"
+)
 
 
 class Direction(StrEnum):
@@ -164,8 +177,10 @@ class DeliveryState(StrEnum):
     RECEIVED = "received"
 
 
-@dataclass(frozen=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
+    """One message as the history keeps it. A named tuple, not a frozen dataclass:
+    one is made per message sent or received, and this costs a quarter as much."""
+
     msg_id: str
     peer_fp: str | None
     peer_name: str
@@ -206,6 +221,9 @@ class StoredTransfer:
     abort_code: int | None = None  # failed: the code the other side is told
 
 
+_TEXT: Final[dict[str, str]] = {m: m.value for m in (*Direction, *DeliveryState)}
+
+
 @dataclass(frozen=True)
 class PeerRecord:
     fingerprint: str
@@ -222,9 +240,14 @@ _Row = tuple[Any, ...]  # sqlite3 rows are untyped; the schema's CHECKs guard th
 
 
 def _row_binding(msg_id: str, direction: str, peer_fp: str | None) -> bytes:
-    """The associated data that seals a body to its row: a body moved elsewhere fails to open."""
-    fields = (msg_id, direction, peer_fp or "")
-    return _ROW_BINDING + b"\x00".join(field.encode("utf-8", "surrogatepass") for field in fields)
+    """The associated data that seals a body to its row: a body moved elsewhere fails to open.
+
+    The fields joined by NUL, in UTF-8: encoded as one string, which gives the same bytes
+    as encoding each (NUL is one byte) and costs one call per message instead of five.
+    """
+    return _ROW_BINDING + f"{msg_id}\x00{direction}\x00{peer_fp or ''}".encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def _transfer_binding(transfer_id: str, direction: str, field: str) -> bytes:
@@ -526,7 +549,7 @@ class HistoryStore:
             raise StorageError(f"cannot open chat history {path}: WAL mode unavailable ({mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file small
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_KEPT}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
@@ -644,6 +667,14 @@ class HistoryStore:
         except sqlite3.Error as exc:
             raise StorageError(_describe(exc, self._path, action)) from exc
 
+    def _write_one(self, action: str, sql: str, params: Sequence[object]) -> int:
+        """One statement in its own implicit transaction; returns the rows it changed."""
+        conn = self._connection()
+        try:
+            return conn.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise StorageError(_describe(exc, self._path, action)) from exc
+
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
         """One write transaction; any failure rolls everything back."""
@@ -663,18 +694,20 @@ class HistoryStore:
             raise
 
     def _message_params(self, message: StoredMessage) -> tuple[object, ...]:
-        row = _row_binding(message.msg_id, message.direction.value, message.peer_fp)
+        # The enums as their plain text: .value is a Python-level property, read per message.
+        direction = _TEXT[message.direction]
+        row = _row_binding(message.msg_id, direction, message.peer_fp)
         return (
             message.msg_id,
             message.peer_fp,
             message.peer_name,
             message.peer_host,
             message.peer_port,
-            message.direction.value,
+            direction,
             self._sealer.seal(message.text.encode("utf-8"), row),
             message.sent_at,
             message.stored_at,
-            message.state.value,
+            _TEXT[message.state],
             message.detail,
             int(message.legacy),
         )
@@ -735,26 +768,32 @@ class HistoryStore:
         if any(m.direction is not Direction.OUT for m in messages):
             raise ValueError("add_outgoing takes outgoing messages only")
         rows = [self._message_params(m) for m in messages]  # seal outside the lock
-        with self._lock, self._transaction("save messages to") as conn:
-            conn.executemany(_INSERT_MESSAGE.format(or_ignore=""), rows)
+        with self._lock:
+            if len(rows) == 1:
+                self._write_one("save messages to", _INSERT_OUT, rows[0])
+                return
+            with self._transaction("save messages to") as conn:
+                conn.executemany(_INSERT_OUT, rows)
 
     def add_incoming(self, messages: Sequence[StoredMessage]) -> list[bool]:
         """Store received messages, all or none; True where new, False for a duplicate."""
         if any(m.direction is not Direction.IN for m in messages):
             raise ValueError("add_incoming takes incoming messages only")
         rows = [self._message_params(m) for m in messages]
-        sql = _INSERT_MESSAGE.format(or_ignore="OR IGNORE ")
-        with self._lock, self._transaction("save messages to") as conn:
-            return [conn.execute(sql, row).rowcount == 1 for row in rows]
+        with self._lock:
+            if len(rows) == 1:
+                return [self._write_one("save messages to", _INSERT_IN, rows[0]) == 1]
+            with self._transaction("save messages to") as conn:
+                return [conn.execute(_INSERT_IN, row).rowcount == 1 for row in rows]
 
     def mark_delivered(self, msg_ids: Sequence[str]) -> None:
         """Outgoing pending (or failed: an acknowledgement is proof) -> delivered."""
-        with self._lock, self._transaction("update") as conn:
-            conn.executemany(
-                "UPDATE messages SET state = 'delivered', detail = NULL "
-                "WHERE msg_id = ? AND direction = 'out' AND state IN ('pending', 'failed')",
-                [(msg_id,) for msg_id in msg_ids],
-            )
+        with self._lock:
+            if len(msg_ids) == 1:
+                self._write_one("update", _MARK_DELIVERED, msg_ids)
+                return
+            with self._transaction("update") as conn:
+                conn.executemany(_MARK_DELIVERED, [(msg_id,) for msg_id in msg_ids])
 
     def mark_failed(self, msg_ids: Sequence[str], detail: str) -> None:
         """Outgoing pending -> failed, with the reason."""

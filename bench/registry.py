@@ -93,6 +93,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("sessions", "bench.bench_sessions", SESSIONS),
     Entry("start", "bench.bench_start", START_TO_MENU),
     Entry("profile", "bench.bench_profile"),
+    Entry("costs", "bench.bench_costs"),
     Entry("menu", "bench.bench_menu", MENU),
     Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
     Entry("flood", "bench.bench_flood"),

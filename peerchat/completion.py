@@ -6,6 +6,9 @@ waiter (the menu waits a few seconds for it); a batch from `submit` is
 followed by `wait_all`; anything else that gets acknowledged was queued
 earlier with nobody waiting, and is counted as "unattended" so the user is
 told about it. Loop thread only.
+
+A waiter is a plain callback, called at once from the acknowledgement: a
+future here would cost a loop iteration per hop before anyone is told.
 """
 
 from __future__ import annotations
@@ -13,18 +16,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+# Called with None once the message is acknowledged, or with why the peer refused it.
+Waiter = Callable[[Exception | None], None]
+
 
 class Completion:
     def __init__(self) -> None:
-        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._waiters: dict[str, Waiter] = {}
         self._submitted: set[str] = set()
         self._watches: list[tuple[set[str], asyncio.Future[None]]] = []
 
-    def expect(self, msg_id: str) -> asyncio.Future[None]:
-        """A future that completes when `msg_id` is acknowledged (or fails if it is refused)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def expect(self, msg_id: str, waiter: Waiter) -> None:
+        """Call `waiter` when `msg_id` is acknowledged (None) or refused (the reason).
+
+        It is called at most once: an acknowledgement or a refusal ends the wait.
+        """
         self._waiters[msg_id] = waiter
-        return waiter
 
     def give_up(self, msg_id: str) -> None:
         """Nobody waits for `msg_id` any more: its acknowledgement will be news."""
@@ -41,8 +48,7 @@ class Completion:
         for msg_id in ids:
             waiter = self._waiters.pop(msg_id, None)
             if waiter is not None:
-                if not waiter.done():
-                    waiter.set_result(None)
+                waiter(None)
             elif msg_id in self._submitted:
                 self._submitted.discard(msg_id)  # its caller follows it with wait_all()
             else:
@@ -58,10 +64,9 @@ class Completion:
     def refused(self, msg_ids: Iterable[str], exc: Exception) -> None:
         """The peer refused the session: whoever waits for these learns why."""
         for msg_id in msg_ids:
-            waiter = self._waiters.get(msg_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(exc)
-                waiter.exception()
+            waiter = self._waiters.pop(msg_id, None)
+            if waiter is not None:
+                waiter(exc)
 
     def expired(self, msg_ids: Iterable[str]) -> None:
         self._submitted.difference_update(msg_ids)

@@ -141,6 +141,7 @@ class Delivery:
         self._store = store
         self._report_problem = report_problem
         self.max_queued_per_peer = max_queued_per_peer
+        self.max_queued_age = max_queued_age
         self._outbox = Outbox(
             max_per_peer=max_queued_per_peer, max_age=max_queued_age, max_in_flight=max_in_flight
         )
@@ -195,7 +196,17 @@ class Delivery:
 
     def acknowledge(self, peer_fp: str, msg_ids: Iterable[str]) -> list[StoredMessage]:
         """Mark what the peer acknowledged as delivered; returns the rows, none twice."""
-        done = [item.msg_id for item in self._outbox.acknowledge(peer_fp, msg_ids)]
+        return self.record_delivered(self.out_of_window(peer_fp, msg_ids))
+
+    def out_of_window(self, peer_fp: str, msg_ids: Iterable[str]) -> list[str]:
+        """The first half of `acknowledge`: what the peer acknowledged leaves the window
+        (room for the next messages); returns those ids, none twice. `record_delivered`
+        must follow with them."""
+        return [item.msg_id for item in self._outbox.acknowledge(peer_fp, msg_ids)]
+
+    def record_delivered(self, done: Sequence[str]) -> list[StoredMessage]:
+        """The second half of `acknowledge`: `done` (from `out_of_window`) marked
+        delivered in the store; returns their rows."""
         if not done:
             return []
         try:

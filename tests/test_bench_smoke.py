@@ -262,6 +262,7 @@ TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
     "sessions": _tiny("bench.bench_sessions", sessions=5, sessions_per_address=5, hold_seconds=0.1),
     "start": _tiny("bench.bench_start", starts=1),
     "profile": _tiny_profile,
+    "costs": _tiny("bench.bench_costs", repeats=1, messages=4, prefill=10),
     "menu": _tiny("bench.bench_menu", runs=1, messages=10),
     "kill": _tiny_kill,
     "flood": _tiny(

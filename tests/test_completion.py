@@ -4,41 +4,39 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from peerchat.completion import Completion
 
 
 def test_a_waiter_completes_on_its_acknowledgement_and_is_no_news() -> None:
-    async def scenario() -> None:
-        c = Completion()
-        waiter = c.expect("m1")
-        assert c.acknowledged(["m1"]) == 0
-        await asyncio.wait_for(waiter, 1)
-
-    asyncio.run(scenario())
+    c = Completion()
+    calls: list[Exception | None] = []
+    c.expect("m1", calls.append)
+    assert c.acknowledged(["m1"]) == 0
+    assert calls == [None]
+    assert c.acknowledged(["m1"]) == 1  # told once; a second acknowledgement is news
+    assert calls == [None]
 
 
 def test_an_acknowledgement_nobody_waits_for_is_counted_as_news() -> None:
-    async def scenario() -> None:
-        c = Completion()
-        c.expect("m1")
-        c.give_up("m1")  # option 1 stopped waiting: the later acknowledgement is news
-        c.submitted(["m2"])
-        assert c.acknowledged(["m1", "m2", "m3"]) == 2
-
-    asyncio.run(scenario())
+    c = Completion()
+    calls: list[Exception | None] = []
+    c.expect("m1", calls.append)
+    c.give_up("m1")  # option 1 stopped waiting: the later acknowledgement is news
+    c.submitted(["m2"])
+    assert c.acknowledged(["m1", "m2", "m3"]) == 2
+    assert calls == []
 
 
 def test_a_refused_session_fails_its_waiters_with_the_reason() -> None:
-    async def scenario() -> None:
-        c = Completion()
-        waiter = c.expect("m1")
-        c.refused(["m1", "unknown"], RuntimeError("key not trusted"))
-        with pytest.raises(RuntimeError, match="key not trusted"):
-            await waiter
-
-    asyncio.run(scenario())
+    c = Completion()
+    calls: list[Exception | None] = []
+    c.expect("m1", calls.append)
+    c.refused(["m1", "unknown"], RuntimeError("key not trusted"))
+    assert len(calls) == 1
+    assert isinstance(calls[0], RuntimeError)
+    assert str(calls[0]) == "key not trusted"
+    c.acknowledged(["m1"])  # the wait ended with the refusal
+    assert len(calls) == 1
 
 
 def test_wait_all_ends_when_the_last_one_is_acknowledged_or_times_out() -> None:

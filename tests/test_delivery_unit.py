@@ -14,7 +14,6 @@ sees them.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import sqlite3
@@ -242,6 +241,25 @@ def test_a_reloaded_queue_keeps_its_order_and_its_age(db_path: Path, sealer: Sea
     assert problems == []
 
 
+def test_an_acknowledgement_frees_the_window_before_its_batch_is_recorded(
+    db_path: Path, sealer: Sealer
+) -> None:
+    """The node sends the next window between the two halves: pending in the store
+    until the second half, whatever the first half let go."""
+    with HistoryStore.open(db_path, sealer) as store:
+        delivery = Delivery(store, lambda _: None, max_in_flight=2)
+        delivery.enqueue([to_bob(f"m{n}") for n in range(1, 5)])
+        first = delivery.take_chats(BOB)
+        assert delivery.take_chats(BOB) == []  # the window is full
+        done = delivery.out_of_window(BOB, [c.msg_id for c in first] + ["unknown"])
+        assert done == [c.msg_id for c in first]
+        assert [c.text for c in delivery.take_chats(BOB)] == ["m3", "m4"]
+        assert [m.text for m in store.pending_messages()] == ["m1", "m2", "m3", "m4"]
+        assert [r.text for r in delivery.record_delivered(done)] == ["m1", "m2"]
+        assert [m.text for m in store.pending_messages()] == ["m3", "m4"]
+        assert delivery.out_of_window(BOB, done) == []  # none twice
+
+
 def to_bob(text: str, now: float = 1000.0) -> StoredMessage:
     return outgoing_message(
         BOB, "Bob", "127.0.0.1", 5001, text, state=DeliveryState.PENDING, now=now
@@ -323,7 +341,7 @@ def test_a_pending_row_without_a_recipient_key_is_left_out_of_the_queue(
     db_path: Path, sealer: Sealer
 ) -> None:
     with HistoryStore.open(db_path, sealer) as store:
-        nobody = dataclasses.replace(outgoing(mid(1), "to nobody", 1000.0), peer_fp=None)
+        nobody = outgoing(mid(1), "to nobody", 1000.0)._replace(peer_fp=None)
         store.add_outgoing([nobody, outgoing(mid(2), "to Bob", 1001.0)])
         problems: list[str] = []
         delivery = Delivery(store, problems.append)
@@ -336,7 +354,7 @@ def test_a_pending_row_without_a_recipient_key_is_left_out_of_the_queue(
 def test_a_message_without_a_recipient_key_cannot_be_queued(db_path: Path, sealer: Sealer) -> None:
     with HistoryStore.open(db_path, sealer) as store:
         delivery = Delivery(store, lambda problem: None)
-        nobody = dataclasses.replace(to_bob("lost"), peer_fp=None)
+        nobody = to_bob("lost")._replace(peer_fp=None)
         with pytest.raises(ValueError, match="a queued message needs a recipient's fingerprint"):
             delivery.enqueue([nobody])
         assert store.history() == []

@@ -10,6 +10,7 @@ import pytest
 
 from peerchat.errors import NotAnswering
 from peerchat.net.loop_thread import LoopThread
+from peerchat.net.reply import Reply
 
 
 def test_calls_run_on_the_loop_thread_and_return_their_result() -> None:
@@ -42,6 +43,37 @@ def test_a_stuck_loop_gives_not_answering_within_the_slack() -> None:
         assert time.monotonic() - started < 5
     finally:
         released.set()
+        runner.stop(_nothing, 2.0)
+
+
+def test_a_reply_is_settled_later_by_the_loop_and_what_start_raises_is_the_answer() -> None:
+    runner = LoopThread("test-loop", slack=5.0)
+    runner.start(lambda: None)
+
+    def answer_later(reply: Reply[str]) -> None:
+        # Settled from a later callback on the loop, as a send's acknowledgement is.
+        runner.loop.call_later(0.01, reply.set_result, threading.current_thread().name)
+
+    def refuse(reply: Reply[str]) -> None:
+        raise ValueError("no such peer")
+
+    try:
+        assert runner.call_with_reply(answer_later) == "test-loop"
+        with pytest.raises(ValueError, match="no such peer"):
+            runner.call_with_reply(refuse)
+    finally:
+        runner.stop(_nothing, 2.0)
+
+
+def test_a_reply_the_stuck_loop_never_settles_gives_not_answering() -> None:
+    runner = LoopThread("test-loop", slack=0.2)
+    runner.start(lambda: None)
+    try:
+        started = time.monotonic()
+        with pytest.raises(NotAnswering, match="not answering"):
+            runner.call_with_reply(lambda reply: None)  # nothing ever answers
+        assert time.monotonic() - started < 5
+    finally:
         runner.stop(_nothing, 2.0)
 
 

@@ -1,10 +1,11 @@
 """One asyncio loop on a thread of its own, and calls into it from other threads, bounded in time.
 
 The loop's thread owns everything that runs in the loop. Another thread never
-touches that state: it hands the loop a coroutine (`call`) or a function
-(`call_fn`) and waits for the result for a bounded time, so a stuck loop gives
-NotAnswering instead of a hang. Before `start`, the owner may run start-up
-steps on its own thread (`run_until_complete`).
+touches that state: it hands the loop a coroutine (`call`), a function
+(`call_fn`) or a callback that settles a `Reply` (`call_with_reply`), and
+waits for the result for a bounded time, so a stuck loop gives NotAnswering
+instead of a hang. Before `start`, the owner may run start-up steps on its
+own thread (`run_until_complete`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from peerchat.errors import NotAnswering
+from peerchat.net.reply import Reply
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,19 @@ class LoopThread:
             future.cancel()
             raise NotAnswering(NOT_ANSWERING) from None
 
+    def call_with_reply(self, start: Callable[[Reply[T]], None], takes: float = 0.0) -> T:
+        """Like `call`, for work the loop starts from a plain callback and answers later.
+
+        No task and no chain of futures: `start` runs in the loop's next iteration
+        and whatever callback finishes the work settles `reply`.
+        """
+        reply: Reply[T] = Reply()
+        self.loop.call_soon_threadsafe(_start_guarded, start, reply)
+        try:
+            return reply.wait(takes + self._slack)
+        except TimeoutError:
+            raise NotAnswering(NOT_ANSWERING) from None
+
     def call_fn(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the loop (it must not block) and wait, as `call` does, for its result."""
         return self.call(_run_fn(fn))
@@ -92,6 +107,16 @@ class LoopThread:
 
 def _nothing() -> None:
     pass
+
+
+def _start_guarded(start: Callable[[Reply[T]], None], reply: Reply[T]) -> None:
+    """Run `start` on the loop; what it raises is the caller's answer."""
+    if reply.done():  # the caller gave up before the loop got to it
+        return
+    try:
+        start(reply)
+    except Exception as exc:
+        reply.set_exception(exc)
 
 
 async def _run_fn(fn: Callable[[], T]) -> T:

@@ -145,7 +145,7 @@ class Node:
             connector=connector,
             want_reconnect=reconnector.want,
             emit=emit,
-            poke=alarm.poke,
+            due_by=alarm.due_by,
             discovery=config.discovery,
             send_wait=config.send_wait,
         )
@@ -299,11 +299,15 @@ class Node:
 
     def send_to_address(self, host: str, port: int, text: str) -> SendResult:
         takes = 2 * self._connect_takes() + self.config.send_wait
-        return self._loop_thread.call(self._sender.send_to_address(host, port, text), takes)
+        return self._loop_thread.call_with_reply(
+            lambda reply: self._sender.start_to_address(host, port, text, reply), takes
+        )
 
     def send_to_peer(self, fingerprint: str, text: str) -> SendResult:
         takes = self._connect_takes() + self.config.send_wait
-        return self._loop_thread.call(self._sender.send_to_peer(fingerprint, text), takes)
+        return self._loop_thread.call_with_reply(
+            lambda reply: self._sender.start_to_peer(fingerprint, text, reply), takes
+        )
 
     def submit(self, fingerprint: str, texts: Sequence[str]) -> list[str]:
         """Queue messages to a known peer without waiting; returns their ids."""

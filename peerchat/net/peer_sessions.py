@@ -345,14 +345,17 @@ class PeerSessions:
             self._depart(fp, "left")
 
     def _on_ack(self, fp: str, msg_ids: tuple[str, ...]) -> None:
-        ids = [row.msg_id for row in self._delivery.acknowledge(fp, msg_ids)]
-        if not ids:
+        done = self._delivery.out_of_window(fp, msg_ids)
+        if not done:
             return
+        # The next messages go on the wire before this batch is recorded as delivered:
+        # the peer stores them while this side commits (the two overlap, not take turns).
+        self._pump(fp)
+        ids = [row.msg_id for row in self._delivery.record_delivered(done)]
         unattended = self._completion.acknowledged(ids)  # queued earlier, nobody waiting
         peer = self._presence.get(fp)
         if unattended and peer is not None:
             self._emit(QueuedDelivered(peer.name, peer.host, peer.port, unattended))
-        self._pump(fp)
 
     def _depart(self, fp: str, reason: str, *, until_heard: bool = False) -> None:
         peer = self._presence.depart(fp, until_heard=until_heard)

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from peerchat.completion import Completion
 from peerchat.delivery import Delivery, outgoing_message
@@ -19,12 +20,23 @@ from peerchat.errors import StorageError
 from peerchat.events import KeyConflict, Outcome, Problem, QueuedExpired, SendResult, UiEvent
 from peerchat.net.connector import CONNECT_FAILURES, Connector, KeyChangedError, Refused, describe
 from peerchat.net.directory import PeerDirectory
+from peerchat.net.reply import Reply
 from peerchat.net.session import Session
 from peerchat.net.trust_book import TrustBook
 from peerchat.policy.outbox import QueueFull
 from peerchat.policy.presence import Presence
 from peerchat.policy.session_table import SessionTable
 from storage import DeliveryState, HistoryStore, StoredMessage
+
+
+class Answer(Protocol):
+    """Where a send's result goes: an asyncio future, or the node's Reply to its caller."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: SendResult, /) -> None: ...
+
+    def set_exception(self, exc: BaseException, /) -> None: ...
 
 
 class Sender:
@@ -42,7 +54,7 @@ class Sender:
         connector: Connector,
         want_reconnect: Callable[..., None],
         emit: Callable[[UiEvent], None],
-        poke: Callable[[], None],
+        due_by: Callable[[float], None],
         discovery: bool,
         send_wait: float,
     ) -> None:
@@ -57,7 +69,9 @@ class Sender:
         self._connector = connector
         self._want_reconnect = want_reconnect
         self._emit = emit
-        self._poke = poke  # a newly queued message may expire before anything else is due
+        # A newly queued message may expire before anything else is due: the alarm is
+        # told its time (a comparison), not asked to look at every part again.
+        self._due_by = due_by
         self._discovery = discovery
         self._send_wait = send_wait
 
@@ -118,6 +132,26 @@ class Sender:
             )
         return _typed(await self.send_to_peer(fp, text), host, port)
 
+    def start_to_address(self, host: str, port: int, text: str, reply: Reply[SendResult]) -> None:
+        """`send_to_address`, answered through `reply`; without a task when the key
+        confirmed at that address has a session (the same rule, taken at once)."""
+        expected = self._directory.known_fingerprint_at(host, port)
+        if (
+            expected is not None
+            and expected in self._sessions
+            and not self._connector.is_self(host, port)
+        ):
+            self._send_now(expected, text, reply, typed=(host, port))
+        else:
+            reply.follow(self._loop.create_task(self.send_to_address(host, port, text)))
+
+    def start_to_peer(self, fp: str, text: str, reply: Reply[SendResult]) -> None:
+        """`send_to_peer`, answered through `reply`; without a task when a session is up."""
+        if fp in self._sessions:
+            self._send_now(fp, text, reply)
+        else:
+            reply.follow(self._loop.create_task(self.send_to_peer(fp, text)))
+
     async def send_to_peer(self, fp: str, text: str) -> SendResult:
         name, host, port = self._directory.who(fp)
         # With discovery on, a known peer that is not listed is most likely away:
@@ -139,22 +173,51 @@ class Sender:
                     return self._queue_for(fp, text, describe(exc))
         if fp not in self._sessions:
             return self._queue_for(fp, text, "offline" if not reachable else "not connected")
-        queued = self._queue_one(fp, text)
+        answer: asyncio.Future[SendResult] = self._loop.create_future()
+        self._send_now(fp, text, answer)
+        return await answer
+
+    def _send_now(
+        self, fp: str, text: str, answer: Answer, typed: tuple[str, int] | None = None
+    ) -> None:
+        """Store, queue and put on the wire a message to a peer with a session; answer
+        DELIVERED on its acknowledgement, or PENDING if none comes within the wait.
+
+        `typed` is the address the user typed, which the result names instead of
+        the peer's own.
+        """
+        name, host, port = self._directory.who(fp)
+        queued = self._queue_one(fp, text, (name, host, port))
+        if typed is not None:
+            host, port = typed
         if isinstance(queued, SendResult):
-            return queued
-        waiter = self._completion.expect(queued)
+            answer.set_result(queued if typed is None else _typed(queued, host, port))
+            return
+        # On the wire first: the acknowledgement is read in a later callback, after the
+        # waiter below is in place.
         self.pump(fp)
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), self._send_wait)
-        except TimeoutError:
+
+        def no_acknowledgement() -> None:
             self._completion.give_up(queued)
-            return SendResult(
-                Outcome.PENDING, host, port, name, "no acknowledgement yet; it stays queued"
-            )
-        except Refused as exc:
-            self._completion.give_up(queued)
-            return SendResult(Outcome.REFUSED, host, port, name, f"{exc}; it stays queued")
-        return SendResult(Outcome.DELIVERED, host, port, name, fingerprint=fp)
+            if not answer.done():
+                detail = "no acknowledgement yet; it stays queued"
+                answer.set_result(SendResult(Outcome.PENDING, host, port, name, detail))
+
+        timer = self._loop.call_later(self._send_wait, no_acknowledgement)
+
+        def acknowledged(refused: Exception | None) -> None:
+            timer.cancel()
+            if answer.done():
+                return
+            if refused is None:
+                answer.set_result(SendResult(Outcome.DELIVERED, host, port, name, fingerprint=fp))
+            elif isinstance(refused, Refused):
+                detail = f"{refused}; it stays queued"
+                answer.set_result(SendResult(Outcome.REFUSED, host, port, name, detail))
+            else:
+                answer.set_exception(refused)
+
+        self._completion.expect(queued, acknowledged)
 
     async def submit(self, fp: str, texts: Sequence[str]) -> list[str]:
         """Queue messages to a known peer without waiting; returns their ids."""
@@ -166,7 +229,7 @@ class Sender:
             _outgoing(fp, record.name, host, port, t, state=DeliveryState.PENDING) for t in texts
         ]
         self._delivery.enqueue(rows)
-        self._poke()
+        self._expires_by_then()
         self._completion.submitted(r.msg_id for r in rows)
         if fp in self._sessions:
             self.pump(fp)
@@ -207,9 +270,14 @@ class Sender:
         name, host, port = self._directory.who(fp)
         return SendResult(Outcome.QUEUED, host, port, name, why)
 
-    def _queue_one(self, fp: str, text: str) -> str | SendResult:
-        """Store and queue one message to a known peer: its id, or why it was not sent."""
-        name, host, port = self._directory.who(fp)
+    def _queue_one(
+        self, fp: str, text: str, who: tuple[str, str, int] | None = None
+    ) -> str | SendResult:
+        """Store and queue one message to a known peer: its id, or why it was not sent.
+
+        `who` is the peer's name, host and port when the caller has looked them up.
+        """
+        name, host, port = who or self._directory.who(fp)
         row = _outgoing(fp, name, host, port, text, state=DeliveryState.PENDING)
         try:
             self._delivery.enqueue([row])
@@ -219,8 +287,12 @@ class Sender:
             self._record_failed(host, port, text, "queue full", (fp, name))
             detail = self._delivery.queue_full_detail()
             return SendResult(Outcome.NOT_SENT, host, port, name, detail)
-        self._poke()
+        self._expires_by_then()
         return row.msg_id
+
+    def _expires_by_then(self) -> None:
+        """A message queued now expires after the queue age, on the loop's clock."""
+        self._due_by(self._loop.time() + self._delivery.max_queued_age)
 
     def _record_failed(
         self, host: str, port: int, text: str, detail: str, peer: tuple[str, str] | None = None
@@ -232,7 +304,7 @@ class Sender:
         fp, name = peer if peer is not None else (None, "?")
         row = _outgoing(fp, name, host, port, text, state=DeliveryState.FAILED)
         try:
-            self._delivery.record_failed(dataclasses.replace(row, detail=detail))
+            self._delivery.record_failed(row._replace(detail=detail))
         except StorageError as exc:
             self._emit_problem(f"Cannot record the failed message: {exc}")
 

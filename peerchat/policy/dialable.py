@@ -15,6 +15,7 @@ broadcast) is refused whether it was typed or a host name resolved to it.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 from collections.abc import Collection
@@ -47,8 +48,13 @@ def classify(text: str) -> Form:
     return Form.NAME
 
 
+@functools.lru_cache(maxsize=64)
 def parse_address(text: str) -> IPAddress | None:
-    """A dotted IPv4 address or an IPv6 address (optionally in brackets); None otherwise."""
+    """A dotted IPv4 address or an IPv6 address (optionally in brackets); None otherwise.
+
+    Remembered for the last few texts (the addresses are immutable): option 1 parses
+    what was typed twice, and a script that sends many messages types the same one.
+    """
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     try:

@@ -18,12 +18,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from peerchat.limits import MAX_IN_FLIGHT, MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
 
 
-@dataclass(frozen=True)
-class OutgoingItem:
+class OutgoingItem(NamedTuple):  # one per queued message: cheaper than a frozen dataclass
     msg_id: str
     peer_fp: str
     text: str

@@ -35,7 +35,7 @@ and the notice that the user connected on purpose (option 4):
 from __future__ import annotations
 
 import ipaddress
-import secrets
+import os
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -191,7 +191,7 @@ Message = (
 
 
 def new_msg_id() -> str:
-    return secrets.token_hex(MSG_ID_BYTES)
+    return os.urandom(MSG_ID_BYTES).hex()  # secrets.token_hex, one call less per message
 
 
 def _id_bytes(msg_id: str) -> bytes:

@@ -11,9 +11,11 @@ Everything a peer chose (its name, its messages) passes through
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import math
+import os
 import shutil
 import sys
 import threading
@@ -92,17 +94,54 @@ class LineReader(Protocol):
 
 
 class PipeReader:
-    """Plain lines from a non-terminal standard input (scripts, tests)."""
+    """Plain lines from a non-terminal standard input (scripts, tests).
 
-    def __init__(self, write: Callable[[str], None]) -> None:
+    Lines end at \\n, as sys.stdin splits them, with trailing \\r dropped. The
+    output is flushed only when the next line has not arrived yet: a script's
+    commands run back to back with one write for all of them, while whoever
+    types into the pipe sees each prompt before the menu waits for the answer.
+    """
+
+    _CHUNK = 65536
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        flush: Callable[[], None],
+        read_chunk: Callable[[int], bytes] | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+    ) -> None:
         self._write = write
+        self._flush = flush
+        if read_chunk is None:
+            fd = sys.stdin.fileno()  # read by this reader only: no buffer sits above it
+            read_chunk = functools.partial(os.read, fd)
+        self._read_chunk = read_chunk
+        decoder = codecs.getincrementaldecoder(encoding or sys.stdin.encoding or "utf-8")
+        self._decoder = decoder(errors or sys.stdin.errors or "strict")
+        self._text = ""  # decoded input; lines before _pos were returned
+        self._pos = 0
+        self._ended = False
 
     def read(self, prompt: str) -> str:
         self._write(prompt)
-        line = sys.stdin.readline()
-        if not line:
-            raise EOFError
-        return line.rstrip("\r\n")
+        text, pos = self._text, self._pos
+        end = text.find("\n", pos)
+        while end < 0 and not self._ended:
+            self._flush()  # about to wait: show what was said so far
+            chunk = self._read_chunk(self._CHUNK)
+            self._ended = not chunk
+            text = self._text = text[pos:] + self._decoder.decode(chunk, final=self._ended)
+            pos = 0
+            end = text.find("\n")
+        if end < 0:
+            if pos >= len(text):
+                raise EOFError
+            end = len(text)  # a last line without a newline
+        self._pos = end + 1
+        return text[pos:end].rstrip("\r")
 
 
 class TerminalReader:
@@ -138,13 +177,19 @@ class Menu:
         # Columns of the terminal, to cut lines that carry a peer's text into marked
         # rows; None when output is not a terminal (nothing wraps there).
         self._screen_width: Callable[[], int | None] = lambda: None
+        # On a terminal every line is written at once; reading a pipe, the menu's own
+        # output is kept until the menu waits (PipeReader, `_before_waiting`) or news
+        # comes, then written in one go.
+        self._flush_each = True
+        self._pending: list[str] = []
         self._listing: list[ActivePeer] = []  # rows of the last option 2, for "send to number"
+        self._files_checked: tuple[Node, bool] | None = None  # see _moves_files
         # Code comparison, set by the program once the node that offers it exists.
         self.verifier: Verifier | None = None
         self._news = PeerNews()
         self._targets = TargetFinder(
             pins=lambda: self.store.pins(),  # noqa: PLW0108 (the store may be set later)
-            say=self.say,
+            say=self._say_now,  # before it waits for a name to be discovered
             news=self._news,
             broadcasts=_local_broadcasts,
         )
@@ -158,14 +203,51 @@ class Menu:
         flushed by another thread, which could decide "no prompt" just before
         the next prompt is drawn and then write over it.
         """
+        self._write(text + "\n")
+
+    def _say_now(self, text: str) -> None:
+        """`say`, and out at once: the menu waits for something after it."""
+        self.say(text)
+        self._before_waiting()
+
+    @contextlib.contextmanager
+    def _unkept(self) -> Iterator[None]:
+        """Every line out as it is said, as on a terminal.
+
+        Only the menu itself and option 1 keep their output until they wait (their
+        waits are known and flush it): every other option may wait for the network
+        or for a person on a path of its own, with what it said already shown.
+        """
+        self._before_waiting()
         with self._lock:
-            self._terminal.write(text + "\n")
+            kept, self._flush_each = self._flush_each, True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._flush_each = kept
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            if self._flush_each:
+                self._terminal.write(text)
+                self._terminal.flush()
+            else:
+                self._pending.append(text)
+
+    def _before_waiting(self) -> None:
+        """About to wait (for input or the network): show what the menu said so far."""
+        with self._lock:
+            self._write_pending()
             self._terminal.flush()
 
-    def _write_prompt(self, text: str) -> None:
-        with self._lock:
-            self._terminal.write(text)
-            self._terminal.flush()
+    def _write_pending(self, then: str = "") -> None:
+        """Write the menu's kept output, and `then` after it (lock held)."""
+        if self._pending:
+            then = "".join(self._pending) + then
+            self._pending.clear()
+        if then:
+            self._terminal.write(then)
 
     def show_event(self, event: UiEvent) -> None:
         """Called from the network thread: one line per piece of news.
@@ -176,8 +258,14 @@ class Menu:
         text = describe_event(event)
         if isinstance(event, MessageArrived):  # the only news that carries a peer's free text
             text = self._fit(text)
+        text += "\n"
         with self._lock:
-            print(text, flush=True)
+            if self._pending:  # the menu's own lines first, in one write with the news
+                self._write_pending(text)
+                self._terminal.flush()
+            else:
+                sys.stdout.write(text)
+                sys.stdout.flush()
         if isinstance(event, PeerDiscovered | PeerConnected):
             self._news.heard()  # a menu waiting for this peer's name goes on
 
@@ -186,10 +274,13 @@ class Menu:
     def run(self, node: Node, *, port: int) -> None:
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         self._terminal = sys.stdout
+        self._flush_each = interactive
         if interactive:
             self._screen_width = lambda: shutil.get_terminal_size().columns
         with self._output_context(interactive):
-            reader: LineReader = TerminalReader() if interactive else PipeReader(self._write_prompt)
+            reader: LineReader = (
+                TerminalReader() if interactive else PipeReader(self._write, self._before_waiting)
+            )
             self.say(f"Server listening on port {port}...")
             self.say(
                 f"Your ID: {self.identity.short_id}  "
@@ -198,6 +289,7 @@ class Menu:
             self.say(f"Data folder: {self.data_dir}")
             if self.legacy is not None:
                 self.say(legacy_menu.banner(self.legacy.port))
+            self._before_waiting()  # the banner is out before any news
             node.run()
             try:
                 while True:
@@ -210,6 +302,7 @@ class Menu:
                 pass
             self._say_still_queued()
             self.say("Goodbye.")
+            self._before_waiting()
 
     @staticmethod
     @contextlib.contextmanager
@@ -225,9 +318,17 @@ class Menu:
     def menu_text(self, node: Node) -> str:
         """The menu: option 8 with the legacy port, 11 and 12 when the node moves files."""
         text = MENU if self.legacy is None else legacy_menu.with_legacy_option(MENU)
-        if isinstance(node, FileTransferControl):
+        if self._moves_files(node):
             text = text.replace("\n0. Quit", f"\n{file_menu.MENU_LINES}\n0. Quit")
         return text
+
+    def _moves_files(self, node: Node) -> bool:
+        """Whether `node` offers options 11 and 12, asked once per node: isinstance
+        against a runtime protocol inspects the class each time, twice per message."""
+        checked = self._files_checked
+        if checked is None or checked[0] is not node:
+            checked = self._files_checked = (node, isinstance(node, FileTransferControl))
+        return checked[1]
 
     def _say_still_queued(self) -> None:
         try:
@@ -259,7 +360,7 @@ class Menu:
         }
         if self.legacy is not None:
             actions[legacy_menu.OPTION] = self.send_legacy
-        if isinstance(node, FileTransferControl):
+        if self._moves_files(node):
             actions[file_menu.SEND_FILE] = self.send_file
             actions[file_menu.ANSWER_OFFERS] = self.answer_file_offers
         action = actions.get(choice)
@@ -267,7 +368,11 @@ class Menu:
             self.say("Invalid choice. Please enter a number from the menu.")
             return
         try:
-            action(reader, node)
+            if choice == "1":
+                action(reader, node)
+            else:
+                with self._unkept():
+                    action(reader, node)
         except NotAnswering as exc:
             self.say(f"Not done: {exc}. Please try again.")
 
@@ -297,6 +402,7 @@ class Menu:
         if size > limits.MAX_MESSAGE_BYTES:
             self.say(f"Message too long: {size} bytes (the limit is {limits.MAX_MESSAGE_BYTES}).")
             return
+        self._before_waiting()
         if target.fingerprint is not None:
             result = node.send_to_peer(target.fingerprint, text)
         else:
