@@ -1,8 +1,11 @@
 """A connection flood against a peer: `flood.py PORT SOURCE KIND MAX_SECONDS [IN_FLIGHT]`.
 
-Keeps IN_FLIGHT connections from SOURCE (a 127.0.0.x address) to
-127.0.0.1:PORT open at once, each doing what KIND says, and opens the next as
-soon as one ends. Kinds:
+Keeps IN_FLIGHT connections from SOURCE to 127.0.0.1:PORT open at once, each
+doing what KIND says, and opens the next as soon as one ends. SOURCE is one
+loopback address (127.0.0.x), or a block of them (127.N.0.0/16): then each
+connection comes from the next address of the block, as from an attacker with
+many addresses, so the peer's budget of failed handshakes per address does not
+cut the flood short. Kinds:
 
 - garbage: random bytes (4-511 of them), until the peer closes;
 - first: a valid first Noise XX handshake message (36 bytes on the wire, made
@@ -24,6 +27,8 @@ closed by the peer; junk-identity: message 3 sent, then closed by the peer).
 from __future__ import annotations
 
 import errno
+import ipaddress
+import itertools
 import random
 import secrets
 import selectors
@@ -116,10 +121,18 @@ class Connection:
         return len(self.received) >= _HEADER.size + size
 
 
+def addresses(source: str) -> itertools.cycle[str]:
+    """One address, or each host of a block in turn, round and round."""
+    network = ipaddress.ip_network(source)
+    hosts = [source] if network.num_addresses == 1 else (str(a) for a in network.hosts())
+    return itertools.cycle(hosts)
+
+
 def run(
     flood: Flood, port: int, source: str, in_flight: int, max_seconds: float, stop: threading.Event
 ) -> None:
     deadline = time.monotonic() + max_seconds
+    sources = addresses(source)
     open_: dict[int, Connection] = {}
     with selectors.DefaultSelector() as selector:
 
@@ -133,7 +146,7 @@ def run(
             while len(open_) < in_flight:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
-                sock.bind((source, 0))
+                sock.bind((next(sources), 0))
                 flood.made += 1
                 if sock.connect_ex((HOST, port)) not in (0, errno.EINPROGRESS):
                     sock.close()
@@ -207,7 +220,8 @@ def main(argv: list[str]) -> None:
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     # One connection first, so "ready" means the flood reaches the peer.
-    with socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT, source_address=(source, 0)):
+    first = next(addresses(source))
+    with socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT, source_address=(first, 0)):
         pass
     print("ready", flush=True)
     start = time.monotonic()
