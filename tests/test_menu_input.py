@@ -104,6 +104,9 @@ class FakeNode:
             return []
         return [ActivePeer(BOB, "Bob", "127.0.0.1", 5001, verified=False, last_seen=0.0)]
 
+    def exchange_hostile(self) -> dict[str, int]:
+        return {}
+
     def send_to_peer(self, fingerprint: str, text: str) -> SendResult:
         self.seen.append(self.screen.getvalue())
         return SendResult(Outcome.DELIVERED, "127.0.0.1", 5001, "Bob", fingerprint=fingerprint)
