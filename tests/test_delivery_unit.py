@@ -550,7 +550,7 @@ class ExactlyOnce(RuleBasedStateMachine):
     @rule()
     @_marks_failure
     def bob_reads(self, count: int = 2) -> None:
-        """Bob reads the next `count` chats as one batch (the default when Hypothesis picks it)."""
+        """Bob reads the next `count` chats as one batch (two when Hypothesis picks this rule)."""
         assert self.to_bob is not None
         batch, self.to_bob[:] = self.to_bob[:count], self.to_bob[count:]
         received = delivery.receive_chats(
