@@ -303,6 +303,9 @@ def check_message(message: Message) -> None:
 # -- the handshake payload -----------------------------------------------------------------
 
 
+_NAMES: Final = [n.encode() for n in ("Mallory", "Zoë_李-2.0", "x" * 32, "a b", "Ünïcødé")]
+
+
 class HelloPayloadTarget(Target):
     """A handshake payload inside message 2, properly encrypted by a responder that really
     holds its Noise static key: either the fuzzer's bytes as they are, or a payload laid
@@ -323,7 +326,8 @@ class HelloPayloadTarget(Target):
             return reader.rest()
         _, signature = rogue_static()
         version = PROTOCOL_VERSION if reader.flag() else reader.u8()
-        name = reader.take(reader.u8() % 40)
+        listed = reader.flag()
+        name = _NAMES[reader.u8() % len(_NAMES)] if listed else reader.take(reader.u8() % 40)
         port = reader.u16()
         der = identity("Mallory").public_der if reader.flag() else reader.take(reader.u16() % 600)
         signed = signature if reader.flag() else reader.take(reader.u16() % 400)
@@ -618,9 +622,8 @@ TARGETS: Final[dict[str, Callable[[], Target]]] = {  # in the order of tests.fuz
 def hello_input(name: str, port: int) -> bytes:
     """A payload laid out field by field: version, name, port, Mallory's key and signature."""
     raw = name.encode()
-    return (
-        Writer().flag(True).flag(True).u8(len(raw)).put(raw).u16(port).flag(True).flag(True).done()
-    )
+    seed = Writer().flag(True).flag(True).flag(False).u8(len(raw)).put(raw).u16(port)
+    return seed.flag(True).flag(True).done()
 
 
 def node_input(name: str, port: int, messages: list[bytes]) -> bytes:
@@ -681,12 +684,12 @@ STORED_SEEDS: Final[dict[str, list[bytes]]] = {
         .flag(False)
         .put(encode_hello_payload(name="Eve", listen_port=1, identity_der=b"0", signature=b"s"))
         .done(),
-        # Field by field: Mallory's real key, a signature of bytes.
+        # Field by field: a listed name, Mallory's real key, a signature of bytes.
         Writer()
         .flag(True)
         .flag(True)
-        .u8(3)
-        .put(b"Eve")
+        .flag(True)
+        .u8(0)
         .u16(1)
         .flag(True)
         .flag(False)
