@@ -5,7 +5,8 @@ and addresses are only hints. This module owns the key files in the data
 directory:
 
 - ``private.pem``: RSA private key, PKCS#8 PEM, mode 0600; encrypted with the
-  passphrase when one is given. New keys are 3072-bit; 2048-bit keys load.
+  passphrase when one is given. New keys are 3072-bit; keys of 2048 to 4096
+  bits with public exponent 65537 load.
 - ``public.pem``: the matching SubjectPublicKeyInfo PEM. It is derived data:
   if it is missing, unreadable or does not match ``private.pem`` it is
   rewritten from the private key (the old content is kept as
@@ -33,7 +34,7 @@ import secrets
 import stat
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -48,6 +49,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from peerchat.errors import KeyFileError, ProtocolError, StorageError
+from peerchat.limits import MAX_IDENTITY_KEY_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ FINGERPRINT_GROUP: Final = 4
 
 NEW_KEY_BITS: Final = 3072
 MIN_KEY_BITS: Final = 2048
-PUBLIC_EXPONENT: Final = 65537
+MAX_KEY_BITS: Final = 4096  # verification cost grows with the size: bounded against floods
+PUBLIC_EXPONENT: Final = 65537  # the only one accepted: a huge exponent makes checks ~85x slower
 PSS_SALT_LENGTH: Final = 32  # = SHA-256 digest length
 
 PRIVATE_KEY_FILE: Final = "private.pem"
@@ -68,9 +71,12 @@ PASSPHRASE_ENV: Final = "PEER_CHAT_PASSPHRASE"  # noqa: S105 (a variable name)
 _FILE_MODE: Final = 0o600
 _DIR_MODE: Final = 0o700
 _MAX_KEY_FILE_BYTES: Final = 64 * 1024
-_SEAL_V2: Final = b"\x02"  # history body format: AES-256-GCM under an HKDF subkey
+_SEAL_V2: Final = b"\x02"  # earlier history bodies: AES-256-GCM, no associated data
+_SEAL_V3: Final = b"\x03"  # history bodies: AES-256-GCM bound to their row, with a key check
 _SEAL_NONCE: Final = 12
+_SEAL_KEY_CHECK: Final = 4
 _SEAL_INFO: Final = b"peer_chat/1 history seal"
+_SEAL_CHECK_INFO: Final = b"peer_chat/1 history seal key check"
 _SELF_TEST_DATA: Final = b"peer_chat/key-self-test"
 
 _PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LENGTH)
@@ -132,23 +138,37 @@ def is_fingerprint(value: str) -> bool:
 # --------------------------------------------------------------------------- signatures
 
 
+def identity_key_problem(key: RSAPublicKey) -> str | None:
+    """Why `key` cannot be an identity key, or None. Cheap: no RSA arithmetic."""
+    bits = key.key_size
+    exponent = key.public_numbers().e
+    if not MIN_KEY_BITS <= bits <= MAX_KEY_BITS or exponent != PUBLIC_EXPONENT:
+        shown = exponent if exponent.bit_length() <= 32 else f"of {exponent.bit_length()} bits"
+        return (
+            f"RSA key of {bits} bits with public exponent {shown}: identity keys are "
+            f"{MIN_KEY_BITS} to {MAX_KEY_BITS} bits with public exponent {PUBLIC_EXPONENT}"
+        )
+    return None
+
+
 def load_public_key(public_der: bytes) -> RSAPublicKey:
     """Parse a peer's SubjectPublicKeyInfo DER; ProtocolError if unusable.
 
-    Rejects malformed DER, non-RSA keys, keys under 2048 bits, silly exponents,
-    and non-canonical encodings (so one key has exactly one fingerprint).
+    Rejects oversized or malformed DER, non-RSA keys, keys outside 2048..4096
+    bits or with an exponent other than 65537 (each would make verification
+    costly), and non-canonical encodings (so one key has exactly one fingerprint).
     """
+    if len(public_der) > MAX_IDENTITY_KEY_BYTES:
+        raise ProtocolError(f"public key of {len(public_der)} bytes is too large for RSA-4096")
     try:
         key = serialization.load_der_public_key(public_der)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ProtocolError("malformed public key") from exc
     if not isinstance(key, RSAPublicKey):
         raise ProtocolError("public key is not RSA")
-    if key.key_size < MIN_KEY_BITS:
-        raise ProtocolError(f"RSA key of {key.key_size} bits is too weak (< {MIN_KEY_BITS})")
-    exponent = key.public_numbers().e
-    if exponent < 3 or exponent % 2 == 0:
-        raise ProtocolError("RSA public exponent is invalid")
+    problem = identity_key_problem(key)
+    if problem is not None:
+        raise ProtocolError(problem)
     canonical = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -157,14 +177,24 @@ def load_public_key(public_der: bytes) -> RSAPublicKey:
     return key
 
 
+def verify_with_key(key: RSAPublicKey, signature: bytes, data: bytes) -> bool:
+    """RSA-PSS (MGF1-SHA256, salt 32) over SHA-256 by a loaded key. False, never an exception."""
+    if len(signature) != (key.key_size + 7) // 8:
+        return False
+    try:
+        key.verify(signature, data, _PSS, _SHA256)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
 def verify_signature(public_der: bytes, signature: bytes, data: bytes) -> bool:
     """RSA-PSS (MGF1-SHA256, salt 32) over SHA-256. False, never an exception."""
     try:
         key = load_public_key(public_der)
-        key.verify(signature, data, _PSS, _SHA256)
-    except (ProtocolError, InvalidSignature, ValueError, TypeError):
+    except ProtocolError:
         return False
-    return True
+    return verify_with_key(key, signature, data)
 
 
 def _public_der(private_key: RSAPrivateKey) -> bytes:
@@ -204,17 +234,26 @@ class Identity:
 # --------------------------------------------------------------------------- sealing at rest
 
 
+class WrongSealKey(StorageError):
+    """A body sealed under another secret.key (or an old-format body that does not open)."""
+
+
 class Sealer:
     """Seals history bodies at rest with a key derived from this peer's secret.key.
 
-    A body is b"\x02" + 12-byte random nonce + AES-256-GCM(text) under
+    A body is b"\x03" + a 4-byte key check + a 12-byte random nonce +
+    AES-256-GCM(text, associated data = the row it belongs to) under
     HKDF-SHA256(Fernet key, info=_SEAL_INFO): one AEAD call (~1.5 us) on the hot
-    path of every stored message, where a Fernet token (AES-CBC + HMAC + base64)
-    costs ~15 us. Bodies written as Fernet tokens (they start with b"gAAAAA")
-    still open. Stateless, so one Sealer is safe from any thread.
+    path of every stored message. The associated data binds a body to its row,
+    so a body copied into another row fails to open. The key check (HKDF of the
+    same key under another label, the same for every body) tells a body sealed
+    under another secret.key (WrongSealKey) from one that was altered or moved
+    (StorageError). Bodies of earlier versions still open: b"\x02" ones (the
+    same AEAD without associated data or key check) and Fernet tokens (they
+    start with b"gAAAAA"). Stateless, so one Sealer is safe from any thread.
     """
 
-    __slots__ = ("_aead", "_fernet")
+    __slots__ = ("_aead", "_check", "_fernet")
 
     def __init__(self, key: bytes) -> None:
         """`key` is a Fernet key (32 bytes, url-safe base64); ValueError otherwise."""
@@ -222,23 +261,48 @@ class Sealer:
         raw = base64.urlsafe_b64decode(key)
         subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_INFO)
         self._aead = AESGCM(subkey.derive(raw))
+        check = HKDF(
+            algorithm=hashes.SHA256(), length=_SEAL_KEY_CHECK, salt=None, info=_SEAL_CHECK_INFO
+        )
+        self._check = check.derive(raw)
 
     @classmethod
     def generate(cls) -> Sealer:
         return cls(Fernet.generate_key())
 
-    def seal(self, plaintext: bytes) -> bytes:
+    def seal(self, plaintext: bytes, associated_data: bytes = b"") -> bytes:
+        """A body that opens only with this key and the same `associated_data`."""
         nonce = secrets.token_bytes(_SEAL_NONCE)
-        return _SEAL_V2 + nonce + self._aead.encrypt(nonce, plaintext, None)
+        return (
+            _SEAL_V3 + self._check + nonce + self._aead.encrypt(nonce, plaintext, associated_data)
+        )
 
-    def open(self, token: bytes) -> bytes:
+    def open(self, token: bytes, associated_data: bytes = b"") -> bytes:
+        """The plaintext; WrongSealKey for another key's body, StorageError if altered or moved.
+
+        `associated_data` must be what the body was sealed with; bodies of
+        earlier versions had none and open whatever it is.
+        """
         try:
+            if token[:1] == _SEAL_V3:
+                start = 1 + _SEAL_KEY_CHECK
+                if token[1:start] != self._check:
+                    raise WrongSealKey(
+                        "a stored message was sealed with another secret.key than this one"
+                    )
+                nonce = token[start : start + _SEAL_NONCE]
+                try:
+                    return self._aead.decrypt(nonce, token[start + _SEAL_NONCE :], associated_data)
+                except (InvalidTag, ValueError) as exc:
+                    raise StorageError(
+                        "a stored message cannot be read: it was altered or moved to another row"
+                    ) from exc
             if token[:1] == _SEAL_V2:
                 nonce = token[1 : 1 + _SEAL_NONCE]
                 return self._aead.decrypt(nonce, token[1 + _SEAL_NONCE :], None)
             return self._fernet.decrypt(token)
         except (InvalidToken, InvalidTag, ValueError) as exc:
-            raise StorageError(
+            raise WrongSealKey(
                 "a stored message cannot be decrypted: secret.key does not match this history"
             ) from exc
 
@@ -246,13 +310,18 @@ class Sealer:
 # --------------------------------------------------------------------------- passphrase
 
 
-def read_passphrase(passphrase_file: Path | None, environ: Mapping[str, str]) -> bytes | None:
+def read_passphrase(
+    passphrase_file: Path | None, environ: MutableMapping[str, str]
+) -> bytes | None:
     """The passphrase from `passphrase_file` (first line) or PEER_CHAT_PASSPHRASE.
 
     The file wins when both are given. Never a command-line value (it would
     show in `ps`). None when neither is set; KeyFileError for an unreadable
     file or an empty passphrase (an empty one would silently protect nothing).
+    The variable is removed from `environ` either way (os.environ: from the
+    process environment, so no child process and no later code sees it).
     """
+    value = environ.pop(PASSPHRASE_ENV, None)
     if passphrase_file is not None:
         try:
             raw = passphrase_file.read_bytes()
@@ -266,7 +335,6 @@ def read_passphrase(passphrase_file: Path | None, environ: Mapping[str, str]) ->
         if not line:
             raise KeyFileError(f"passphrase file {passphrase_file} is empty")
         return line
-    value = environ.get(PASSPHRASE_ENV)
     if value is None:
         return None
     if not value:
@@ -292,6 +360,37 @@ def _fsync_dir(directory: Path) -> None:
         pass  # some filesystems cannot fsync a directory; the rename is still atomic
     finally:
         os.close(fd)
+
+
+# Files that make a folder a peer_chat profile (the history's name is the one peer_chat.py gives).
+_PROFILE_FILES: Final = (PRIVATE_KEY_FILE, SECRET_KEY_FILE, "chat_history.db")
+
+
+def make_private_dir(path: Path) -> str | None:
+    """Create the data folder 0700, or tighten an existing one that others can read.
+
+    Returns a warning for the user when the folder was loose, None when it was
+    private already. An existing folder is tightened only when it is a
+    peer_chat profile (empty, or holding its key or history files), owned by
+    us and not a shared one (sticky, like /tmp): a folder that holds other
+    things, such as a home directory, is the user's to change, so it is only
+    warned about. OSError if the folder cannot be created.
+    """
+    path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return None
+    loose = f"data folder {path} can be read by other users (mode {mode:04o})"
+    ours = info.st_uid == os.geteuid() and not mode & stat.S_ISVTX
+    names = {entry.name for entry in path.iterdir()}
+    if not ours or (names and not names & set(_PROFILE_FILES)):
+        return f"{loose} and holds other things: make it private yourself (chmod 700)"
+    try:
+        os.chmod(path, _DIR_MODE)
+    except OSError as exc:
+        return f"{loose} and cannot be made private: {_reason(exc)}"
+    return f"{loose}: now 0700"
 
 
 def _write_temp(directory: Path, name: str, data: bytes, mode: int) -> Path:
@@ -390,7 +489,9 @@ def _check_private_mode(path: Path, *, fix: bool) -> None:
 _SEALED_MAGIC: Final = b"PCSK"
 _SEALED_VERSION: Final = 1
 _SEALED_HEADER: Final = struct.Struct(">4sBBBB16s12s")
-_SCRYPT_LOG2_N: Final = 15  # 32 MiB, ~65 ms: costly for guessing, cheap at start-up
+# New files: n = 2^17 (128 MiB, ~0.5 s here), current guidance for interactive use.
+# Each file records its own parameters, so files written with 2^15 still open.
+_SCRYPT_LOG2_N: Final = 17
 _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
 _SCRYPT_MAX_MEMORY: Final = 256 * 1024 * 1024  # refuse headers that would make us allocate GiBs
@@ -491,11 +592,13 @@ class KeyManager:
 
     def _ensure_dir(self) -> None:
         try:
-            self.data_dir.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            warning = make_private_dir(self.data_dir)
         except OSError as exc:
             raise KeyFileError(
                 f"cannot create data directory {self.data_dir}: {_reason(exc)}"
             ) from exc
+        if warning is not None:
+            logger.warning("%s", warning)
 
     # ---- identity
 
@@ -555,10 +658,9 @@ class KeyManager:
             raise KeyFileError(f"{path} is corrupt: not a PEM private key") from exc
         if not isinstance(key, RSAPrivateKey):
             raise KeyFileError(f"{path} holds a non-RSA key; peer_chat needs an RSA key")
-        if key.key_size < MIN_KEY_BITS:
-            raise KeyFileError(
-                f"{path} holds a {key.key_size}-bit RSA key; at least {MIN_KEY_BITS} bits needed"
-            )
+        problem = identity_key_problem(key.public_key())
+        if problem is not None:  # before the self-test: it would cost seconds for a huge key
+            raise KeyFileError(f"{path} holds an unusable key: {problem}")
         try:
             signature = key.sign(_SELF_TEST_DATA, _PSS, _SHA256)
             key.public_key().verify(signature, _SELF_TEST_DATA, _PSS, _SHA256)

@@ -3,6 +3,12 @@
 The beacon format and the rules that judge a datagram are pure code in
 peerchat/protocol/beacon.py; this module owns the UDP socket, the timer that
 sends beacons, and the list of broadcast targets.
+
+Discovery that cannot work is reported, once, through `on_trouble`: a target
+beacons cannot be sent to (no route, broadcast forbidden), said again only
+after a send to it has worked; and a silence, no other peer's beacon accepted
+for `quiet_after` seconds, said again only after someone was heard. Without
+them a user on a network that drops broadcast just sees no peers.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import ifaddr
 
 from crypto_utils import Identity
 from peerchat.errors import BindError, UsageError
+from peerchat.events import DiscoveryBlocked, DiscoveryQuiet, DiscoveryTrouble
 from peerchat.limits import LIMITED_BROADCAST
 from peerchat.protocol.beacon import (
     INSTANCE_SIZE,
@@ -36,6 +43,7 @@ from peerchat.protocol.beacon import (
 log = logging.getLogger(__name__)
 
 ANNOUNCE_MIN_GAP: Final = 0.5  # seconds between extra beacons (replies to newcomers)
+QUIET_BEACONS: Final = 6  # beacon intervals with no other peer heard before that is said
 
 # --------------------------------------------------------------------------- targets
 
@@ -126,7 +134,11 @@ class DiscoveryService:
         interval: float,
         on_beacon: Callable[[BeaconAccepted], None],
         beacon_filter: BeaconFilter | None = None,
+        on_trouble: Callable[[DiscoveryTrouble], None] | None = None,
+        quiet_after: float | None = None,
     ) -> None:
+        """`quiet_after`: seconds without another peer's beacon before `on_trouble`
+        hears of it (default: QUIET_BEACONS intervals)."""
         problem = name_problem(name)
         if problem is not None:
             raise ValueError(problem)
@@ -139,6 +151,13 @@ class DiscoveryService:
         self._port = discovery_port
         self._interval = interval
         self._on_beacon = on_beacon
+        self._on_trouble = on_trouble
+        self._quiet_after = quiet_after if quiet_after is not None else QUIET_BEACONS * interval
+        self._last_heard = -math.inf  # loop time of the last accepted beacon (or of the start)
+        self._quiet_said = False
+        self._blocked: set[str] = set()  # targets a failed send was reported for
+        self._sending = False
+        self._send_error: OSError | None = None
         self._filter = beacon_filter or BeaconFilter(identity.fingerprint)
         self._instance = secrets.token_bytes(INSTANCE_SIZE)
         self._seq = 0
@@ -187,6 +206,7 @@ class DiscoveryService:
             raise
         self._loop = loop
         self._transport = transport
+        self._last_heard = loop.time()
         if self._closed:  # closed while starting
             transport.close()
             return
@@ -220,6 +240,7 @@ class DiscoveryService:
         if self._closed or self._loop is None:
             return
         self._send_beacon()
+        self._check_quiet(self._loop.time())
         self._timer = self._loop.call_later(self._interval, self._periodic)
 
     def _announce_now(self) -> None:
@@ -242,10 +263,43 @@ class DiscoveryService:
             return
         self._seq += 1
         for target in self._targets:
+            # The transport reports a failed send to error_received, not by raising.
+            self._sending, self._send_error = True, None
             try:
                 transport.sendto(data, (target, self._port))
             except OSError as exc:
-                self._error_received(exc)
+                self._send_error = exc
+            finally:
+                self._sending = False
+            self._sent(target, self._send_error)
+
+    def _sent(self, target: str, error: OSError | None) -> None:
+        if error is None:
+            self._blocked.discard(target)
+            return
+        if target in self._blocked:
+            return
+        self._blocked.add(target)
+        reason = error.strerror or str(error) or type(error).__name__
+        log.warning("cannot send discovery beacons to %s:%d: %s", target, self._port, reason)
+        self._report(DiscoveryBlocked(target, self._port, reason))
+
+    def _check_quiet(self, now: float) -> None:
+        if self._quiet_said or now - self._last_heard < self._quiet_after:
+            return
+        self._quiet_said = True
+        if self._blocked.issuperset(self._targets):
+            return  # nothing goes out, and that has been said
+        log.info("no other peer heard on UDP port %d in %g s", self._port, self._quiet_after)
+        self._report(DiscoveryQuiet(self._port, self._quiet_after))
+
+    def _report(self, trouble: DiscoveryTrouble) -> None:
+        if self._on_trouble is None:
+            return
+        try:
+            self._on_trouble(trouble)
+        except Exception:
+            log.exception("discovery trouble callback failed")
 
     def _datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         source_ip = str(addr[0])
@@ -265,11 +319,17 @@ class DiscoveryService:
                     f" ({dropped} more rejections not logged)" if dropped else "",
                 )
             return
+        if self._loop is not None:
+            self._last_heard = self._loop.time()
+            self._quiet_said = False
         try:
             self._on_beacon(result)
         except Exception:
             log.exception("discovery callback failed")
 
     def _error_received(self, exc: Exception) -> None:
+        if self._sending and isinstance(exc, OSError):
+            self._send_error = exc
+            return
         if self._error_log.allow():
             log.warning("discovery socket error: %s", exc)

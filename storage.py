@@ -10,8 +10,11 @@ process crashing or being killed; after a power loss or OS crash the last
 transactions before it may be lost (never corrupted). Surviving power loss too
 would need synchronous=FULL, an fsync per commit.
 
-Message text is sealed at rest with the peer's own Fernet key (`Sealer`);
-names, addresses and times are not. Search therefore opens the bodies in
+Message text is sealed at rest with the peer's own Fernet key (`Sealer`),
+bound to its row (msg_id, direction, peer) as associated data: a body copied
+or swapped into another row does not open and shows as unreadable. Names,
+addresses and times are not sealed. Code that changes a row's msg_id,
+direction or peer_fp must seal its body again. Search therefore opens the bodies in
 Python, newest first, page by page, and stops once it has `limit` matches.
 
 Opening never modifies a file that is not a healthy peer_chat history: the
@@ -25,31 +28,36 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from crypto_utils import Sealer, fingerprint_of
+from crypto_utils import Sealer, WrongSealKey, fingerprint_of
 from peerchat.errors import StorageError
 from peerchat.policy import trust
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+# 1: the first schema. 2: messages to and from legacy peers carry a mark. 3: the same
+# tables; pins keyed by trust.pin_key's confusable skeleton (older keys are re-keyed
+# when the file is opened).
+SCHEMA_VERSION: Final = 3
 BUSY_TIMEOUT_MS: Final = 5000
 CHECKPOINT_INTERVAL: Final = 0.5  # seconds between background WAL checkpoints
 # The writer checkpoints by itself only if the background thread falls far behind.
 WRITER_AUTOCHECKPOINT_PAGES: Final = 16384
 _SEARCH_PAGE: Final = 1024  # rows fetched per lock hold while searching
 _MAX_SEQ: Final = (1 << 63) - 1  # above any seq (the largest SQLite integer)
-_BODY: Final = 7  # index of body in a _SELECT_MESSAGES row
+_LEGACY: Final = 12  # index of the legacy mark in a _SELECT_MESSAGES row
+_ROW_BINDING: Final = b"peer_chat history row\x00"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_SIZE: Final = 100
 
@@ -88,11 +96,41 @@ _SCHEMA_V1: Final = (
     "CREATE INDEX peers_by_address ON peers (host, port)",
     "CREATE TABLE pins (pin_key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
 )
+# (version, statements): each brings a history from the version before up to it.
 _TABLES: Final = frozenset({"messages", "peers", "pins"})
+
+# File transfers, added to a history of any version when it lacks them (the only
+# change: a new table, so an older peer_chat still opens the file and ignores it).
+# file_name and local_path are sealed like message bodies.
+_TRANSFERS_SCHEMA: Final = (
+    """CREATE TABLE transfers (
+        seq INTEGER PRIMARY KEY,
+        transfer_id TEXT NOT NULL,
+        peer_fp TEXT NOT NULL,
+        peer_name TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+        file_name BLOB NOT NULL,
+        size INTEGER NOT NULL CHECK (size >= 0),
+        sha256 TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('waiting', 'active', 'complete', 'declined', 'failed')),
+        local_path BLOB,
+        detail TEXT,
+        abort_code INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (transfer_id, direction, peer_fp)
+    )""",
+    "CREATE INDEX transfers_unfinished ON transfers (seq) WHERE state IN ('waiting', 'active')",
+)
+_SELECT_TRANSFERS: Final = (
+    "SELECT transfer_id, peer_fp, peer_name, direction, file_name, size, sha256, state, "
+    "local_path, detail, abort_code, created_at, updated_at FROM transfers "
+)
 
 _SELECT_MESSAGES: Final = (
     "SELECT seq, msg_id, peer_fp, peer_name, peer_host, peer_port, direction, body, sent_at, "
-    "stored_at, state, detail FROM messages "
+    "stored_at, state, detail, legacy FROM messages "
 )
 _Q_PENDING: Final = _SELECT_MESSAGES + "WHERE state = 'pending' AND direction = 'out' ORDER BY seq"
 _Q_HISTORY_ALL: Final = _SELECT_MESSAGES + "WHERE seq < ? ORDER BY seq DESC LIMIT ?"
@@ -109,7 +147,8 @@ _Q_PEER_BY_ADDRESS: Final = (
 _Q_PEERS: Final = _SELECT_PEERS + "ORDER BY last_seen DESC"
 _INSERT_MESSAGE: Final = (
     "INSERT {or_ignore}INTO messages (msg_id, peer_fp, peer_name, peer_host, peer_port, "
-    "direction, body, sent_at, stored_at, state, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "direction, body, sent_at, stored_at, state, detail, legacy) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -138,6 +177,33 @@ class StoredMessage:
     stored_at: float
     state: DeliveryState
     detail: str | None = None  # e.g. why it failed
+    legacy: bool = False  # to or from a legacy peer: unencrypted, unverified, no key
+    unreadable: bool = False  # its body does not open (altered, or moved from another row)
+
+
+class TransferState(StrEnum):
+    WAITING = "waiting"  # sending: not accepted yet (offered, or waiting for the peer)
+    ACTIVE = "active"  # accepted and not finished: resumes on the next session
+    COMPLETE = "complete"
+    DECLINED = "declined"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StoredTransfer:
+    transfer_id: str
+    peer_fp: str
+    peer_name: str
+    direction: Direction
+    file_name: str  # out: the name offered; in: the name offered, as the peer sent it
+    size: int
+    sha256: str  # 64 lowercase hex characters
+    state: TransferState
+    local_path: str | None  # out: the source; in: the partial file, then the saved one
+    created_at: float
+    updated_at: float
+    detail: str | None = None  # e.g. why it failed
+    abort_code: int | None = None  # failed: the code the other side is told
 
 
 @dataclass(frozen=True)
@@ -153,6 +219,36 @@ class PeerRecord:
 
 
 _Row = tuple[Any, ...]  # sqlite3 rows are untyped; the schema's CHECKs guard the values
+
+
+def _row_binding(msg_id: str, direction: str, peer_fp: str | None) -> bytes:
+    """The associated data that seals a body to its row: a body moved elsewhere fails to open."""
+    fields = (msg_id, direction, peer_fp or "")
+    return _ROW_BINDING + b"\x00".join(field.encode("utf-8", "surrogatepass") for field in fields)
+
+
+def _transfer_binding(transfer_id: str, direction: str, field: str) -> bytes:
+    """Associated data sealing a transfer's file name or path to its row and column."""
+    return _ROW_BINDING + b"\x00".join(
+        part.encode("utf-8", "surrogatepass")
+        for part in ("transfer", transfer_id, direction, field)
+    )
+
+
+def _as_float(value: Any) -> float:
+    # A REAL column keeps a value that is not a number as text; a damaged row
+    # must still show in the history (its time as unknown), not stop it.
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _describe(exc: sqlite3.Error, path: Path, action: str) -> str:
@@ -309,6 +405,48 @@ class _Checkpointer:
                     logger.debug("checkpoint skipped: %s", exc)
 
 
+def _rekey_pins(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: pins keyed by the confusable skeleton of the name.
+
+    Names that were distinct pins before may now share one key ("alice" and a
+    Cyrillic "\u0430lice"). One of them keeps the pin: a verified peer first,
+    then the one first seen (trust on first use); the others lose it, so their
+    next handshake is reported as a changed key, as a look-alike should be.
+    """
+    rows = conn.execute(
+        "SELECT pins.pin_key, pins.fingerprint, COALESCE(peers.verified, 0), "
+        "COALESCE(peers.first_seen, 1e308) FROM pins "
+        "LEFT JOIN peers ON peers.fingerprint = pins.fingerprint"
+    ).fetchall()
+    kept: dict[str, tuple[bool, float, str, str]] = {}
+    for old_key, fingerprint, verified, first_seen in rows:
+        key = trust.rekey_legacy_pin(str(old_key))
+        # Lowest wins: verified first, then first seen, then (for a stable result) the old key.
+        rank = (not verified, float(first_seen), str(old_key), str(fingerprint))
+        if key not in kept or rank < kept[key]:
+            if key in kept:
+                logger.warning("pin %r now shares its key with %r: dropped", kept[key][2], old_key)
+            kept[key] = rank
+        else:
+            logger.warning("pin %r now shares its key with %r: dropped", old_key, kept[key][2])
+    conn.execute("DELETE FROM pins")
+    conn.executemany(
+        "INSERT INTO pins (pin_key, fingerprint) VALUES (?, ?)",
+        [(key, rank[3]) for key, rank in kept.items()],
+    )
+
+
+def _add_legacy_mark(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: messages to and from legacy peers (unencrypted, no key) are marked."""
+    conn.execute("ALTER TABLE messages ADD COLUMN legacy INTEGER NOT NULL DEFAULT 0")
+
+
+_MIGRATIONS: Final[tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...]] = (
+    (2, _add_legacy_mark),
+    (3, _rekey_pins),
+)
+
+
 class HistoryStore:
     """The history database. Construct with `HistoryStore.open`."""
 
@@ -390,36 +528,75 @@ class HistoryStore:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file small
         conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
-        if version == 0:
+        if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Another process may have created it since we looked.
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                # Another process may have created or migrated it since we looked.
+                current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if current == 0:
                     for statement in _SCHEMA_V1:
                         conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    logger.info("created chat history %s (schema %d)", path, SCHEMA_VERSION)
+                    current = 1
+                    logger.info("created chat history %s", path)
+                for target, migrate in _MIGRATIONS:
+                    if current < target:
+                        migrate(conn)
+                        logger.info("chat history %s: schema %d -> %d", path, current, target)
+                        current = target
+                conn.execute(f"PRAGMA user_version = {current}")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        if "transfers" not in tables:
+            HistoryStore._add_transfers(conn, path)
+
+    @staticmethod
+    def _add_transfers(conn: sqlite3.Connection, path: Path) -> None:
+        """Add the transfers table to a history that lacks it (new, or from before transfers)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have added it since we looked.
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'transfers'"
+            ).fetchone()
+            if found is None:
+                for statement in _TRANSFERS_SCHEMA:
+                    conn.execute(statement)
+                logger.info("added file transfers to chat history %s", path)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _check_sealer(self) -> None:
-        """Fail at start, not at the first history view, if secret.key is not this history's."""
+        """Fail at start, not at the first history view, if secret.key is not this history's.
+
+        The newest body is opened: one sealed under another key is refused; one
+        that was altered or moved (the key is right) is only unreadable.
+        """
         try:
             with self._lock:
                 rows = self._fetchall(
-                    "read", "SELECT body FROM messages ORDER BY seq DESC LIMIT 1", ()
+                    "read",
+                    "SELECT msg_id, direction, peer_fp, body FROM messages "
+                    "ORDER BY seq DESC LIMIT 1",
+                    (),
                 )
             if rows:
+                msg_id, direction, peer_fp, body = rows[0]
+                binding = _row_binding(str(msg_id), str(direction), peer_fp and str(peer_fp))
                 try:
-                    self._sealer.open(rows[0][0])
-                except StorageError:
+                    self._sealer.open(bytes(body), binding)
+                except WrongSealKey:
                     raise StorageError(
                         f"chat history {self._path} was sealed with another secret.key "
                         "(was secret.key replaced?); move the history aside to start a new one"
                     ) from None
+                except StorageError:
+                    pass  # this key, an altered row: shown as unreadable in the history
         except BaseException:
             self.close()
             raise
@@ -486,6 +663,7 @@ class HistoryStore:
             raise
 
     def _message_params(self, message: StoredMessage) -> tuple[object, ...]:
+        row = _row_binding(message.msg_id, message.direction.value, message.peer_fp)
         return (
             message.msg_id,
             message.peer_fp,
@@ -493,35 +671,47 @@ class HistoryStore:
             message.peer_host,
             message.peer_port,
             message.direction.value,
-            self._sealer.seal(message.text.encode("utf-8")),
+            self._sealer.seal(message.text.encode("utf-8"), row),
             message.sent_at,
             message.stored_at,
             message.state.value,
             message.detail,
+            int(message.legacy),
         )
 
-    def _open_body(self, body: bytes) -> str:
+    def _open_body(self, row: _Row) -> str | None:
+        """The text of a row, or None if its body does not open (altered or moved)."""
+        _, msg_id, peer_fp, _, _, _, direction, body, *_ = row
+        binding = _row_binding(
+            str(msg_id), str(direction), None if peer_fp is None else str(peer_fp)
+        )
         try:
-            return self._sealer.open(body).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise StorageError(f"chat history {self._path} holds a damaged message") from exc
+            return self._sealer.open(bytes(body), binding).decode("utf-8")
+        except (StorageError, UnicodeDecodeError, TypeError) as exc:
+            logger.warning(
+                "chat history %s: message %s cannot be read: %s", self._path, msg_id, exc
+            )
+            return None
 
     def _to_message(self, row: _Row, text: str | None = None) -> StoredMessage:
-        (_, msg_id, peer_fp, name, host, port, direction, body, sent, stored, state, detail) = row
+        fields, legacy = row[:_LEGACY], row[_LEGACY]
+        (_, msg_id, peer_fp, name, host, port, direction, _, sent, stored, state, detail) = fields
         if text is None:
-            text = self._open_body(body)
+            text = self._open_body(row)
         return StoredMessage(
             msg_id=str(msg_id),
             peer_fp=None if peer_fp is None else str(peer_fp),
             peer_name=str(name),
             peer_host=str(host),
-            peer_port=int(port),
+            peer_port=_as_int(port),
             direction=Direction(direction),
-            text=text,
-            sent_at=float(sent),
-            stored_at=float(stored),
+            text="" if text is None else text,
+            sent_at=_as_float(sent),
+            stored_at=_as_float(stored),
             state=DeliveryState(state),
             detail=None if detail is None else str(detail),
+            legacy=bool(legacy),
+            unreadable=text is None,
         )
 
     @staticmethod
@@ -576,14 +766,18 @@ class HistoryStore:
             )
 
     def pending_messages(self) -> list[StoredMessage]:
-        """Outgoing messages not yet delivered nor failed, oldest first."""
+        """Outgoing messages not yet delivered nor failed, oldest first.
+
+        One whose text cannot be read any more is marked failed instead: it
+        can never be sent as it was written.
+        """
         with self._lock:
-            rows = self._fetchall(
-                "read",
-                _Q_PENDING,
-                (),
-            )
-        return [self._to_message(row) for row in rows]
+            rows = self._fetchall("read", _Q_PENDING, ())
+        messages = [self._to_message(row) for row in rows]
+        unreadable = [m.msg_id for m in messages if m.unreadable]
+        if unreadable:
+            self.mark_failed(unreadable, "its stored text cannot be read")
+        return [m for m in messages if not m.unreadable]
 
     def history(
         self, peer_fp: str | None = None, limit: int = 50, search: str | None = None
@@ -611,8 +805,8 @@ class HistoryStore:
             with self._lock:
                 rows = self._fetchall("read", sql, params)
             for row in rows:
-                text = self._open_body(row[_BODY])
-                if needle in text.casefold():
+                text = self._open_body(row)
+                if text is not None and needle in text.casefold():
                     found.append(self._to_message(row, text))
                     if len(found) == limit:
                         found.reverse()
@@ -690,3 +884,147 @@ class HistoryStore:
                 "UPDATE peers SET verified = ? WHERE fingerprint = ?",
                 (int(verified), fingerprint),
             )
+
+    # ------------------------------------------------------------------ file transfers
+
+    def _to_transfer(self, row: _Row) -> StoredTransfer:
+        (
+            tid,
+            peer_fp,
+            name,
+            direction,
+            file_name,
+            size,
+            digest,
+            state,
+            local,
+            detail,
+            code,
+            c,
+            u,
+        ) = row
+        return StoredTransfer(
+            transfer_id=str(tid),
+            peer_fp=str(peer_fp),
+            peer_name=str(name),
+            direction=Direction(direction),
+            file_name=self._sealer.open(
+                bytes(file_name), _transfer_binding(str(tid), str(direction), "name")
+            ).decode("utf-8"),
+            size=int(size),
+            sha256=str(digest),
+            state=TransferState(state),
+            local_path=None
+            if local is None
+            else self._sealer.open(
+                bytes(local), _transfer_binding(str(tid), str(direction), "path")
+            ).decode("utf-8", "surrogateescape"),
+            created_at=float(c),
+            updated_at=float(u),
+            detail=None if detail is None else str(detail),
+            abort_code=None if code is None else int(code),
+        )
+
+    def add_transfer(self, transfer: StoredTransfer) -> None:
+        """Record a new transfer (StorageError if that id is already recorded)."""
+        params = (
+            transfer.transfer_id,
+            transfer.peer_fp,
+            transfer.peer_name,
+            transfer.direction.value,
+            self._sealer.seal(
+                transfer.file_name.encode("utf-8"),
+                _transfer_binding(transfer.transfer_id, transfer.direction.value, "name"),
+            ),
+            transfer.size,
+            transfer.sha256,
+            transfer.state.value,
+            None
+            if transfer.local_path is None
+            else self._sealer.seal(
+                transfer.local_path.encode("utf-8", "surrogateescape"),
+                _transfer_binding(transfer.transfer_id, transfer.direction.value, "path"),
+            ),
+            transfer.detail,
+            transfer.abort_code,
+            transfer.created_at,
+            transfer.updated_at,
+        )
+        with self._lock, self._transaction("save transfer to") as conn:
+            conn.execute(
+                "INSERT INTO transfers (transfer_id, peer_fp, peer_name, direction, file_name, "
+                "size, sha256, state, local_path, detail, abort_code, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+
+    def update_transfer(
+        self,
+        transfer_id: str,
+        direction: Direction,
+        peer_fp: str,
+        state: TransferState,
+        now: float,
+        *,
+        detail: str | None = None,
+        local_path: str | None = None,
+        abort_code: int | None = None,
+    ) -> None:
+        """Set a transfer's state, detail and abort code; its local path when one is given."""
+        sealed = (
+            None
+            if local_path is None
+            else self._sealer.seal(
+                local_path.encode("utf-8", "surrogateescape"),
+                _transfer_binding(transfer_id, direction.value, "path"),
+            )
+        )
+        with self._lock, self._transaction("update") as conn:
+            conn.execute(
+                "UPDATE transfers SET state = ?, detail = ?, abort_code = ?, updated_at = ?, "
+                "local_path = COALESCE(?, local_path) "
+                "WHERE transfer_id = ? AND direction = ? AND peer_fp = ?",
+                (
+                    state.value,
+                    detail,
+                    abort_code,
+                    now,
+                    sealed,
+                    transfer_id,
+                    direction.value,
+                    peer_fp,
+                ),
+            )
+
+    def get_transfer(
+        self, transfer_id: str, direction: Direction, peer_fp: str
+    ) -> StoredTransfer | None:
+        with self._lock:
+            rows = self._fetchall(
+                "read",
+                _SELECT_TRANSFERS + "WHERE transfer_id = ? AND direction = ? AND peer_fp = ?",
+                (transfer_id, direction.value, peer_fp),
+            )
+        return self._to_transfer(rows[0]) if rows else None
+
+    def unfinished_transfers(self) -> list[StoredTransfer]:
+        """Transfers waiting or under way, oldest first (to take up again at start)."""
+        with self._lock:
+            rows = self._fetchall(
+                "read",
+                _SELECT_TRANSFERS + "WHERE state IN ('waiting', 'active') ORDER BY seq",
+                (),
+            )
+        return [self._to_transfer(row) for row in rows]
+
+    def transfers(self, peer_fp: str | None = None, limit: int = 50) -> list[StoredTransfer]:
+        """The last `limit` transfers (with one peer), oldest first."""
+        if limit <= 0:
+            return []
+        where = "" if peer_fp is None else "WHERE peer_fp = ? "
+        params: tuple[object, ...] = (limit,) if peer_fp is None else (peer_fp, limit)
+        with self._lock:
+            rows = self._fetchall(
+                "read", _SELECT_TRANSFERS + where + "ORDER BY seq DESC LIMIT ?", params
+            )
+        return [self._to_transfer(row) for row in reversed(rows)]

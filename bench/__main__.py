@@ -22,66 +22,22 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import (
     RESULTS_DIR,
     Row,
-    Target,
     apply_targets,
     as_number,
-    at_least,
-    at_most,
     complete_row,
     failed_row,
     figure_row,
     format_table,
     machine_info,
-    ratio_at_most,
     unavailable_row,
-    under,
-    within_baseline_plus,
     write_json,
 )
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str  # what --only selects
-    module: str  # import path of the figure module
-    targets: tuple[Target, ...] = ()
-
-
-# The targets of the benchmark issue. A missed target is reported as missed, never loosened.
-# Match words are specific enough for one module to carry several figures (bench_node).
-# Ratio and "baseline +" targets need the row's baseline: the latency rows carry the echo
-# round trip (bench.baselines.echo_latency), the kill-to-removal row the --peer-timeout used.
-LATENCY = (
-    Target("median at most 8x the echo", ratio_at_most(8.0), match=("acknowledgement", "median")),
-    Target("p99 under 2 ms", under(2.0, "ms"), match=("acknowledgement", "p99")),
-)
-THROUGHPUT = (Target("at least 10,000/s", at_least(10_000.0, "msg/s"), match=("per second",)),)
-HANDSHAKE = (Target("median under 5 ms", under(5.0, "ms"), match=("handshake", "median")),)
-SESSIONS = (
-    Target("1,000 sessions, at most 64 KiB each", at_most(64.0, "KiB"), match=("per session",)),
-)
-START_TO_MENU = (Target("under 0.6 s", under(0.6, "s"), match=("menu",)),)
-DISCOVERY = (Target("under 2 s", under(2.0, "s"), match=("list each other",)),)
-KILL_TO_REMOVAL = (
-    Target("within timeout + 1 s", within_baseline_plus(1.0, "s"), match=("removed",)),
-)
-HISTORY = (Target("under 10 ms", under(10.0, "ms"), match=("history", "median")),)
-
-REGISTRY: tuple[Entry, ...] = (
-    Entry("baselines", "bench.baselines"),
-    Entry("crypto", "bench.bench_crypto"),
-    Entry("discovery", "bench.bench_discovery", DISCOVERY),
-    Entry("history", "bench.bench_history", HISTORY),
-    Entry("node", "bench.bench_node", LATENCY + THROUGHPUT + HANDSHAKE + SESSIONS + START_TO_MENU),
-    Entry("kill", "bench.bench_liveness", KILL_TO_REMOVAL),
-    Entry("flood", "bench.bench_flood"),
-)
+from bench.registry import GROUPS, REGISTRY, Entry
 
 
 def _reason(exc: BaseException) -> str:
@@ -117,6 +73,14 @@ def collect(entry: Entry, quick: bool) -> list[Row]:
     return rows
 
 
+def select(registry: Sequence[Entry], only: Sequence[str] | None) -> list[Entry]:
+    """The entries `--only` names, directly or through a group; all of them without it."""
+    if not only:
+        return list(registry)
+    wanted = {part for name in only for part in GROUPS.get(name, (name,))}
+    return [entry for entry in registry if entry.name in wanted]
+
+
 def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="peer_chat benchmarks (loopback only)"
@@ -131,15 +95,21 @@ def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
         help="where to write the results (default: bench/results/latest.json, "
         "or bench/results/quick.json with --quick)",
     )
+    choices = [*names, *GROUPS]
+    groups = ", ".join(f"{name} = {' + '.join(parts)}" for name, parts in GROUPS.items())
     parser.add_argument(
-        "--only", nargs="+", choices=names, metavar="NAME", help=f"run only: {', '.join(names)}"
+        "--only",
+        nargs="+",
+        choices=choices,
+        metavar="NAME",
+        help=f"run only: {', '.join(names)}; or a group: {groups}",
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None, registry: Sequence[Entry] = REGISTRY) -> int:
     args = _parser([entry.name for entry in registry]).parse_args(argv)
-    selected = [entry for entry in registry if not args.only or entry.name in args.only]
+    selected = select(registry, args.only)
     machine = machine_info()
     started = time.monotonic()
     rows: list[Row] = []

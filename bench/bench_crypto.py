@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from bench.harness import module_main, summarize
+from bench.harness import summarize
+from bench.registry import module_main
 from crypto_utils import Identity, fingerprint_of, verify_signature
 from peerchat.protocol.channel import STATIC_KEY_CONTEXT, Credentials, Role, SecureChannel
 from peerchat.protocol.messages import Chat, encode_message, new_msg_id

@@ -34,7 +34,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from bench.harness import Row, figure_row, module_main, summarize
+from bench.harness import Row, figure_row, summarize
+from bench.registry import module_main
 from crypto_utils import Identity
 from discovery import DiscoveryService
 from peerchat.limits import BEACON_VERIFY_GLOBAL_RATE
@@ -177,7 +178,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return module_main(run, "discovery convergence on loopback", argv)
+    return module_main(run, "discovery convergence on loopback", argv, entry="discovery")
 
 
 if __name__ == "__main__":

@@ -1,162 +1,155 @@
-"""Legitimate message latency to a real peer under a garbage connection flood, and without.
+"""A real peer under connection floods: legitimate latency, flood rate and memory, per kind.
 
-A real peer_chat process (piped standard input, no discovery) listens on
-127.0.0.1. This process is a legitimate peer: it completes the handshake with
-channel.SecureChannel and a real identity, then sends one chat message at a
-time and times it until the acknowledgement comes back (the peer stores the
-message, then acknowledges it). The flood is another process that keeps 32
-connections in flight from another loopback address, each sending random
-bytes until the peer closes it, then opening the next.
+A real peer_chat process (piped standard input, --bind 127.0.0.1, no
+discovery) listens on 127.0.0.1. This process is a legitimate peer: it
+completes the handshake with channel.SecureChannel and a real identity, then
+sends one chat message at a time and times it until the acknowledgement comes
+back (the peer stores the message, then acknowledges it). The flood is another
+process (bench/programs/flood.py) that keeps 32 connections in flight from
+another loopback address, and opens the next as soon as one ends. Kinds:
 
-Runs alternate: one without the flood (the baseline), one with it, so both
-see the same machine in the same minute. Each figure is the median over runs
-of the per-run median or p99, with its spread; the flood's own rate and the
-peer's memory growth over all flooded runs are reported beside them.
+- garbage: random bytes, until the peer closes the connection (the cheapest
+  rejection: a random length prefix is over the handshake limit);
+- valid first handshake messages: 36 bytes made by the project's own Noise
+  code, so the peer does its key exchange and answers with message 2 (the
+  flood closes once message 2 is in);
+- junk after a valid first message: the same, then a third message of random
+  bytes in the same write, which the peer must try to decrypt.
+
+For each kind, runs alternate: one without the flood (the baseline), one with
+it, so both see the same machine in the same minute; each figure is the median
+over runs of the per-run median or p99, with its spread. The flood's rate is
+the connections per second that ran their course. Memory is measured per kind
+in a phase of its own, with no other traffic: the peer's resident memory
+settled before the flood, its peak during the flood (the kernel's high-water
+mark, reset just before), and its resident memory once the peer has closed
+every flood connection again.
 
     python -m bench.bench_flood [--quick]
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import errno
-import random
-import selectors
-import socket
+import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.clients import BlockingClient
 from bench.harness import (
     Row,
     figure_row,
-    module_main,
     read_line,
     rss_kib,
     stop_child,
     summarize,
     summarize_runs,
 )
+from bench.peers import ROOT, PeerProcess, child_env, peer_process, peer_profile, program
+from bench.registry import module_main
 from crypto_utils import KeyManager
-from peerchat.protocol.channel import (
-    Credentials,
-    HandshakeComplete,
-    MessageReceived,
-    Role,
-    SecureChannel,
-)
-from peerchat.protocol.messages import Ack, Chat, Ping, Pong, new_msg_id
-from tests.support import free_tcp_port
+from peerchat.protocol.channel import Credentials
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "peer_chat.py"
-HOST = "127.0.0.1"
 SOCKET_TIMEOUT = 30.0  # no single wait of this benchmark may be longer
 IN_FLIGHT = 32  # flood connections open at once (half the per-address limit)
 TEXT = "x" * 64
 
 
 @dataclass(frozen=True)
+class Kind:
+    name: str  # the flood program's kind
+    label: str  # how the rows name the flood
+    rate_label: str  # how the rows name its rate
+    connections: str  # how the memory row names its connections
+
+
+GARBAGE = Kind(
+    "garbage",
+    "a garbage connection flood",
+    f"garbage connections opened and closed during the flood ({IN_FLIGHT} in flight)",
+    "garbage connections",
+)
+FIRST = Kind(
+    "first",
+    "a flood of valid first handshake messages",
+    f"valid first handshake messages answered by the peer per second ({IN_FLIGHT} in flight)",
+    "connections sending a valid first handshake message",
+)
+JUNK_AFTER_FIRST = Kind(
+    "junk-after-first",
+    "a flood of junk after a valid first handshake message",
+    f"connections with junk after a valid first message, answered and closed per second "
+    f"({IN_FLIGHT} in flight)",
+    "connections sending junk after a valid first handshake message",
+)
+KINDS = (GARBAGE, FIRST, JUNK_AFTER_FIRST)
+
+
+@dataclass(frozen=True)
 class Sizes:
-    runs: int  # runs of each kind (baseline, flooded), alternating
+    runs: int  # runs of each kind (baseline, flooded), alternating, for the garbage flood
+    work_runs: int  # the same for the floods that cost the peer key-exchange work
     seconds: float  # length of one run: round trips one after the other, for this long
+    memory_seconds: float  # length of the memory phase of each kind
     max_messages: int  # ... but never more than this many in one run
     warmup: int  # untimed round trips before the first run
-    max_seconds: float  # time budget of all runs together
+    max_seconds: float  # time budget of all runs of one kind together
 
 
-FULL = Sizes(runs=7, seconds=3.0, max_messages=50_000, warmup=200, max_seconds=120.0)
-QUICK = Sizes(runs=3, seconds=1.0, max_messages=20_000, warmup=50, max_seconds=30.0)
+FULL = Sizes(
+    runs=7,
+    work_runs=3,
+    seconds=3.0,
+    memory_seconds=2.0,
+    max_messages=50_000,
+    warmup=200,
+    max_seconds=120.0,
+)
+QUICK = Sizes(
+    runs=3,
+    work_runs=2,
+    seconds=1.0,
+    memory_seconds=1.0,
+    max_messages=20_000,
+    warmup=50,
+    max_seconds=30.0,
+)
 
 
 # --------------------------------------------------------------------------- the flood
 
 
-def flood(port: int, source: str, max_seconds: float, stop: threading.Event) -> tuple[int, int]:
-    """Garbage connections to HOST:port from `source`, IN_FLIGHT at a time.
+@dataclass
+class FloodCount:
+    made: int = 0
+    finished: int = 0
+    seconds: float = 0.0
 
-    Returns (connections made, connections the peer closed). Stops when `stop`
-    is set or after `max_seconds`.
-    """
-    rng = random.Random(1)
-    made = closed = 0
-    deadline = time.monotonic() + max_seconds
-    socks: dict[int, socket.socket] = {}
-    with selectors.DefaultSelector() as selector:
-        while not stop.is_set() and time.monotonic() < deadline:
-            while len(socks) < IN_FLIGHT:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                sock.bind((source, 0))
-                made += 1
-                if sock.connect_ex((HOST, port)) not in (0, errno.EINPROGRESS):
-                    sock.close()
-                    break  # out of ports or refused: select, then try again
-                selector.register(sock, selectors.EVENT_WRITE, "connecting")
-                socks[sock.fileno()] = sock
-            for key, _ in selector.select(0.1):
-                sock = socks[key.fd]
-                if key.data == "connecting":
-                    try:
-                        sock.send(rng.randbytes(rng.randrange(4, 512)))
-                    except OSError:
-                        selector.unregister(sock)
-                        del socks[key.fd]
-                        sock.close()
-                        closed += 1
-                        continue
-                    selector.modify(sock, selectors.EVENT_READ, "sent")
-                    continue
-                try:
-                    data = sock.recv(4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    selector.unregister(sock)
-                    del socks[key.fd]
-                    sock.close()
-                    closed += 1
-        for sock in socks.values():
-            sock.close()
-    return made, closed
-
-
-def flood_main(port: int, source: str, max_seconds: float) -> None:
-    """The flood process: says "ready", floods until its stdin closes, prints its counts."""
-    stop = threading.Event()
-
-    def watch_stdin() -> None:
-        sys.stdin.read()
-        stop.set()
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    # One connection first, so "ready" means the flood reaches the peer.
-    with socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT, source_address=(source, 0)):
-        pass
-    print("ready", flush=True)
-    start = time.monotonic()
-    made, closed = flood(port, source, max_seconds, stop)
-    print(f"{made} {closed} {time.monotonic() - start:.3f}", flush=True)
+    @property
+    def rate(self) -> float:
+        return self.finished / self.seconds if self.seconds > 0 else 0.0
 
 
 @contextlib.contextmanager
-def flooding(port: int, source: str, max_seconds: float) -> Iterator[list[float]]:
-    """A flood process for the duration of the block; yields [made, closed, seconds] after."""
-    code = (
-        f"from bench.bench_flood import flood_main; flood_main({port}, {source!r}, {max_seconds})"
-    )
+def flooding(
+    port: int, source: str, kind: str, max_seconds: float, in_flight: int = IN_FLIGHT
+) -> Iterator[FloodCount]:
+    """A flood process for the duration of the block; its counts are filled in after it."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        program("flood", port, source, kind, max_seconds, in_flight),
+        cwd=ROOT,
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert proc.stdin is not None and proc.stdout is not None
-    counts: list[float] = []
-    silent = f"nothing read within {SOCKET_TIMEOUT} s"
+    counts = FloodCount()
+    silent = f"nothing read from the flood within {SOCKET_TIMEOUT} s"
     try:
         if read_line(proc.stdout, SOCKET_TIMEOUT, error=silent) != b"ready":
             raise RuntimeError(f"the flood did not start (exit code {proc.poll()})")
@@ -165,144 +158,130 @@ def flooding(port: int, source: str, max_seconds: float) -> Iterator[list[float]
         line = read_line(proc.stdout, SOCKET_TIMEOUT, error=silent).split()
         if len(line) != 3:
             raise RuntimeError("the flood did not report")
-        counts.extend(float(x) for x in line)
+        counts.made, counts.finished, counts.seconds = int(line[0]), int(line[1]), float(line[2])
     finally:
         stop_child(proc, 10)
 
 
-# --------------------------------------------------------------------------- the peer
+# --------------------------------------------------------------------------- the peer's memory
 
 
-@contextlib.contextmanager
-def running_peer(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A peer_chat process with piped stdin; yields it and its port once it is listening."""
-    port = free_tcp_port()
-    args = [sys.executable, str(SCRIPT), "--name", "Bench", "--port", str(port)]
-    args += ["--data-dir", str(data_dir), "--no-discovery"]
-    proc = subprocess.Popen(
-        args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    listening = threading.Event()
-    stdout = proc.stdout
-    last_lines: collections.deque[bytes] = collections.deque(maxlen=5)
+def socket_count(pid: int) -> int:
+    """Sockets the process has open."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed while we looked
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                count += 1
+    return count
 
-    def drain() -> None:
-        # The peer prints a line per message: read everything so it never blocks on us.
-        for line in stdout:
-            last_lines.append(line)
-            if b"Server listening on port" in line:
-                listening.set()
 
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+def wait_sockets_closed(pid: int, at_most: int, timeout: float) -> None:
+    """Until the peer holds no more sockets than before the flood (it closed every one)."""
+    deadline = time.monotonic() + timeout
+    while socket_count(pid) > at_most:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the peer still holds {socket_count(pid)} sockets {timeout:.0f} s after "
+                f"the flood ({at_most} before it)"
+            )
+        time.sleep(0.05)
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the kernel's high-water mark of the process's RSS (VmHWM); False if not allowed."""
     try:
-        if not listening.wait(SOCKET_TIMEOUT):
-            said = b" / ".join(line.strip() for line in last_lines).decode("utf-8", "replace")
-            raise RuntimeError(f"the peer did not start (exit code {proc.poll()}): {said}")
-        yield proc, port
-    finally:
-        stop_child(proc, 10, close_stdout=False)  # end of input quits the menu
-        reader.join(5)  # the reader ends at the end of output; only then close it
-        stdout.close()
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+    except OSError:
+        return False
+    return True
 
 
-class Client:
-    """A legitimate peer: one session, one message at a time, timed to its acknowledgement."""
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for process {pid}")
 
-    def __init__(self, credentials: Credentials, port: int) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.channel = SecureChannel(Role.INITIATOR, credentials)
-        self._flush()
-        while True:
-            events = self.channel.receive_data(self._recv())
-            self._flush()
-            if any(isinstance(e, HandshakeComplete) for e in events):
-                break
 
-    def _recv(self) -> bytes:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("the peer closed the session")
-        return data
+@dataclass(frozen=True)
+class Memory:
+    connections: int
+    before_kib: int
+    peak_kib: int | None  # None where the high-water mark could not be reset
+    after_kib: int
 
-    def _flush(self) -> None:
-        data = self.channel.data_to_send()
-        if data:
-            self.sock.sendall(data)
 
-    def round_trip(self) -> float:
-        """Seconds from sending one chat message to its acknowledgement."""
-        chat = Chat(new_msg_id(), time.time(), TEXT)
-        start = time.perf_counter_ns()
-        self.channel.send_message(chat)
-        self._flush()
-        while True:
-            for event in self.channel.receive_data(self._recv()):
-                if not isinstance(event, MessageReceived):
-                    continue
-                message = event.message
-                if isinstance(message, Ack) and chat.msg_id in message.msg_ids:
-                    return (time.perf_counter_ns() - start) / 1e9
-                if isinstance(message, Ping):
-                    self.channel.send_message(Pong(message.nonce))
-                    self._flush()
-
-    def round_trips(self, seconds: float, count: int) -> list[float]:
-        """Round trips one after the other for `seconds`, at most `count`, at least one."""
-        deadline = time.monotonic() + seconds
-        samples = [self.round_trip()]
-        while len(samples) < count and time.monotonic() < deadline:
-            samples.append(self.round_trip())
-        return samples
-
-    def close(self) -> None:
-        self.sock.close()
+def measure_memory(peer: PeerProcess, kind: Kind, source: str, seconds: float) -> Memory:
+    """The peer's RSS settled before, at its peak during, and settled after one flood."""
+    sockets = socket_count(peer.pid)
+    before = rss_kib(peer.pid)
+    resettable = reset_peak_rss(peer.pid)
+    with flooding(peer.port, source, kind.name, seconds * 4) as counts:
+        time.sleep(seconds)  # the flood's length: nothing to wait for but time
+    peak = peak_rss_kib(peer.pid) if resettable else None
+    wait_sockets_closed(peer.pid, sockets, SOCKET_TIMEOUT)
+    return Memory(counts.made, before, peak, rss_kib(peer.pid))
 
 
 # --------------------------------------------------------------------------- the figures
 
 
-def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
-    sizes = sizes or (QUICK if quick else FULL)
-    baseline_runs: list[list[float]] = []
-    flood_runs: list[list[float]] = []
-    flood_rates: list[float] = []
-    made_total = closed_total = 0
-    with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
-        identity = KeyManager(Path(tmp) / "client").load_or_create_identity()
-        with running_peer(Path(tmp) / "peer") as (proc, port):
-            client = Client(Credentials.create(identity, "Client", 1), port)
-            try:
-                for _ in range(sizes.warmup):
-                    client.round_trip()
-                rss_before = rss_kib(proc.pid)
-                deadline = time.monotonic() + sizes.max_seconds
-                for index in range(sizes.runs):
-                    baseline_runs.append(client.round_trips(sizes.seconds, sizes.max_messages))
-                    # A fresh source address per run spreads the flood's ephemeral ports.
-                    source = f"127.0.0.{2 + index}"
-                    with flooding(port, source, sizes.max_seconds) as counts:
-                        flood_runs.append(client.round_trips(sizes.seconds, sizes.max_messages))
-                    made, closed, seconds = counts
-                    made_total += int(made)
-                    closed_total += int(closed)
-                    flood_rates.append(made / seconds)
-                    if time.monotonic() > deadline:  # bounded in time as in count
-                        break
-                rss_after = rss_kib(proc.pid)
-            finally:
-                client.close()
-            if proc.poll() is not None:
-                raise RuntimeError(f"the peer exited during the flood ({proc.returncode})")
-    if closed_total < made_total - IN_FLIGHT * len(flood_runs):
-        raise RuntimeError(f"the peer closed {closed_total} of {made_total} garbage connections")
+@dataclass
+class KindResults:
+    baseline_runs: list[list[float]] = field(default_factory=list)
+    flood_runs: list[list[float]] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
+    made: int = 0
+    finished: int = 0
 
-    base_median, base_p99 = (s.scaled(1000) for s in summarize_runs(baseline_runs))
-    flood_median, flood_p99 = (s.scaled(1000) for s in summarize_runs(flood_runs))
-    rate = summarize(flood_rates)
-    label = "legitimate message round trip (to ack) under a garbage connection flood"
+
+def measure_kind(
+    peer: PeerProcess,
+    client: BlockingClient,
+    kind: Kind,
+    runs: int,
+    sizes: Sizes,
+    first_source: int,
+) -> KindResults:
+    results = KindResults()
+    deadline = time.monotonic() + sizes.max_seconds
+    for index in range(runs):
+        results.baseline_runs.append(client.round_trips(sizes.seconds, sizes.max_messages))
+        # A fresh source address per run spreads the flood's ephemeral ports.
+        source = f"127.0.0.{first_source + index}"
+        with flooding(peer.port, source, kind.name, sizes.max_seconds) as counts:
+            results.flood_runs.append(client.round_trips(sizes.seconds, sizes.max_messages))
+        results.made += counts.made
+        results.finished += counts.finished
+        results.rates.append(counts.rate)
+        if time.monotonic() > deadline:  # bounded in time as in count
+            break
+    # Garbage always ends with the peer closing: anything less means a broken flood. The
+    # other kinds may be cut short by a peer that defends itself; their rate says so.
+    if kind is GARBAGE and results.finished < results.made - IN_FLIGHT * len(results.flood_runs):
+        raise RuntimeError(
+            f"only {results.finished} of {results.made} garbage connections were closed"
+        )
+    if results.made == 0:
+        raise RuntimeError(f"the {kind.name} flood opened no connection")
+    return results
+
+
+def kind_rows(kind: Kind, results: KindResults, memory: Memory) -> list[Row]:
+    base_median, base_p99 = (s.scaled(1000) for s in summarize_runs(results.baseline_runs))
+    flood_median, flood_p99 = (s.scaled(1000) for s in summarize_runs(results.flood_runs))
+    rate = summarize(results.rates)
+    label = f"legitimate message round trip (to ack) under {kind.label}"
+    growth = (memory.after_kib - memory.before_kib) / 1024
+    peak = (
+        f"peak during the flood +{(memory.peak_kib - memory.before_kib) / 1024:.2f} MiB"
+        if memory.peak_kib is not None
+        else "peak not measured (VmHWM could not be reset)"
+    )
+    before = f"RSS {memory.before_kib / 1024:.1f} MiB before, {peak}"
     return [
         figure_row(
             f"{label}, median",
@@ -321,21 +300,47 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
             spread=flood_p99.spread(),
         ),
         figure_row(
-            f"garbage connections opened and closed during the flood ({IN_FLIGHT} in flight)",
+            kind.rate_label,
             rate.median,
             "/s",
-            spread=rate.spread(),
+            spread=f"{rate.spread()}; {results.finished:,} of {results.made:,} ran their course",
         ),
         figure_row(
-            f"peer memory growth over {made_total:,} garbage connections",
-            (rss_after - rss_before) / 1024,
+            f"peer memory growth over {memory.connections:,} {kind.connections}",
+            growth,
             "MiB",
+            spread=before,
         ),
     ]
 
 
+def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
+    sizes = sizes or (QUICK if quick else FULL)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
+        identity = KeyManager(Path(tmp) / "client").load_or_create_identity()
+        with peer_process("Bench", peer_profile("Bench", Path(tmp))) as peer:
+            client = BlockingClient(Credentials.create(identity, "Client", 1), peer.address, TEXT)
+            try:
+                for _ in range(sizes.warmup):
+                    client.round_trip()
+                source = 2
+                for kind in KINDS:
+                    runs = sizes.runs if kind is GARBAGE else sizes.work_runs
+                    results = measure_kind(peer, client, kind, runs, sizes, source)
+                    source += runs
+                    memory = measure_memory(peer, kind, f"127.0.0.{source}", sizes.memory_seconds)
+                    source += 1
+                    rows += kind_rows(kind, results, memory)
+            finally:
+                client.close()
+            if peer.proc.poll() is not None:
+                raise RuntimeError(f"the peer exited during the flood ({peer.proc.returncode})")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    return module_main(run, __doc__ or "garbage connection flood", argv)
+    return module_main(run, __doc__ or "connection floods", argv, entry="flood")
 
 
 if __name__ == "__main__":

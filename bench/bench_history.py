@@ -1,21 +1,39 @@
 """History query time: the last 50 messages of one peer with many stored, vs an empty database.
 
 The stored messages come through the real write path (HistoryStore.add_incoming,
-sealed at rest), spread round-robin over PEERS peers, so the queried peer's
-rows are interleaved with everyone else's as in a real history. Building a
-million rows takes a while, so the database is kept under bench/.cache/, keyed
-by the row count and a hash of storage.py (a changed schema or sealing means a
-rebuild); a build happens in a side folder that is renamed into place only
-once it is complete.
+sealed at rest), spread over PEERS peers and written out of order: message n
+(its id, its time, its peer n % PEERS) goes in at a shuffled position, so
+neither ids nor times follow the order of the rows on disk, and the queried
+peer's rows are interleaved with everyone else's as in a real history.
+Building a million rows takes a while, so the database is kept under
+bench/.cache/, keyed by the row count, the layout and a hash of storage.py (a
+changed schema or sealing means a rebuild); a build happens in a side folder
+that is renamed into place only once it is complete.
+
+Figures (the baseline of each is the same measurement on an empty database):
+
+- warm: repeated queries on an open store, median and p99;
+- first query after open, warm: the store opened again in this process, its
+  pages still in the OS page cache;
+- first query after open, cold: a fresh process (bench/programs/history_query.py)
+  started after the database's pages were dropped from the OS page cache
+  (bench/page_cache.py says how, and how many pages stayed cached; a run where
+  they could not be dropped is reported as warm, never as cold).
+
+    python -m bench.bench_history [--quick]
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.harness import (
@@ -28,6 +46,9 @@ from bench.harness import (
     time_calls,
     timed,
 )
+from bench.page_cache import Dropped, drop_cached_pages
+from bench.peers import ROOT, STEP_TIMEOUT, child_env, program
+from bench.registry import module_main
 from crypto_utils import KeyManager, Sealer, fingerprint_of
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
 
@@ -40,13 +61,16 @@ LIMIT = 50
 BATCH = 50_000
 BASE_TIME = 1_700_000_000.0
 TEXT = "benchmark message {n}: a line of ordinary chat text, about this long"
+LAYOUT = "shuffled-v1"  # part of the cache key: how the rows are laid out on disk
+SHUFFLE_SEED = 18
+DB_FILES = ("chat_history.db", "chat_history.db-wal", "chat_history.db-shm")
 
 
 def peer_fingerprints(peers: int = PEERS) -> list[str]:
     return [fingerprint_of(f"bench peer {i}".encode()) for i in range(peers)]
 
 
-def _messages(start: int, stop: int, fingerprints: list[str]) -> list[StoredMessage]:
+def _messages(numbers: Sequence[int], fingerprints: list[str]) -> list[StoredMessage]:
     return [
         StoredMessage(
             msg_id=f"{n:032x}",
@@ -60,24 +84,31 @@ def _messages(start: int, stop: int, fingerprints: list[str]) -> list[StoredMess
             stored_at=BASE_TIME + n * 0.01,
             state=DeliveryState.RECEIVED,
         )
-        for n in range(start, stop)
+        for n in numbers
     ]
 
 
+def write_order(count: int) -> list[int]:
+    """The message numbers 0..count-1 in the order they are written: shuffled, reproducibly."""
+    numbers = list(range(count))
+    random.Random(SHUFFLE_SEED).shuffle(numbers)
+    return numbers
+
+
 def fill(store: HistoryStore, count: int, *, peers: int = PEERS, batch: int = BATCH) -> None:
-    """Store `count` incoming messages spread over `peers` peers, `batch` per transaction."""
+    """Store `count` incoming messages over `peers` peers, out of order, `batch` per transaction."""
     fingerprints = peer_fingerprints(peers)
     for i, fingerprint in enumerate(fingerprints):
         der = f"bench peer {i}".encode()
         store.upsert_peer(fingerprint, f"peer{i}", der, "127.0.0.1", 5000 + i, BASE_TIME)
+    order = write_order(count)
     for start in range(0, count, batch):
-        stop = min(count, start + batch)
-        if not all(store.add_incoming(_messages(start, stop, fingerprints))):
+        if not all(store.add_incoming(_messages(order[start : start + batch], fingerprints))):
             raise RuntimeError("benchmark messages collided with existing ones")
 
 
 def _cache_key() -> str:
-    return hashlib.sha256(STORAGE_SOURCE.read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(LAYOUT.encode() + STORAGE_SOURCE.read_bytes()).hexdigest()[:12]
 
 
 def cached_history(count: int, cache_dir: Path = CACHE_DIR) -> tuple[Path, Sealer]:
@@ -129,6 +160,41 @@ def first_query_times(
     return summarize(bounded(open_and_query, count=runs, max_seconds=max_seconds))
 
 
+def cold_first_query_times(
+    folder: Path, peer_fp: str, *, runs: int, max_seconds: float
+) -> tuple[Summary, list[Dropped]]:
+    """Seconds of the first `history(peer_fp, 50)` in a fresh process, the database's pages
+    dropped from the OS page cache before each start; and how each drop went."""
+    drops: list[Dropped] = []
+
+    def one() -> float:
+        drops.append(drop_cached_pages([folder / name for name in DB_FILES]))
+        done = subprocess.run(
+            program("history_query", folder, peer_fp, LIMIT),
+            cwd=ROOT,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"history query process failed: {done.stderr.strip()[-300:]}")
+        return float(json.loads(done.stdout)["query_s"])
+
+    return summarize(bounded(one, count=runs, max_seconds=max_seconds)), drops
+
+
+def _cold_spread(summary: Summary, drops: Sequence[Dropped]) -> str:
+    """The spread, and how the page cache was emptied (the worst drop of the runs)."""
+    worst = max(drops, key=lambda d: (d.method == "none", d.resident))
+    methods = sorted({d.method for d in drops})
+    how = (
+        worst.describe() if len(methods) == 1 else f"{'/'.join(methods)}; worst: {worst.describe()}"
+    )
+    return f"{summary.scaled(1000).spread()}; {how}"
+
+
 def run(
     quick: bool,
     *,
@@ -155,15 +221,23 @@ def run(
         )
     full_first = first_query_times(full_path, sealer, peer_fp, runs=runs, max_seconds=max_seconds)
 
-    with tempfile.TemporaryDirectory(prefix="bench-history-") as empty_dir:
-        empty_path = Path(empty_dir) / "chat_history.db"
-        empty_sealer = Sealer.generate()
+    full_cold, full_drops = cold_first_query_times(
+        folder, peer_fp, runs=runs, max_seconds=max_seconds
+    )
+
+    with tempfile.TemporaryDirectory(prefix="bench-history-") as empty_name:
+        empty_dir = Path(empty_name)
+        empty_path = empty_dir / "chat_history.db"
+        empty_sealer = KeyManager(empty_dir).load_or_create_sealer()
         with HistoryStore.open(empty_path, empty_sealer) as store:
             empty_median, empty_p99 = query_times(
                 store, peer_fp, runs=runs, queries=queries, max_seconds=max_seconds
             )
         empty_first = first_query_times(
             empty_path, empty_sealer, peer_fp, runs=runs, max_seconds=max_seconds
+        )
+        empty_cold, _ = cold_first_query_times(
+            empty_dir, peer_fp, runs=runs, max_seconds=max_seconds
         )
 
     rows: list[Row] = []
@@ -183,4 +257,29 @@ def run(
                 spread=full_ms.spread(),
             )
         )
+    cold = all(drop.cold for drop in full_drops)
+    label = (
+        "first query after open, cold (fresh process, pages dropped from the OS cache), median"
+        if cold
+        else "first query after open, fresh process, pages NOT dropped from the OS cache, median"
+    )
+    print(f"bench: history cold start: {_cold_spread(full_cold, full_drops)}", file=sys.stderr)
+    rows.append(
+        figure_row(
+            f"history: last {LIMIT} of one peer, {stored}, {label}",
+            full_cold.scaled(1000).median,
+            "ms",
+            baseline=empty_cold.scaled(1000).median,
+            baseline_unit="ms",
+            spread=_cold_spread(full_cold, full_drops),
+        )
+    )
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    return module_main(run, __doc__ or "history queries", argv, entry="history")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

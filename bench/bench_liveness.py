@@ -30,7 +30,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.harness import Row, bounded, figure_row, module_main, stop_child, summarize
+from bench.harness import Row, bounded, figure_row, stop_child, summarize
+from bench.registry import module_main
 from tests.support import free_tcp_port, free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,7 +222,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return module_main(run, "kill-to-removal time on loopback", argv)
+    return module_main(run, "kill-to-removal time on loopback", argv, entry="kill")
 
 
 if __name__ == "__main__":

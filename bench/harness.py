@@ -8,7 +8,6 @@ importing anything; `figure_row` builds a complete one.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import json
@@ -438,19 +437,6 @@ def _cells(rows: Sequence[Mapping[str, object]]) -> list[tuple[str, ...]]:
         )
         for row in rows
     ]
-
-
-def module_main(
-    run: Callable[[bool], Sequence[Mapping[str, object]]],
-    description: str,
-    argv: Sequence[str] | None = None,
-) -> int:
-    """`python -m bench.<module> [--quick]`: run one figure module and print its table."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="fewer and shorter runs")
-    args = parser.parse_args(argv)
-    print(format_table([complete_row(row) for row in run(args.quick)]))
-    return 0
 
 
 def format_markdown(rows: Sequence[Mapping[str, object]], machine: Mapping[str, object]) -> str:

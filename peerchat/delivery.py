@@ -20,8 +20,9 @@ before a message is queued raises StorageError, and nothing is queued.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from peerchat import limits
 from peerchat.errors import StorageError
@@ -55,10 +56,24 @@ def outgoing_message(
     )
 
 
+_OLDEST_QUEUED: Final = limits.MAX_QUEUE_DAYS * 86_400.0 + limits.MAX_CLOCK_SKEW
+
+
+def plausible_sent_at(sent_at: float, now: float) -> float:
+    """`sent_at` if a sender's clock and queue could explain it, else `now` (its arrival)."""
+    if now - _OLDEST_QUEUED <= sent_at <= now + limits.MAX_CLOCK_SKEW:
+        return sent_at
+    return now
+
+
 def received_messages(
     peer_fp: str, peer_name: str, host: str, port: int, chats: Sequence[Chat], *, now: float
 ) -> list[StoredMessage]:
-    """The rows a received batch is stored as, before it is acknowledged."""
+    """The rows a received batch is stored as, before it is acknowledged.
+
+    The sender's time is only a claim: one more than a day ahead of `now`, or
+    older than any sender's queue can keep a message, is replaced by `now`.
+    """
     return [
         StoredMessage(
             msg_id=chat.msg_id,
@@ -68,7 +83,7 @@ def received_messages(
             peer_port=port,
             direction=Direction.IN,
             text=chat.text,
-            sent_at=chat.sent_at,
+            sent_at=plausible_sent_at(chat.sent_at, now),
             stored_at=now,
             state=DeliveryState.RECEIVED,
         )
@@ -218,6 +233,10 @@ class Delivery:
     def peers_with_pending(self) -> list[str]:
         return self._outbox.peers_with_pending()
 
+    def next_expiry(self) -> float | None:
+        """A wall-clock time no later than the next `expire` finds something (None: empty)."""
+        return self._outbox.next_expiry()
+
 
 class ReconnectSchedule:
     """When to try again to reach each peer that has messages waiting (time passed in).
@@ -258,6 +277,10 @@ class ReconnectSchedule:
         delay = self._delay.get(peer, self._shortest)
         self._next_at[peer] = now + delay
         self._delay[peer] = min(delay * 2, self._longest)
+
+    def next_due(self, skip: Collection[str] = ()) -> float | None:
+        """When the first peer not in `skip` is due (None: none is waiting)."""
+        return min((at for peer, at in self._next_at.items() if peer not in skip), default=None)
 
     def postpone(self, peer: str, now: float) -> None:
         """Nothing to try now (no address known): look again after the longest delay."""

@@ -36,3 +36,7 @@ class StorageError(PeerChatError):
 
 class BindError(PeerChatError):
     """A listening socket cannot be opened (for example, the port is in use)."""
+
+
+class NotAnswering(PeerChatError):
+    """The network thread did not answer a call from the menu in time."""

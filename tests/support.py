@@ -7,23 +7,34 @@ test, so no test traffic ever leaves this machine.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, TextIO
+from typing import Any, NoReturn, Protocol, TextIO, TypeVar
 
 import pexpect
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from crypto_utils import Identity, KeyManager, fingerprint_of, short_id
+from discovery import DiscoveryService
 from peerchat.errors import ProtocolError
-from peerchat.protocol.beacon import Beacon, decode_beacon
+from peerchat.events import UiEvent
+from peerchat.net.node import Node, NodeConfig
+from peerchat.protocol.beacon import Beacon, BeaconAccepted, BeaconFilter, decode_beacon
+from storage import HistoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "peer_chat.py"
@@ -62,6 +73,73 @@ def free_tcp_port() -> int:
                 continue
         return port
     raise RuntimeError("no free TCP port below the ephemeral range")
+
+
+def open_profile(data_dir: Path) -> tuple[Identity, HistoryStore]:
+    """A peer's keys and history in `data_dir`, made as peer_chat makes them (created if new)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = KeyManager(data_dir)
+    identity = keys.load_or_create_identity()
+    return identity, HistoryStore.open(data_dir / "chat_history.db", keys.load_or_create_sealer())
+
+
+@dataclass
+class RunningNode:
+    """A Node in this test's process, with the news it has shown so far."""
+
+    node: Node
+    store: HistoryStore
+    port: int
+    events: list[UiEvent] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def on_event(self, event: UiEvent) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        self.node.close()
+        self.store.close()
+
+
+R = TypeVar("R", bound=RunningNode)
+
+
+def start_node(config: NodeConfig, identity: Identity, store: HistoryStore, kind: type[R]) -> R:
+    """A node started and running, as peer_chat starts one (`close()` it after)."""
+    running = kind(node=None, store=store, port=config.port)  # type: ignore[arg-type]
+    running.node = Node(config, identity, store, running.on_event)
+    try:
+        running.node.start()
+    except BaseException:
+        store.close()
+        raise
+    running.node.run()
+    return running
+
+
+def loopback_discovery(
+    identity: Identity,
+    name: str,
+    *,
+    tcp_port: int,
+    discovery_port: int,
+    on_beacon: Callable[[BeaconAccepted], None] = lambda _: None,
+    interval: float = 5.0,
+    beacon_filter: BeaconFilter | None = None,
+) -> DiscoveryService:
+    """A discovery service that beacons to the loopback broadcast address only."""
+    return DiscoveryService(
+        identity=identity,
+        name=name,
+        tcp_port=tcp_port,
+        targets=[LOOPBACK_BROADCAST],
+        discovery_port=discovery_port,
+        interval=interval,
+        on_beacon=on_beacon,
+        beacon_filter=beacon_filter,
+    )
 
 
 def free_udp_port() -> int:
@@ -108,7 +186,9 @@ def peer_args(
         args.append("--no-discovery")
     else:
         if broadcast is not None:
-            args += ["--broadcast", broadcast]
+            # mDNS has one port for the whole host: on loopback every test's peers
+            # would meet. Only peers in a test's own namespaces (broadcast=None) use it.
+            args += ["--broadcast", broadcast, "--no-mdns"]
         args += [
             "--discovery-port",
             str(discovery_port),
@@ -256,9 +336,9 @@ class Peer:
         return str(self.child.before)
 
     def history(self, who: str = "") -> str:
-        self.choose("3")
-        self.answer("Show history with (name or number, empty for everyone):", who)
-        self.expect(["oldest first:", "No messages."])
+        """Option 3, of everyone or, given on the same line, of one peer (name or number)."""
+        self.choose(f"3 {who}" if who else "3")
+        self.expect(["oldest first", "No messages."])
         self.expect_menu()
         return strip_ansi(str(self.child.before))
 
@@ -306,6 +386,43 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+_namespaces = itertools.count()
+
+
+@contextlib.contextmanager
+def loopback_only_namespace() -> Iterator[str | None]:
+    """A network namespace of the test's own with only loopback up, or None where
+    one cannot be made (needs root and iproute2).
+
+    Inside it 255.255.255.255 has no route, and a name lookup cannot leave the
+    machine: the resolver's server is out of reach.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("ip") is None:
+        yield None
+        return
+    name = f"pc{os.getpid()}lo{next(_namespaces)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
+    if made.returncode != 0:
+        yield None
+        return
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        routes = subprocess.run(
+            ["ip", "-n", name, "-4", "route", "show"], capture_output=True, text=True, check=True
+        )
+        assert routes.stdout.strip() == "", "the namespace must have no route"
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def in_namespace(name: str | None) -> Callable[[list[str]], list[str]] | None:
+    """A Peer `launch` that runs the command in namespace `name` (None: as it is)."""
+    if name is None:
+        return None
+    return lambda command: ["ip", "netns", "exec", name, *command]
+
+
 def mount_tmpfs(target: Path, size: str) -> Path:
     """A tmpfs of `size` at `target` (made if missing); see `cannot_set_up` if it cannot be.
 
@@ -349,6 +466,52 @@ def run_cli(
     )
 
 
+def run_script(
+    args: Sequence[str],
+    script: str,
+    *,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run peer_chat.py on a script piped to a standard input that stays open.
+
+    End of input quits as 0 does, so with `run_cli` a script whose lines were
+    read by the wrong prompts still ends cleanly. Here the script has to reach
+    its own `0`: a peer still waiting for input when `timeout` runs out is
+    killed and the test fails with what it printed.
+    """
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as out,
+        tempfile.TemporaryFile("w+", encoding="utf-8") as err,
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *args],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
+            text=True,
+            cwd=str(ROOT),
+            env=child_env(env),
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(script)
+            proc.stdin.flush()
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            out.seek(0)
+            raise AssertionError(
+                f"still waiting for input after {timeout} s; it printed:\n{out.read()[-2000:]}"
+            ) from None
+        finally:
+            proc.stdin.close()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+
 # -- discovery and liveness end to end: reading the screen, watching the port --------
 
 
@@ -361,10 +524,12 @@ class PeerRow:
     address: str
     short_id: str
     verified: bool
+    found: str = ""  # how it was found: "broadcast", "mDNS", "seed", "via NAME", ...
 
 
 _PEER_ROW = re.compile(
-    r"^\s*(\d+)\s+(.+?)\s+(\d{1,3}(?:\.\d{1,3}){3}:\d+)\s+([A-Z2-7]{8})\s+(yes|no)\s+\d+s ago\s*$"
+    r"^\s*(\d+)\s+(.+?)\s+(\d{1,3}(?:\.\d{1,3}){3}:\d+)\s+([A-Z2-7]{8})\s+(yes|no)\s+\d+s ago"
+    r"(?:\s+(\S.*?))?\s*$"
 )
 _FULL_FINGERPRINT = r"[A-Z2-7]{4}(?:-[A-Z2-7]{4}){12}"
 
@@ -375,8 +540,8 @@ def peer_rows(table: str) -> list[PeerRow]:
     for line in strip_ansi(table).splitlines():
         match = _PEER_ROW.match(line)
         if match:
-            number, name, address, sid, verified = match.groups()
-            rows.append(PeerRow(int(number), name, address, sid, verified == "yes"))
+            number, name, address, sid, verified, found = match.groups()
+            rows.append(PeerRow(int(number), name, address, sid, verified == "yes", found or ""))
     return rows
 
 
@@ -530,3 +695,22 @@ class WatchedScreen(Screen, Protocol):
 def await_new_lines(waits: Sequence[tuple[WatchedScreen, str]], timeout: float) -> None:
     """await_lines, counting lines a peer printed before its first menu as seen."""
     await_lines([(p, t) for p, t in waits if not p.seen_at_start(t)], timeout)
+
+
+class _Named(Protocol):
+    name: str
+    data_dir: Path
+
+
+def shown_as(peer: _Named) -> str:
+    """How a peer its correspondent has not verified is named on screen: name and short ID."""
+    return name_and_id(peer.name, peer.data_dir)
+
+
+def name_and_id(name: str, data_dir: Path) -> str:
+    """`name` and the short ID of the profile in `data_dir`, as an incoming line shows them."""
+    public = serialization.load_pem_public_key((data_dir / "public.pem").read_bytes())
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"{name}, ID {short_id(fingerprint_of(der))}"

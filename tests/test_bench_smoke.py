@@ -11,14 +11,17 @@ import dataclasses
 import functools
 import importlib
 import json
+import mmap
+import os
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bench import baselines
-from bench.__main__ import REGISTRY, Entry, collect, main
+from bench.__main__ import collect, main
 from bench.harness import (
     Target,
     apply_targets,
@@ -38,6 +41,7 @@ from bench.harness import (
     within_baseline_plus,
     write_json,
 )
+from bench.registry import REGISTRY, Entry
 
 TINY = baselines.Sizes(
     runs=2,
@@ -224,32 +228,66 @@ def _tiny_discovery(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
     monkeypatch.setattr(discovery, "measure", tiny_measure)
 
 
-def _tiny_node(monkeypatch: pytest.MonkeyPatch, results_dir: Path) -> None:
-    node = importlib.import_module("bench.bench_node")
-    tiny = dataclasses.replace(
-        node.QUICK,
-        runs=1,
-        sends=10,
-        warmup_sends=2,
-        pipelined=50,
-        handshakes=3,
-        sessions=5,
-        sessions_per_address=5,
-        hold_seconds=0.1,
-        starts=1,
-        profile_sends=10,
-        profile_pipelined=50,
-        max_seconds=5.0,
-    )
-    monkeypatch.setattr(node, "run", functools.partial(node.run, sizes=tiny))
+def _tiny(module_name: str, **sizes: object) -> Callable[[pytest.MonkeyPatch, Path], None]:
+    """A patch that runs `module_name` with its QUICK sizes made tiny (its real code path)."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch, results_dir: Path) -> None:
+        module = importlib.import_module(module_name)
+        tiny = dataclasses.replace(module.QUICK, **sizes)
+        monkeypatch.setattr(module, "run", functools.partial(module.run, sizes=tiny))
+
+    return patch
+
+
+def _tiny_profile(monkeypatch: pytest.MonkeyPatch, results_dir: Path) -> None:
+    profile = importlib.import_module("bench.bench_profile")
+    tiny = dataclasses.replace(profile.QUICK, sends=10, pipelined=50)
     # Tiny profiles go to the test's folder, not over the real ones in bench/results.
     monkeypatch.setattr(
-        node, "profile_paths", functools.partial(node.profile_paths, results_dir=results_dir)
+        profile, "run", functools.partial(profile.run, sizes=tiny, results_dir=results_dir)
     )
+
+
+def _tiny_kill(monkeypatch: pytest.MonkeyPatch, results_dir: Path) -> None:
+    monkeypatch.setattr(importlib.import_module("bench.bench_liveness"), "QUICK_RUNS", 1)
 
 
 # How each module is made small enough for this test (its real code path, tiny sizes).
-TINY_PATCHES = {"history": _tiny_history, "discovery": _tiny_discovery, "node": _tiny_node}
+TINY_PATCHES: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
+    "history": _tiny_history,
+    "discovery": _tiny_discovery,
+    "messages": _tiny(
+        "bench.bench_messages", runs=1, sends=10, warmup_sends=2, pipelined=50, handshakes=3
+    ),
+    "sessions": _tiny("bench.bench_sessions", sessions=5, sessions_per_address=5, hold_seconds=0.1),
+    "start": _tiny("bench.bench_start", starts=1),
+    "profile": _tiny_profile,
+    "menu": _tiny("bench.bench_menu", runs=1, messages=10),
+    "kill": _tiny_kill,
+    "flood": _tiny(
+        "bench.bench_flood", runs=1, work_runs=1, seconds=0.2, memory_seconds=0.2, warmup=5
+    ),
+    "junkflood": _tiny("bench.bench_junk_flood", runs=1, seconds=0.3, warmup=5),
+    "legacy-flood": _tiny(
+        "bench.bench_legacy_flood", runs=1, seconds=0.3, warmup=5, max_seconds=10.0
+    ),
+    "pex": lambda monkeypatch, _: monkeypatch.setattr(
+        importlib.import_module("bench.bench_pex"),
+        "run",
+        functools.partial(importlib.import_module("bench.bench_pex").run, peers=3),
+    ),
+    "reach": lambda monkeypatch, _: monkeypatch.setattr(
+        importlib.import_module("bench.bench_reach"),
+        "run",
+        functools.partial(importlib.import_module("bench.bench_reach").run, runs=1),
+    ),
+    "verify": lambda monkeypatch, _: monkeypatch.setattr(
+        importlib.import_module("bench.bench_verify"),
+        "run",
+        functools.partial(importlib.import_module("bench.bench_verify").run, sizes=(1, 3)),
+    ),
+    "transfer": _tiny("bench.bench_transfer", runs=1, file_mib=4, chat_sends=5),
+}
 
 
 @pytest.fixture
@@ -261,6 +299,12 @@ def tiny_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             patch(monkeypatch, tmp_path)
 
 
+def test_every_registered_module_has_a_tiny_size() -> None:
+    # A module without one would run at --quick sizes here: slow, and easy to miss.
+    assert set(TINY_PATCHES) == {entry.name for entry in REGISTRY} - {"baselines", "crypto"}
+
+
+@pytest.mark.slow
 @pytest.mark.usefixtures("tiny_runs")
 @pytest.mark.parametrize("entry", REGISTRY, ids=[entry.name for entry in REGISTRY])
 def test_every_registered_figure_gives_a_numeric_row(entry: Entry) -> None:
@@ -344,3 +388,135 @@ def test_markdown_table_names_the_machine_and_every_row() -> None:
     assert lines[2].startswith("| figure | value |")
     assert lines[4].startswith("| echo / median | 0.07")  # a pipe cannot break the table
     assert lines[5].endswith("| at most 8x | yes |")
+
+
+# --------------------------------------------------------------------------- the split modules
+
+
+def test_node_group_selects_what_the_node_module_measured() -> None:
+    from bench.__main__ import select
+    from bench.registry import GROUPS
+
+    assert not set(GROUPS) & {entry.name for entry in REGISTRY}
+    assert all(part in {e.name for e in REGISTRY} for parts in GROUPS.values() for part in parts)
+    assert [e.name for e in select(REGISTRY, ["node"])] == [
+        "messages",
+        "sessions",
+        "start",
+        "profile",
+    ]
+    assert [e.name for e in select(REGISTRY, ["kill", "history"])] == ["history", "kill"]
+    assert select(REGISTRY, None) == list(REGISTRY)
+
+
+def test_message_rows_keep_their_names_and_each_takes_its_own_target() -> None:
+    messages = importlib.import_module("bench.bench_messages")
+    from bench.registry import REGISTRY as registry
+
+    one = summarize([0.001])
+    figures = messages.MessageFigures(*([one] * len(dataclasses.fields(messages.MessageFigures))))
+    rows = messages.message_rows(figures, messages.FULL)
+    targets = next(entry.targets for entry in registry if entry.name == "messages")
+    judged = {str(row["figure"]): apply_targets(complete_row(row), targets) for row in rows}
+
+    send = "send to acknowledgement, stored on both sides (1000 sends per run)"
+    cpu = "A's network thread (baseline: B, whole process)"
+    rate = "acknowledged stored messages per second, one session, pipelined (8,000 per run)"
+    expected = {  # the names of the committed results, and the target each is judged by
+        f"{send}, median": "median at most 8x the echo",
+        f"{send}, p99": "p99 under 2 ms",
+        rate: "at least 10,000/s",
+        "floor of the design: call into a loop thread + asyncio TCP echo round trip, median": "",
+        f"CPU per sequential send: {cpu}": "at most 250 us",
+        f"CPU per pipelined message: {cpu}": "at most 25 us",
+        "handshake: connect, authenticate, first frame answered, median": "median under 5 ms",
+        f"{send}, median, against the floor of the design": "median at most 1.5x the floor",
+        f"{send}, p99, against the floor of the design": "p99 under 1 ms",
+        f"{rate}, against the floor of the design": "at least 25,000/s",
+    }
+    assert {figure: row["target"] for figure, row in judged.items()} == expected
+
+
+def test_output_watcher_counts_markers_split_across_reads() -> None:
+    from bench.peers import OutputWatcher
+
+    read_fd, write_fd = os.pipe()
+    with open(read_fd, "rb", buffering=0) as reader:
+        watcher = OutputWatcher(reader, [b"Received from "])
+        reached = watcher.expect(b"Received from ", 3)
+        for chunk in (b"Recei", b"ved from A\nReceived from B\nRece", b"ived", b" from C\n"):
+            os.write(write_fd, chunk)
+        assert reached(5.0) > 0
+        os.close(write_fd)
+        watcher.join(5.0)
+        assert watcher.count(b"Received from ") == 3
+        assert watcher.tail().endswith("from C\n")
+        with pytest.raises(RuntimeError, match="saw 3 of 4"):
+            watcher.expect(b"Received from ", 4)(0.1)  # output ended: no hanging
+
+
+def test_page_cache_counts_and_drops_a_files_pages(tmp_path: Path) -> None:
+    from bench.page_cache import drop_cached_pages, resident_pages
+
+    path = tmp_path / "data"
+    path.write_bytes(os.urandom(40 * mmap.PAGESIZE + 1))
+    path.read_bytes()
+
+    pages, resident = resident_pages(path)
+    assert pages == 41
+    assert 0 <= resident <= pages
+
+    dropped = drop_cached_pages([path, tmp_path / "missing-wal"])
+    assert dropped.pages == 41
+    assert dropped.cold == (dropped.resident == 0)
+    assert ("NOT dropped" in dropped.describe()) == (dropped.method == "none")
+
+
+def test_history_is_written_out_of_order() -> None:
+    history = importlib.import_module("bench.bench_history")
+
+    order = history.write_order(1000)
+    assert sorted(order) == list(range(1000))
+    assert order != sorted(order)
+    assert history.write_order(1000) == order  # the same database for the same count
+
+
+def test_junk_identity_is_a_3072_bit_key_with_a_huge_exponent() -> None:
+    import random
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+    from bench.programs import flood
+
+    der, signature = flood.junk_identity_der(random.Random(1))
+    key = serialization.load_der_public_key(der)
+    assert isinstance(key, RSAPublicKey)
+    numbers = key.public_numbers()
+    assert key.key_size == 3072
+    assert numbers.e.bit_length() == 3071
+    assert len(signature) == 384
+    assert int.from_bytes(signature, "big") < numbers.n  # checked in full, not refused early
+
+
+def test_first_flood_message_is_a_valid_36_byte_noise_message() -> None:
+    import random
+
+    from bench.clients import session_identities
+    from bench.programs import flood
+    from peerchat.protocol.channel import Credentials, Role, SecureChannel
+
+    first, channel = flood.Flood("first", random.Random(1)).opening()
+    assert len(first) == 36 and channel is not None
+    credentials = Credentials.create(session_identities(1)[0], "Responder", 5000)
+    responder = SecureChannel(Role.RESPONDER, credentials)
+    assert responder.receive_data(first) == []
+    assert len(responder.data_to_send()) > 36  # message 2: the key exchange was done
+
+
+def test_menu_script_types_what_the_original_script_typed() -> None:
+    menu = importlib.import_module("bench.bench_menu")
+
+    assert len(menu.MESSAGE.encode()) == 100
+    script = menu.menu_script("127.0.0.1", 5000, 3).decode()
+    assert script == f"1\n127.0.0.1\n5000\n{menu.MESSAGE}\n" * 3

@@ -645,6 +645,7 @@ def test_unicode_letters_in_names_are_fine(
 
 
 TRAILING = r"^trailing bytes after the handshake payload$"
+KEY_REFUSED = r"^identity key refused: malformed public key$"
 NOT_SIGNED = r"^identity signature does not cover the handshake's static key$"
 
 
@@ -672,7 +673,10 @@ def raw_payload(name: bytes, port: int, rogue: Rogue, tail: bytes = b"") -> byte
         (lambda r: b"", r"^handshake payload is empty or too large$"),
         (lambda r: r.payload(identity_der=b""), r"^handshake payload lacks a key or signature$"),
         (lambda r: r.payload(signature=b""), r"^handshake payload lacks a key or signature$"),
-        (lambda r: r.payload(identity_der=b"not a key"), NOT_SIGNED),
+        (
+            lambda r: r.payload(identity_der=b"not a key"),
+            r"^identity key refused: malformed public key$",
+        ),
         (lambda r: r.payload(signature=b"\x00" * 256), NOT_SIGNED),
         (lambda r: pad(r.payload(), MAX_HANDSHAKE_PAYLOAD), TRAILING),  # size is fine
         (lambda r: pad(r.payload(), MAX_HANDSHAKE_PAYLOAD + 1), "outside|too large"),

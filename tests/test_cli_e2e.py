@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import socket
@@ -12,7 +13,17 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.support import Peer, free_tcp_port, free_udp_port, run_cli, strip_ansi
+from peerchat.policy.sanitize import CONTINUATION
+from tests.support import (
+    Peer,
+    free_tcp_port,
+    free_udp_port,
+    name_and_id,
+    peer_rows,
+    run_cli,
+    shown_as,
+    strip_ansi,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +47,17 @@ def start(peers: list[Peer], name: str, tmp: Path, dport: int | None, **kw: obje
     return peer
 
 
+def wait_for_rows(peer: Peer, line: str, timeout: float = 20.0) -> None:
+    """Wait until `line` is on `peer`'s screen, cut into rows marked as continuations."""
+    deadline = time.monotonic() + timeout
+    row_break = re.compile(r"\r*\n" + re.escape(CONTINUATION))
+    while line not in row_break.sub("", strip_ansi(peer.screen())):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{line[:60]!r}... not shown in marked rows")
+        with contextlib.suppress(pexpect.TIMEOUT):
+            peer.child.expect("\n", timeout=0.5)
+
+
 def test_two_peers_discover_chat_and_keep_history(
     tmp_path: Path, discovery_port: int, peers: list[Peer]
 ) -> None:
@@ -47,19 +69,20 @@ def test_two_peers_discover_chat_and_keep_history(
     # By IP and port, as the original asked for it.
     alice.send_to("127.0.0.1", "hello Bob", port=bob.port)
     alice.expect_text(f"Message sent to {bob.addr}")
-    bob.expect_text(f"Received from {alice.addr} (Alice): hello Bob")
+    bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): hello Bob")
 
     # By name: no port asked.
     bob.send_to("Alice", "hi Alice")
     bob.expect_text(f"Message sent to {alice.addr}")
-    alice.expect_text(f"Received from {bob.addr} (Bob): hi Alice")
+    alice.expect_text(f"Received from {bob.addr} ({shown_as(bob)}): hi Alice")
 
     # A 10 KiB message and a script other than Latin arrive intact.
     big = "".join(f"{i:05d}-" for i in range(1700))[: 10 * 1024]
     alice.send_to("Bob", big)
     alice.expect_text(f"Message sent to {bob.addr}")
-    bob.expect_text(f"Received from {alice.addr} (Alice): ")
-    bob.expect_text(big[-200:])
+    bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): ")
+    # On a terminal a long line comes in rows of its width, each later one marked.
+    wait_for_rows(bob, f"Received from {alice.addr} ({shown_as(alice)}): {big}")
     alice.send_to("Bob", "Привет, мир — こんにちは 🌍")
     bob.expect_text("Привет, мир — こんにちは 🌍")
 
@@ -91,10 +114,13 @@ def test_exit_message_removes_sender(
     alice.expect_text("Discovered peer Bob")
     bob.expect_text("Discovered peer Alice")
     alice.send_to("Bob", "exit")
-    bob.expect_text(f"Received from {alice.addr} (Alice): exit")
+    bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): exit")
     bob.expect_text("is offline (said exit)")
     bob.expect_menu()
-    assert "Alice" not in bob.peers_table()
+    # As in the original, its next sign of life (a beacon every 0.5 s here) brings it back.
+    deadline = time.monotonic() + 10
+    while "Alice" not in bob.peers_table():
+        assert time.monotonic() < deadline, "Alice was not listed again"
 
 
 def test_connect_to_every_active_peer(
@@ -105,7 +131,17 @@ def test_connect_to_every_active_peer(
     carol = start(peers, "Carol", tmp_path, discovery_port)
     alice.expect_text("Discovered peer Bob")
     alice.expect_text("Discovered peer Carol")
+    # Heard of by beacon only: a beacon's address is a claim anyone can make, so
+    # option 4 with no address does not dial it on its own, and says so.
     alice.connect("", None)
+    alice.expect_all(
+        *(f"Failed to connect to {p.addr} - never reached at this address" for p in (bob, carol))
+    )
+    alice.expect_menu()
+    for other in (bob, carol):  # reached once at the address the user typed ...
+        alice.connect("127.0.0.1", other.port)
+        alice.expect_text(f"Connected to {other.addr}")
+    alice.connect("", None)  # ... option 4 with no address connects to every one
     found = {alice.expect([f"Connected to {bob.addr}", f"Connected to {carol.addr}"]) for _ in "ab"}
     assert found == {0, 1}
     for other in (bob, carol):
@@ -122,7 +158,7 @@ def test_connect_by_address_without_discovery(tmp_path: Path, peers: list[Peer])
     bob.expect_text(f"Peer Alice connected from {alice.addr}")
     assert "Alice" in bob.peers_table()
     bob.send_to("Alice", "found you")
-    alice.expect_text(f"Received from {bob.addr} (Bob): found you")
+    alice.expect_text(f"Received from {bob.addr} ({shown_as(bob)}): found you")
 
 
 def test_unreachable_address_is_not_reported_sent(tmp_path: Path, peers: list[Peer]) -> None:
@@ -153,7 +189,7 @@ def test_piped_stdin_conversation(tmp_path: Path, peers: list[Peer]) -> None:
     assert "***** Menu *****" in result.stdout
     assert f"Message sent to {bob.addr}" in result.stdout
     assert "[delivered]: scripted hello" in result.stdout
-    bob.expect_text("(Alice): scripted hello")
+    bob.expect_text(f"({name_and_id('Alice', tmp_path / 'A')}): scripted hello")
 
 
 # -- wrong input: one clear line, a non-zero exit, no traceback -----------------
@@ -183,6 +219,8 @@ def _assert_clean_failure(result: object, *needles: str) -> None:
         (["--name", "A", "--port", "5000", "--queue-limit", "0"], "invalid count '0'"),
         (["--name", "A", "--port", "5000", "--queue-days", "soon"], "invalid number of days"),
         (["--name", "A", "--port", "5000", "--peer-timeout", "nan"], "invalid duration nan"),
+        # Never matched by abbreviation: a mistyped or future flag is not some other flag.
+        (["--name", "A", "--port", "5000", "--peer-t", "5"], "unrecognized arguments: --peer-t"),
     ],
 )
 def test_wrong_flags(args: list[str], needle: str, tmp_path: Path) -> None:
@@ -285,14 +323,14 @@ def test_changed_key_is_refused_until_retrusted(tmp_path: Path, peers: list[Peer
     alice = start(peers, "Alice", tmp_path, None)
     bob = start(peers, "Bob", tmp_path, None)
     bob.send_to("127.0.0.1", "first contact", port=alice.port)
-    alice.expect_text(f"Received from {bob.addr} (Bob): first contact")
+    alice.expect_text(f"Received from {bob.addr} ({shown_as(bob)}): first contact")
     bob.quit()
 
     # Someone else now runs as "Bob" at the same address, with a new key.
     impostor = start(peers, "Bob", tmp_path, None, port=bob.port, data_dir=tmp_path / "Bob-new")
     impostor.send_to("127.0.0.1", "trust me", port=alice.port)
     alice.expect_text("WARNING: the key of peer Bob at")
-    alice.expect_text("has changed!")
+    alice.expect_text("has changed (was ")
     impostor.expect_text("Message refused by")
     alice.expect_menu()
     history = alice.history()
@@ -305,7 +343,27 @@ def test_changed_key_is_refused_until_retrusted(tmp_path: Path, peers: list[Peer
     alice.answer("Type yes to trust the new key:", "yes")
     # Held back until now, the queued message arrives once the key is trusted
     # (possibly while the menu is still confirming).
-    alice.expect_all("New key of Bob accepted.", f"Received from {impostor.addr} (Bob): trust me")
+    alice.expect_all(
+        "New key of Bob accepted.",
+        f"Received from {impostor.addr} ({shown_as(impostor)}): trust me",
+    )
+
+
+def test_a_verified_peer_is_listed_as_verified_at_once(tmp_path: Path, peers: list[Peer]) -> None:
+    alice = start(peers, "Alice", tmp_path, None)
+    bob = start(peers, "Bob", tmp_path, None)
+    alice.connect("127.0.0.1", bob.port)
+    alice.expect_text(f"Connected to {bob.addr} (Bob)")
+    alice.expect_menu()
+    assert [(r.name, r.verified) for r in peer_rows(alice.peers_table())] == [("Bob", False)]
+
+    alice.choose("6")
+    alice.answer("Peer to verify (number, name, or c<number> to re-trust):", "1")
+    alice.answer("Do they match? Type yes to mark verified:", "yes")
+    alice.expect_text("Bob is now verified.")
+    alice.expect_menu()
+    # The same session, no reconnect: the listing shows what the user just did.
+    assert [(r.name, r.verified) for r in peer_rows(alice.peers_table())] == [("Bob", True)]
 
 
 def test_incoming_line_keeps_what_the_user_is_typing(tmp_path: Path, peers: list[Peer]) -> None:
@@ -317,12 +375,12 @@ def test_incoming_line_keeps_what_the_user_is_typing(tmp_path: Path, peers: list
     alice.expect_text("Enter recipient's IP:")
     alice.child.send("127.0.")  # half typed, no Enter yet
     bob.send_to("Alice", "interrupting")
-    alice.expect_text(f"Received from {bob.addr} (Bob): interrupting")
+    alice.expect_text(f"Received from {bob.addr} ({shown_as(bob)}): interrupting")
     alice.child.send("0.1\r")  # the rest of the line: the whole address must arrive
     alice.answer("Enter recipient's port number:", str(bob.port))
     alice.answer("Enter your message:", "typed around it")
     alice.expect_text(f"Message sent to {bob.addr}")
-    bob.expect_text(f"Received from {alice.addr} (Alice): typed around it")
+    bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): typed around it")
 
 
 def test_passphrase_from_environment_or_file(tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ import logging
 import multiprocessing
 import os
 import stat
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,9 +176,8 @@ def test_sealer_roundtrip_and_bad_tokens() -> None:
 def test_read_passphrase_sources(tmp_path: Path) -> None:
     pfile = tmp_path / "pass"
     pfile.write_bytes(b"from file\r\nsecond line\n")
-    env = {"PEER_CHAT_PASSPHRASE": "from env"}
-    assert read_passphrase(pfile, env) == b"from file"  # the file wins
-    assert read_passphrase(None, env) == b"from env"
+    assert read_passphrase(pfile, {"PEER_CHAT_PASSPHRASE": "from env"}) == b"from file"  # wins
+    assert read_passphrase(None, {"PEER_CHAT_PASSPHRASE": "from env"}) == b"from env"
     assert read_passphrase(None, {}) is None
     pfile.write_bytes(b"  spaces kept  \n")
     assert read_passphrase(pfile, {}) == b"  spaces kept  "
@@ -190,6 +192,25 @@ def test_read_passphrase_errors(tmp_path: Path) -> None:
         read_passphrase(empty, {})
     with pytest.raises(KeyFileError, match="set but empty"):
         read_passphrase(None, {"PEER_CHAT_PASSPHRASE": ""})
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+def test_the_passphrase_leaves_the_environment_once_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, from_file: bool
+) -> None:
+    monkeypatch.setenv("PEER_CHAT_PASSPHRASE", "from env")
+    pfile = tmp_path / "pass"
+    pfile.write_bytes(b"from file\n")
+    read = read_passphrase(pfile if from_file else None, os.environ)
+    assert read == (b"from file" if from_file else b"from env")
+    assert "PEER_CHAT_PASSPHRASE" not in os.environ
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ.get('PEER_CHAT_PASSPHRASE'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert child.stdout.strip() == "None"  # nor in what a child process inherits
 
 
 # --------------------------------------------------------------------------- key files
@@ -261,7 +282,7 @@ def test_existing_2048_bit_key_loads(tmp_path: Path, fmt: serialization.PrivateF
 
 def test_weak_or_non_rsa_private_key_refused(tmp_path: Path) -> None:
     write_private(tmp_path / "private.pem", rsa.generate_private_key(65537, 1024))
-    with pytest.raises(KeyFileError, match="1024-bit"):
+    with pytest.raises(KeyFileError, match="1024 bits"):
         KeyManager(tmp_path).load_or_create_identity()
     write_private(tmp_path / "private.pem", ec.generate_private_key(ec.SECP256R1()))
     with pytest.raises(KeyFileError, match="non-RSA"):
@@ -465,3 +486,50 @@ def test_damaged_sealed_body_is_a_storage_error(damage: str) -> None:
         body.clear()
     with pytest.raises(StorageError):
         sealer.open(bytes(body))
+
+
+# --------------------------------------------------------------------------- scrypt cost
+
+
+def scrypt_key(passphrase: bytes, salt: bytes, log2_n: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    return Scrypt(salt=salt, length=32, n=1 << log2_n, r=8, p=1).derive(passphrase)
+
+
+def test_new_files_use_scrypt_n_2_17(tmp_path: Path) -> None:
+    manager = KeyManager(tmp_path, PASS)
+    manager.load_or_create_identity()
+    manager.load_or_create_sealer()
+    assert (tmp_path / "secret.key").read_bytes()[5] == 17  # log2(n) in the sealed header
+    first_line = (tmp_path / "private.pem").read_bytes().split(b"\n", 1)[0]
+    assert b" log2n=17 " in first_line
+
+
+def test_files_written_with_scrypt_n_2_15_still_open(tmp_path: Path) -> None:
+    """secret.key and private.pem as earlier versions wrote them, with log2(n) = 15."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    fernet_key = Fernet.generate_key()
+    salt, nonce = os.urandom(16), os.urandom(12)
+    header = struct.pack(">4sBBBB16s12s", b"PCSK", 1, 15, 8, 1, salt, nonce)
+    sealed = AESGCM(scrypt_key(PASS, salt, 15)).encrypt(nonce, fernet_key, header)
+    (tmp_path / "secret.key").write_bytes(header + sealed)
+    (tmp_path / "secret.key").chmod(0o600)
+
+    key = rsa.generate_private_key(65537, 2048)
+    pem_salt = os.urandom(16)
+    password = base64.urlsafe_b64encode(scrypt_key(PASS, pem_salt, 15))
+    line = f"peer_chat-kdf: scrypt log2n=15 r=8 p=1 salt={pem_salt.hex()}\n".encode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    (tmp_path / "private.pem").write_bytes(line + pem)
+    (tmp_path / "private.pem").chmod(0o600)
+
+    manager = KeyManager(tmp_path, PASS)
+    assert manager.load_or_create_identity().public_der == der_of(key)
+    sealer = manager.load_or_create_sealer()
+    assert sealer.open(Fernet(fernet_key).encrypt(b"old body")) == b"old body"

@@ -40,6 +40,7 @@ from tests.support import (
     free_tcp_port,
     free_udp_port,
     peer_args,
+    shown_as,
     strip_ansi,
 )
 
@@ -78,8 +79,8 @@ def send_lines(messages: Sequence[str]) -> str:
     return "".join(f"1\nBob\n{text}\n" for text in messages)
 
 
-def received_line(text: str) -> str:
-    return f"(Alice): {text}\n"
+def received_line(sender: PipedPeer, text: str) -> str:
+    return f"({shown_as(sender)}): {text}\n"
 
 
 # -- a peer on piped standard input ---------------------------------------------------
@@ -445,7 +446,7 @@ def gated_pair(
 def meet_then_leave(alice: PipedPeer, bob: PipedPeer) -> None:
     """An earlier session: Alice meets Bob ("hello" arrives), then Bob quits."""
     alice.write(send_lines(["hello"]))
-    bob.expect(received_line("hello"))
+    bob.expect(received_line(alice, "hello"))
     assert bob.quit() == 0
     alice.expect("is offline (left)")
 
@@ -473,7 +474,7 @@ def test_messages_queued_while_receiver_is_away_arrive_once_in_order(
     alice.expect_text(f"Discovered peer Bob at {bob.addr}")
     alice.send_to("Bob", "hello")
     alice.expect_text(f"Message sent to {bob.addr}")
-    bob.expect_text(f"Received from {alice.addr} (Alice): hello")
+    bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): hello")
     assert bob.quit() == 0
     alice.expect_text(f"Bob at {bob.addr} is offline (left)")
 
@@ -486,7 +487,7 @@ def test_messages_queued_while_receiver_is_away_arrive_once_in_order(
 
     bob = peer(cleanup, "Bob", tmp_path, discovery_port, port=bob.port, data_dir=bob.data_dir)
     for text in messages:  # expect_text moves forward: these must come in this order
-        bob.expect_text(f"Received from {alice.addr} (Alice): {text}")
+        bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): {text}")
     sum_delivered(alice, 3)
 
     bob_history = bob.history("Alice")
@@ -529,7 +530,7 @@ def test_sender_restarted_with_a_queue_delivers_it(
     bob = peer(cleanup, "Bob", tmp_path, None, port=bob.port, data_dir=bob.data_dir)
     alice = peer(cleanup, "Alice", tmp_path, None, port=alice.port, data_dir=alice.data_dir)
     for text in messages:
-        bob.expect_text(f"Received from {alice.addr} (Alice): {text}")
+        bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): {text}")
     sum_delivered(alice, 3)
     alice_history = alice.history("Bob")
     assert [f"[delivered]: {t}" in alice_history for t in messages] == [True] * 3
@@ -549,7 +550,7 @@ def test_burst_survives_receiver_killed_three_times(
     # way when Bob dies, the other 199 are typed while he is gone.
     gate.gate(up=2 + 100, down=None)
     alice.write(send_lines(texts(1, 300)))
-    bob.expect(received_line("m0100"))
+    bob.expect(received_line(alice, "m0100"))
     bob.kill()
     alice.wait_until("300 answers", lambda out: answers(out) == 300)
     with open_history(alice.data_dir) as store:
@@ -562,20 +563,20 @@ def test_burst_survives_receiver_killed_three_times(
     # next Bob, who has them already.
     gate.gate(up=2 + 50, down=1)
     bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
-    bob.expect(received_line(pending[49]))
+    bob.expect(received_line(alice, pending[49]))
     bob.kill()
-    assert received_line(pending[50]) not in bob.output
+    assert received_line(alice, pending[50]) not in bob.output
 
     # Kill 3, during a live burst again, with the backlog still in flight.
     gate.gate(up=None, down=None)
     bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
     alice.write(send_lines(texts(301, 700)))
-    bob.expect(received_line("m0500"))
+    bob.expect(received_line(alice, "m0500"))
     bob.kill()
 
     bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
     alice.write(send_lines(texts(701, 1000)))
-    bob.expect(received_line("m1000"))
+    bob.expect(received_line(alice, "m1000"))
     out = alice.wait_until(
         "every message acknowledged",
         lambda out: answers(out) == 1000 and out.count(SENT) + delivered_later(out) >= 1000,
@@ -608,11 +609,11 @@ def test_sender_killed_mid_delivery_resumes_from_its_database(
     # acknowledgements recorded by Alice or lost on the way.
     gate.gate(up=2 + 100, down=None if acks_reach_sender else 1)
     bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
-    bob.expect(received_line("m0100"))
+    bob.expect(received_line(alice, "m0100"))
     if acks_reach_sender:
         wait_for_pending(alice.data_dir, 900)
     alice.kill()
-    assert bob.output.count("(Alice): m") == 100
+    assert bob.output.count(f"({shown_as(alice)}): m") == 100
 
     with open_history(alice.data_dir) as store:
         pending = [m.text for m in store.pending_messages()]
@@ -621,7 +622,7 @@ def test_sender_killed_mid_delivery_resumes_from_its_database(
 
     # Alice starts again and is given nothing to do: her queue is in her database.
     alice = piped(cleanup, "Alice", tmp_path, discovery_port, port=alice.port)
-    bob.expect(received_line("m1000"))
+    bob.expect(received_line(alice, "m1000"))
     alice.wait_until(f"{len(pending)} delivered", lambda out: delivered_later(out) >= len(pending))
     assert delivered_later(alice.output) == len(pending)
     assert alice.quit() == 0
@@ -649,8 +650,8 @@ def test_queues_both_ways_meet_once_in_order(
     bob.write("".join(f"1\nAlice\n{text}\n" for text in to_alice))
     bob.wait_until("300 queued", lambda out: out.count(QUEUED) == 300)
     alice = piped(cleanup, "Alice", tmp_path, discovery_port, port=alice.port)
-    alice.expect("(Bob): b300\n")
-    bob.expect(received_line("a300"))
+    alice.expect(f"({shown_as(bob)}): b300\n")
+    bob.expect(received_line(alice, "a300"))
     alice.wait_until("300 delivered", lambda out: delivered_later(out) >= 300)
     bob.wait_until(
         "300 delivered",
@@ -679,10 +680,10 @@ def test_a_network_gone_silent_mid_delivery_is_noticed_and_the_rest_resent(
 
     gate.gate(up=2 + 100, down=None)
     bob = bob_behind(cleanup, tmp_path, discovery_port, gate)
-    bob.expect(received_line("m0100"))
+    bob.expect(received_line(alice, "m0100"))
     gate.cut()
     gate.gate(up=None, down=None)
-    bob.expect(received_line("m0600"))  # after the silence is noticed: peer timeout, 3 s
+    bob.expect(received_line(alice, "m0600"))  # after the silence is noticed: peer timeout, 3 s
     alice.wait_until("600 delivered", lambda out: delivered_later(out) >= 600)
     assert delivered_later(alice.output) == 600
     assert alice.quit() == 0

@@ -19,7 +19,6 @@ import enum
 import functools
 import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,14 +41,14 @@ from crypto_utils import Identity, Sealer, fingerprint_of
 from peerchat import delivery
 from peerchat.delivery import Delivery, outgoing_message
 from peerchat.errors import StorageError
-from peerchat.events import Outcome, QueuedExpired, UiEvent
+from peerchat.events import Outcome, QueuedExpired
 from peerchat.limits import MAX_IN_FLIGHT, MAX_QUEUED_AGE, MAX_QUEUED_PER_PEER
-from peerchat.net.node import Node, NodeConfig
+from peerchat.net.node import NodeConfig
 from peerchat.policy.outbox import QueueFull
 from peerchat.protocol.messages import Ack, Chat
 from peerchat.ui.menu import describe_event, describe_send
 from storage import DeliveryState, Direction, HistoryStore, StoredMessage
-from tests.support import free_tcp_port
+from tests.support import RunningNode, free_tcp_port, start_node
 
 ALICE = fingerprint_of(b"alice's key")
 BOB = fingerprint_of(b"bob's key")
@@ -768,18 +767,7 @@ def bob_identity() -> Identity:
     return Identity.generate(2048)
 
 
-@dataclass
-class Running:
-    node: Node
-    store: HistoryStore
-    events: list[UiEvent] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-
-    def on_event(self, event: UiEvent) -> None:
-        with self.changed:
-            self.events.append(event)
-            self.changed.notify_all()
-
+class Running(RunningNode):
     def wait_for_expired(self, timeout: float = 10.0) -> QueuedExpired:
         with self.changed:
             assert self.changed.wait_for(
@@ -796,8 +784,7 @@ def start_alice(
     started: list[Running] = []
     yield started, tmp_path / "alice.db", bob_identity.fingerprint
     for running in started:
-        running.node.close()
-        running.store.close()
+        running.close()
 
 
 def run_alice(
@@ -821,11 +808,8 @@ def run_alice(
         max_queued_per_peer=max_queued_per_peer,
         max_queued_age=max_queued_age,
     )
-    running = Running(node=None, store=store)  # type: ignore[arg-type]
-    running.node = Node(config, Identity.generate(2048), store, running.on_event)
+    running = start_node(config, Identity.generate(2048), store, Running)
     started.append(running)
-    running.node.start()
-    running.node.run()
     return running
 
 

@@ -9,15 +9,11 @@ the machine's real network. The peers run with the default broadcast address
 namespace that can only reach the test bridge.
 
 Needs root and iproute2; where namespaces cannot be made the test is skipped
-with the reason, or fails with it under CI (tests.support.cannot_set_up).
+with the reason.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,13 +21,14 @@ from pathlib import Path
 import pytest
 
 from peerchat.limits import DISCOVERY_PORT  # the program's default, as on a real LAN
+from tests.netns import Lan, check_isolated, require_netns, root_links, unavailable
 from tests.support import (
     WatchedPeer,
     await_lines,
     await_new_lines,
-    cannot_set_up,
     own_fingerprint,
     peer_rows,
+    shown_as,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -45,112 +42,18 @@ REMOVAL_MARGIN = 1.5
 EVENT_WAIT = 15.0
 NAMES = ("Alice", "Bob", "Carol")
 
-_counter = itertools.count()
-
-
-def ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=15, check=False)
-
-
-def ip_ok(*args: str) -> str:
-    result = ip(*args)
-    if result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
-
-
-class Lan:
-    """A switch namespace with a bridge, and one namespace per host plugged into it."""
-
-    def __init__(self, hosts: int) -> None:
-        tag = f"pc{os.getpid()}x{next(_counter)}"
-        self.switch = f"{tag}sw"
-        self.hosts = [f"{tag}h{i}" for i in range(hosts)]
-        self.addresses = [f"{SUBNET}.{10 + i}" for i in range(hosts)]
-        self.ports = [f"p{i}" for i in range(hosts)]  # bridge side of each host's cable
-        self.made: list[str] = []
-
-    def build(self) -> None:
-        self._add(self.switch)
-        ip_ok("-n", self.switch, "link", "set", "lo", "up")
-        ip_ok(
-            "-n",
-            self.switch,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        )
-        ip_ok("-n", self.switch, "link", "set", "br0", "up")
-        for host, address, port in zip(self.hosts, self.addresses, self.ports, strict=True):
-            self._add(host)
-            ip_ok("-n", host, "link", "set", "lo", "up")
-            # Both ends are born in their namespaces: the root namespace never holds them.
-            ip_ok(
-                "-n",
-                self.switch,
-                "link",
-                "add",
-                port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                host,
-            )
-            ip_ok("-n", self.switch, "link", "set", port, "master", "br0")
-            ip_ok("-n", self.switch, "link", "set", port, "up")
-            ip_ok("-n", host, "addr", "add", f"{address}/{PREFIX}", "dev", "eth0")
-            ip_ok("-n", host, "link", "set", "eth0", "up")
-
-    def _add(self, name: str) -> None:
-        ip_ok("netns", "add", name)
-        self.made.append(name)
-
-    def set_cable(self, host: int, up: bool) -> None:
-        ip_ok("-n", self.switch, "link", "set", self.ports[host], "up" if up else "down")
-
-    def destroy(self) -> None:
-        for name in reversed(self.made):
-            ip("netns", "del", name)
-        self.made.clear()
-
-
-def _root_links() -> set[str]:
-    """Names of the root namespace's interfaces (`ip -o link`: "N: NAME: <...")."""
-    return {line.split(":")[1].strip() for line in ip_ok("-o", "link", "show").splitlines()}
-
 
 @pytest.fixture
 def lan() -> Iterator[Lan]:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        cannot_set_up("network namespaces need root")
-    if shutil.which("ip") is None:
-        cannot_set_up("iproute2 ('ip') is not installed")
-    net = Lan(len(NAMES))
-    probe = ip("netns", "add", net.switch)
-    if probe.returncode != 0:
-        cannot_set_up(f"cannot create a network namespace: {probe.stderr.strip()}")
-    ip("netns", "del", net.switch)
-    before = _root_links()
+    require_netns()
+    net = Lan(len(NAMES), SUBNET, PREFIX)
+    before = root_links()
     try:
         try:
             net.build()
         except RuntimeError as exc:
-            cannot_set_up(f"cannot build the test LAN: {exc}")
-        # The rule this test lives by: nothing new in the root namespace, and no host
-        # has a route beyond the test subnet.
-        assert _root_links() <= before, "the test LAN leaked into the root namespace"
-        for host in net.hosts:
-            routes = ip_ok("-n", host, "-4", "route", "show").splitlines()
-            assert routes and all(r.startswith(f"{SUBNET}.0/{PREFIX} ") for r in routes), routes
+            unavailable(f"cannot build the test LAN: {exc}")
+        check_isolated([net], before)
         yield net
     finally:
         net.destroy()
@@ -213,13 +116,13 @@ def test_three_hosts_discover_chat_and_drop_a_host_whose_cable_is_pulled(
     # LAN address, never a loopback one.
     alice.send_to("Bob", "hello across the bridge")
     alice.expect_text(f"Message sent to {bob.addr}")
-    bob.expect_text(f"Received from {alice.addr} (Alice): hello across the bridge")
+    bob.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): hello across the bridge")
     carol.send_to(alice.addr.split(":")[0], "by address", port=PORT)
     carol.expect_text(f"Message sent to {alice.addr}")
-    alice.expect_text(f"Received from {carol.addr} (Carol): by address")
+    alice.expect_text(f"Received from {carol.addr} ({shown_as(carol)}): by address")
     bob.send_to("Carol", "and back")
     bob.expect_text(f"Message sent to {carol.addr}")
-    carol.expect_text(f"Received from {bob.addr} (Bob): and back")
+    carol.expect_text(f"Received from {bob.addr} ({shown_as(bob)}): and back")
 
     # Pull Carol's cable at the switch: both sides lose each other within the timeout.
     cut_at = time.monotonic()
@@ -264,4 +167,4 @@ def test_host_plugged_back_in_is_announced_and_listed_again(
         assert_lists_exactly(peer, [o for o in hosts if o is not peer], ids)
     alice.send_to("Carol", "welcome back")
     alice.expect_text(f"Message sent to {carol.addr}")
-    carol.expect_text(f"Received from {alice.addr} (Alice): welcome back")
+    carol.expect_text(f"Received from {alice.addr} ({shown_as(alice)}): welcome back")

@@ -29,7 +29,9 @@ from tests.support import (
     cannot_set_up,
     free_tcp_port,
     mount_tmpfs,
+    name_and_id,
     run_cli,
+    shown_as,
     strip_ansi,
     unmount,
 )
@@ -106,7 +108,7 @@ def profile_with_history(tmp: Path, peers: list[Peer], text: str) -> Path:
     done = run_cli(cli_args("Alice", data), stdin=f"1\n127.0.0.1\n{bob.port}\n{text}\n0\n")
     assert done.returncode == 0, done.stderr
     assert f"Message sent to {bob.addr}" in done.stdout
-    bob.expect_text(f"(Alice): {text}")
+    bob.expect_text(f"({name_and_id('Alice', data)}): {text}")
     return data
 
 
@@ -150,7 +152,7 @@ def first_message(sender: Peer, receiver: Peer, text: str) -> None:
     """`sender` sends `text` to `receiver` by address, before any fault: it arrives."""
     sender.send_to("127.0.0.1", text, port=receiver.port)
     sender.expect_text(f"Message sent to {receiver.addr}")
-    receiver.expect_text(f"Received from {sender.addr} (Sender): {text}")
+    receiver.expect_text(f"Received from {sender.addr} ({shown_as(sender)}): {text}")
 
 
 def assert_held_back(sender: Peer, receiver: Peer, text: str, problem: str) -> None:
@@ -173,7 +175,9 @@ def assert_held_back(sender: Peer, receiver: Peer, text: str, problem: str) -> N
 def assert_delivered_once_after(sender: Peer, receiver: Peer, text: str, earlier: str) -> None:
     """Once the fault is gone the sender's retry delivers the held-back `text`, once,
     beside the `earlier` message."""
-    receiver.expect_text(f"Received from {sender.addr} (Sender): {text}", timeout=ARRIVAL)
+    receiver.expect_text(
+        f"Received from {sender.addr} ({shown_as(sender)}): {text}", timeout=ARRIVAL
+    )
     sender.expect_text(f"Delivered 1 queued message(s) to Receiver ({receiver.addr}).")
     sender.expect_menu()
     assert f"[delivered]: {text}" in sender.history("Receiver")
@@ -334,7 +338,9 @@ def test_full_disk_at_the_sender_refuses_to_send_what_it_cannot_store(
     # Space again: the next message goes out, and the one that was refused never did.
     sender.send_to("Receiver", "after the space came back")
     sender.expect_text(f"Message sent to {receiver.addr}")
-    receiver.expect_text(f"Received from {sender.addr} (Sender): after the space came back")
+    receiver.expect_text(
+        f"Received from {sender.addr} ({shown_as(sender)}): after the space came back"
+    )
     receiver.expect_menu()
     assert "cannot be stored" not in receiver.history("Sender")
     assert "cannot be stored" not in screen(receiver)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from peerchat.events import (
+    DiscoveryBlocked,
+    DiscoveryQuiet,
     KeyChanged,
     MessageArrived,
     Outcome,
@@ -38,11 +40,38 @@ def test_discovery_and_offline_lines() -> None:
     assert "Bob" in offline and "offline" in offline and "10.0.0.7:5001" in offline
 
 
-def test_key_change_warning_names_peer_and_both_fingerprints() -> None:
+def test_key_change_warning_is_one_short_line_with_both_short_ids() -> None:
     line = describe_event(KeyChanged("Bob", "10.0.0.7", 5001, FP_OLD, FP_NEW))
-    assert line.startswith("WARNING")
-    assert "key" in line and "changed" in line and "Bob" in line
-    assert "AAAA-AAAA" in line and "BBBB-BBBB" in line
+    assert line.startswith("WARNING: the key of peer Bob at 10.0.0.7:5001 has changed")
+    assert "was AAAAAAAA, now BBBBBBBB" in line
+    assert "option 6" in line  # where the full fingerprints are compared
+    assert "\n" not in line and "AAAA-AAAA" not in line and "B" * 9 not in line
+    assert len(line) <= 200
+
+
+def test_a_send_refused_for_a_changed_key_does_not_repeat_the_warning() -> None:
+    detail = f"pinned {FP_OLD}, now presents {FP_NEW}"
+    line = describe_send(SendResult(Outcome.KEY_CHANGED, "10.0.0.7", 5001, "Bob", detail))
+    assert line == "Message to Bob (10.0.0.7:5001) not sent: its key has changed (see option 6)."
+
+
+def test_a_queued_message_says_when_it_goes_out() -> None:
+    line = describe_send(SendResult(Outcome.QUEUED, "10.0.0.7", 5001, "Bob", "offline"))
+    assert line == (
+        "Bob (10.0.0.7:5001) is not reachable (offline): message queued for delivery. "
+        "It goes out when both of you are online."
+    )
+
+
+def test_discovery_trouble_lines() -> None:
+    blocked = DiscoveryBlocked("255.255.255.255", 54545, "Network is unreachable")
+    assert describe_event(blocked) == (
+        "Discovery: cannot broadcast to 255.255.255.255:54545 (Network is unreachable); "
+        "peers can still be reached by address"
+    )
+    quiet = describe_event(DiscoveryQuiet(54545, 30.0))
+    assert quiet.startswith("Discovery: no other peer heard on UDP port 54545 in 30 s")
+    assert quiet.endswith("; peers can still be reached by address")
 
 
 def test_sent_is_only_said_for_a_delivered_message() -> None:
@@ -109,4 +138,4 @@ def test_the_latest_time_a_chat_may_carry_is_shown_as_a_date() -> None:
         stored_at=1_700_000_000.0,
         state=DeliveryState.RECEIVED,
     )
-    assert format_history_row(row).startswith("[9999-12-3")
+    assert format_history_row(row).startswith("[3000-01-0")  # local time of MAX_TIMESTAMP

@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from crypto_utils import KeyManager
-from peerchat.events import MessageArrived, Outcome, UiEvent
+from peerchat.errors import NotAnswering
+from peerchat.events import MessageArrived, Outcome
 from peerchat.net.node import Node, NodeConfig
-from storage import DeliveryState, Direction, HistoryStore
-from tests.support import free_tcp_port
+from storage import DeliveryState, Direction
+from tests.support import RunningNode, free_tcp_port, open_profile, start_node
+
+T = TypeVar("T")
 
 
-@dataclass
-class Running:
-    node: Node
-    store: HistoryStore
-    port: int
-    events: list[UiEvent] = field(default_factory=list)
-    arrived: threading.Condition = field(default_factory=threading.Condition)
-
-    def on_event(self, event: UiEvent) -> None:
-        with self.arrived:
-            self.events.append(event)
-            self.arrived.notify_all()
-
+class Running(RunningNode):
     def wait_for_text(self, text: str, timeout: float = 10.0) -> MessageArrived:
         def found() -> MessageArrived | None:
             for e in self.events:
@@ -36,8 +28,8 @@ class Running:
                     return e
             return None
 
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: found() is not None, timeout), text
+        with self.changed:
+            assert self.changed.wait_for(lambda: found() is not None, timeout), text
             result = found()
         assert result is not None
         return result
@@ -45,17 +37,10 @@ class Running:
 
 def make_node(tmp: Path, name: str, port: int | None = None) -> Running:
     data = tmp / name
-    data.mkdir(parents=True, exist_ok=True)
-    keys = KeyManager(data)
-    identity = keys.load_or_create_identity()
-    store = HistoryStore.open(data / "chat_history.db", keys.load_or_create_sealer())
+    identity, store = open_profile(data)
     port = port or free_tcp_port()
     config = NodeConfig(name=name, port=port, data_dir=data, bind="127.0.0.1", discovery=False)
-    running = Running(node=None, store=store, port=port)  # type: ignore[arg-type]
-    running.node = Node(config, identity, store, running.on_event)
-    running.node.start()
-    running.node.run()
-    return running
+    return start_node(config, identity, store, Running)
 
 
 @pytest.fixture
@@ -63,8 +48,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Running, Running]]:
     a, b = make_node(tmp_path, "Alice"), make_node(tmp_path, "Bob")
     yield a, b
     for r in (a, b):
-        r.node.close()
-        r.store.close()
+        r.close()
 
 
 def test_simultaneous_connects_leave_one_session_both_ways(pair: tuple[Running, Running]) -> None:
@@ -78,6 +62,8 @@ def test_simultaneous_connects_leave_one_session_both_ways(pair: tuple[Running, 
         t.start()
     for t in threads:
         t.join(15)
+    assert not any(t.is_alive() for t in threads), "a connect call hung"
+    assert len(results) == 2, results
     assert all(getattr(r, "ok", False) for r in results), results
     sent = a.node.send_to_address("127.0.0.1", b.port, "after the race")
     assert sent.outcome is Outcome.DELIVERED
@@ -109,3 +95,75 @@ def test_pipelined_burst_arrives_once_in_order(pair: tuple[Running, Running]) ->
     sent = a.store.history(limit=1000)
     assert {r.state for r in sent} == {DeliveryState.DELIVERED}
     assert len(sent) == 600
+
+
+def test_an_idle_node_sleeps_until_something_is_due(tmp_path: Path) -> None:
+    """No polling: the loop's one timer waits for the next due time, and fires only then."""
+    alone = make_node(tmp_path, "Alone")
+    try:
+        assert (
+            in_loop(alone.node, lambda: alone.node.alarm.when) is None
+        )  # nothing will ever be due
+    finally:
+        alone.node.close()
+        alone.store.close()
+
+
+def test_a_quiet_session_wakes_the_node_only_to_ping(pair: tuple[Running, Running]) -> None:
+    a, b = pair
+    assert a.node.connect("127.0.0.1", b.port).ok
+    # The new peer is written to peers.json first, at once; wait until that is done.
+    written = a.node.config.data_dir / "peers.json"
+    deadline = time.monotonic() + 10
+    while not written.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert written.exists()
+    loop = a.node.loop
+    limits = a.node.config
+    ping_every = min(limits.ping_interval, limits.peer_timeout / 3)
+
+    def armed() -> tuple[float | None, float]:
+        return a.node.alarm.when, loop.time()
+
+    when, now = in_loop(a.node, armed)
+    assert when is not None
+    # The next thing due is the session's first ping, ping_every after the handshake:
+    # nothing earlier (no periodic tick) and nothing later.
+    assert now < when <= now + ping_every + 0.01
+    assert when > now + ping_every - 1.0  # the handshake was well under a second ago
+
+
+def test_a_stuck_loop_makes_a_call_fail_in_bounded_time(tmp_path: Path) -> None:
+    data = tmp_path / "Stuck"
+    identity, store = open_profile(data)
+    config = NodeConfig(
+        name="Stuck",
+        port=free_tcp_port(),
+        data_dir=data,
+        bind="127.0.0.1",
+        discovery=False,
+        call_slack=0.2,
+    )
+    node = Node(config, identity, store, lambda _: None)
+    node.start()
+    node.run()
+    released = threading.Event()
+    try:
+        node.loop.call_soon_threadsafe(released.wait, 10)  # the loop hangs in a callback
+        started = time.monotonic()
+        with pytest.raises(NotAnswering):
+            node.active_peers()
+        assert time.monotonic() - started < 5
+    finally:
+        released.set()
+        node.close()
+        store.close()
+
+
+def in_loop(node: Node, fn: Callable[[], T]) -> T:
+    """Run `fn` in the node's network thread (where its state lives)."""
+
+    async def call() -> T:
+        return fn()
+
+    return asyncio.run_coroutine_threadsafe(call(), node.loop).result(5)

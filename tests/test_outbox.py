@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from collections import Counter
 
 import pytest
@@ -360,6 +361,20 @@ class OutboxMachine(RuleBasedStateMachine):
         assert not set(self.acked) & set(self.expired)
         assert all(n == 1 for n in (self.acked + self.expired).values())
 
+    @invariant()
+    def next_expiry_is_never_late_and_always_moves_on(self) -> None:
+        oldest = [item.created_at for items in self.waiting.values() for item in items]
+        due = self.outbox.next_expiry()
+        if oldest:
+            assert due is not None and due <= min(oldest) + MAX_AGE
+        if due is None:
+            return
+        # It may be early (an item since put in flight), but expiring then moves it on.
+        later = copy.deepcopy(self.outbox)
+        later.expire(due + 0.001)
+        after = later.next_expiry()
+        assert after is None or after > due  # a timer at `due` never fires in a loop
+
     def teardown(self) -> None:
         # "Eventually": keep sending and acknowledging until nothing is left.
         for peer in PEERS:
@@ -390,3 +405,19 @@ def test_what_is_left_after_an_expiry_still_expires_later(clock: Clock, make: Fa
     assert outbox.expire(clock.now + 5.5) == [first]
     assert outbox.expire(clock.now + 10.5) == [second]
     assert outbox.pending_count(ALICE) == 0
+
+
+def test_next_expiry_is_the_oldest_waiting_item_plus_the_age(clock: Clock, make: Factory) -> None:
+    outbox = Outbox(max_age=100.0, max_in_flight=1)
+    assert outbox.next_expiry() is None
+    first = make(ALICE)
+    clock.advance(10)
+    second = make(ALICE)
+    outbox.enqueue(first)
+    outbox.enqueue(second)
+    assert outbox.next_expiry() == first.created_at + 100.0
+    outbox.take_sendable(ALICE)  # `first` is in flight now: it cannot expire
+    assert outbox.expire(first.created_at + 100.5) == []
+    assert outbox.next_expiry() == second.created_at + 100.0
+    outbox.session_lost(ALICE)  # back in the queue: it can expire again
+    assert outbox.next_expiry() == first.created_at + 100.0

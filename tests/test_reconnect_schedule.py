@@ -10,7 +10,7 @@ BOB, CAROL = "bob", "carol"
 def attempts(
     schedule: ReconnectSchedule, peer: str, until: float, step: float = 0.25
 ) -> list[float]:
-    """The times at which `peer` is tried, ticking as the node does, from 0 to `until`."""
+    """The times at which `peer` is tried, looking every `step` seconds from 0 to `until`."""
     tried: list[float] = []
     now = 0.0
     while now <= until:

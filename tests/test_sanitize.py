@@ -107,7 +107,8 @@ def test_nothing_hostile_is_dropped(text: str) -> None:
     assert shown.count("\\x1b") >= text.count("\x1b")
     assert shown.count("\\u202e") >= text.count("\u202e")
     assert shown.count("\\n") >= text.count("\n")
-    if text.isprintable():
+    blank = any(c in "\u115f\u1160\u3164\uffa0\u2800" for c in text)
+    if text.isprintable() and "    " not in text and not blank:
         assert shown == text
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -16,6 +18,7 @@ from cryptography.fernet import Fernet
 import storage
 from crypto_utils import Identity, Sealer, fingerprint_of
 from peerchat.errors import StorageError
+from peerchat.policy import trust
 from peerchat.policy.trust import pin_key
 from storage import (
     DeliveryState,
@@ -583,3 +586,203 @@ def test_pins_are_keyed_by_normalized_name(store: HistoryStore) -> None:
     store.pin("ALICE", PEER_B)  # replaces
     assert store.pins()["alice"] == PEER_B
     assert len(store.pins()) == 2
+
+
+# --------------------------------------------------------------------------- schema 1 -> 2
+
+_V1_TABLES = (
+    """CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY, msg_id TEXT NOT NULL, peer_fp TEXT, peer_name TEXT NOT NULL,
+        peer_host TEXT NOT NULL, peer_port INTEGER NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('out', 'in')), body BLOB NOT NULL,
+        sent_at REAL NOT NULL, stored_at REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed', 'received')),
+        detail TEXT, UNIQUE (msg_id, direction, peer_fp))""",
+    "CREATE INDEX messages_by_peer ON messages (peer_fp, seq)",
+    "CREATE INDEX messages_pending ON messages (seq) WHERE state = 'pending'",
+    """CREATE TABLE peers (fingerprint TEXT PRIMARY KEY, name TEXT NOT NULL,
+        public_der BLOB NOT NULL, host TEXT, port INTEGER, first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL, verified INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE TABLE pins (pin_key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
+)
+
+
+def test_history_of_schema_1_is_migrated_and_keeps_its_messages(
+    db_path: Path, sealer: Sealer
+) -> None:
+    """A history written before legacy marks existed opens, unmarked, and takes marked rows."""
+    with sqlite3.connect(db_path) as old:
+        for statement in _V1_TABLES:
+            old.execute(statement)
+        old.execute(
+            "INSERT INTO messages (msg_id, peer_fp, peer_name, peer_host, peer_port, direction, "
+            "body, sent_at, stored_at, state, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                "a" * 32,
+                PEER_A,
+                "Bob",
+                "10.0.0.7",
+                5001,
+                "out",
+                # Sealed to its row, as this version seals every body it writes.
+                sealer.seal(b"from before", storage._row_binding("a" * 32, "out", PEER_A)),
+                1.0,
+                1.0,
+                "pending",
+                None,
+            ),
+        )
+        old.execute("PRAGMA user_version = 1")
+    old.close()
+    with HistoryStore.open(db_path, sealer) as store:
+        (kept,) = store.history()
+        assert (kept.text, kept.state, kept.legacy) == ("from before", DeliveryState.PENDING, False)
+        assert [m.msg_id for m in store.pending_messages()] == ["a" * 32]
+        marked = StoredMessage(
+            "b" * 32,
+            None,
+            "Team7",
+            "10.0.0.9",
+            7000,
+            Direction.IN,
+            "plain hello",
+            2.0,
+            2.0,
+            DeliveryState.RECEIVED,
+            legacy=True,
+        )
+        assert store.add_incoming([marked]) == [True]
+    with HistoryStore.open(db_path, sealer) as store:
+        assert [(m.text, m.legacy) for m in store.history()] == [
+            ("from before", False),
+            ("plain hello", True),
+        ]
+    with sqlite3.connect(db_path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION == 3
+    check.close()
+
+
+PEER_C = fingerprint_of(b"peer c")
+PEER_D = fingerprint_of(b"peer d")
+
+
+def _version_1_history(path: Path, pins: list[tuple[str, str]], verified: set[str]) -> None:
+    """A history as schema version 1 wrote it: pins keyed by NFKC + casefold of the name."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for statement in storage._SCHEMA_V1:
+            conn.execute(statement)
+        for order, (key, fp) in enumerate(pins):
+            conn.execute("INSERT INTO pins (pin_key, fingerprint) VALUES (?, ?)", (key, fp))
+            conn.execute(
+                "INSERT INTO peers (fingerprint, name, public_der, first_seen, last_seen, "
+                "verified) VALUES (?, ?, ?, ?, ?, ?)",
+                (fp, key, b"der", 100.0 + order, 500.0, int(fp in verified)),
+            )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+
+
+def test_version_1_pins_are_rekeyed_by_confusable_skeleton(db_path: Path, sealer: Sealer) -> None:
+    # Under version 1 each of these was its own pin; they all look like "Alice".
+    _version_1_history(
+        db_path,
+        [
+            ("alice", PEER_A),  # the first seen
+            ("\u0430lice", PEER_B),  # Cyrillic a
+            ("alice\u1160", PEER_C),  # "Alice" + Hangul filler, after NFKC
+            ("bob", PEER_D),
+        ],
+        verified=set(),
+    )
+    with HistoryStore.open(db_path, sealer) as store:
+        assert store.pins() == {pin_key("Alice"): PEER_A, pin_key("Bob"): PEER_D}
+        assert trust.decide(store.pins(), "\u0410lice", PEER_B).verdict is trust.Verdict.CHANGED
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+
+
+def test_a_verified_pin_wins_the_rekeying(db_path: Path, sealer: Sealer) -> None:
+    _version_1_history(db_path, [("alice", PEER_A), ("\u0430lice", PEER_B)], verified={PEER_B})
+    with HistoryStore.open(db_path, sealer) as store:
+        assert store.pins() == {pin_key("Alice"): PEER_B}
+
+
+# --------------------------------------------------------------------------- bodies bound to rows
+
+
+def _swap_bodies(path: Path, seq_a: int, seq_b: int) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        body_a = conn.execute("SELECT body FROM messages WHERE seq = ?", (seq_a,)).fetchone()[0]
+        body_b = conn.execute("SELECT body FROM messages WHERE seq = ?", (seq_b,)).fetchone()[0]
+        conn.execute("UPDATE messages SET body = ? WHERE seq = ?", (body_b, seq_a))
+        conn.execute("UPDATE messages SET body = ? WHERE seq = ?", (body_a, seq_b))
+        conn.commit()
+
+
+def test_bodies_swapped_between_rows_do_not_open(db_path: Path, sealer: Sealer) -> None:
+    with HistoryStore.open(db_path, sealer) as store:
+        store.add_incoming([incoming(1, text="pay Bob 10")])
+        store.add_incoming([incoming(2, text="pay Eve 1000", peer=PEER_B, name="Eve")])
+        store.add_outgoing([msg(3, text="thanks")])
+    _swap_bodies(db_path, 1, 2)
+
+    with HistoryStore.open(db_path, sealer) as store:  # the key is right: it opens
+        rows = store.history()
+        assert [(r.text, r.unreadable) for r in rows] == [
+            ("", True),
+            ("", True),
+            ("thanks", False),
+        ]
+        assert store.history(search="pay") == []  # an unreadable row matches nothing
+        assert [r.text for r in store.history(search="thanks")] == ["thanks"]
+
+
+def test_a_body_moved_to_the_newest_row_does_not_stop_the_start(
+    db_path: Path, sealer: Sealer
+) -> None:
+    with HistoryStore.open(db_path, sealer) as store:
+        store.add_outgoing([msg(1, text="old"), msg(2, text="new")])
+    _swap_bodies(db_path, 1, 2)
+    with HistoryStore.open(db_path, sealer) as store:
+        assert [r.unreadable for r in store.history()] == [True, True]
+
+
+def test_a_pending_message_whose_body_does_not_open_is_not_sent(
+    db_path: Path, sealer: Sealer
+) -> None:
+    with HistoryStore.open(db_path, sealer) as store:
+        store.add_outgoing([msg(1, text="first"), msg(2, text="second"), msg(3, text="third")])
+    _swap_bodies(db_path, 1, 2)
+    with HistoryStore.open(db_path, sealer) as store:
+        assert [m.text for m in store.pending_messages()] == ["third"]
+        states = {r.msg_id: (r.state, r.detail) for r in store.history()}
+        assert states[msg(1).msg_id][0] is DeliveryState.FAILED
+        assert "cannot be read" in str(states[msg(1).msg_id][1])
+
+
+def _old_format_bodies(key: bytes, texts: list[bytes]) -> list[bytes]:
+    """Bodies as earlier versions sealed them: AES-GCM with no associated data, and Fernet."""
+    import secrets as _secrets
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    raw = base64.urlsafe_b64decode(key)
+    subkey = HKDF(hashes.SHA256(), 32, None, b"peer_chat/1 history seal").derive(raw)
+    nonce = _secrets.token_bytes(12)
+    gcm = b"\x02" + nonce + AESGCM(subkey).encrypt(nonce, texts[0], None)
+    return [gcm, Fernet(key).encrypt(texts[1])]
+
+
+def test_bodies_sealed_by_earlier_versions_still_open(db_path: Path, fernet_key: bytes) -> None:
+    sealer = Sealer(fernet_key)
+    with HistoryStore.open(db_path, sealer) as store:
+        store.add_incoming([incoming(1), incoming(2)])
+    gcm, fernet = _old_format_bodies(fernet_key, [b"sealed without a row", b"a Fernet token"])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("UPDATE messages SET body = ? WHERE seq = 1", (gcm,))
+        conn.execute("UPDATE messages SET body = ? WHERE seq = 2", (fernet,))
+        conn.commit()
+    with HistoryStore.open(db_path, sealer) as store:
+        assert [r.text for r in store.history()] == ["sealed without a row", "a Fernet token"]

@@ -84,3 +84,53 @@ def test_decide_matches_the_rules(pins: dict[str, str], name: str, fp: str) -> N
 @given(name=names)
 def test_pin_key_is_idempotent(name: str) -> None:
     assert pin_key(pin_key(name)) == pin_key(name)
+
+
+# -- look-alike names (Unicode UTS #39 confusable skeletons) -------------------------------
+
+LOOKALIKES_OF_ALICE = [
+    "Alice",
+    "ALICE",
+    "\u0410lice",  # Cyrillic capital A
+    "\u0430lice",  # Cyrillic small a
+    "Alice\u3164",  # Hangul filler: renders as nothing
+    "Alice\u1160",  # Hangul jungseong filler
+    "Alice\uffa0",  # halfwidth Hangul filler
+    "\u115fAlice",  # Hangul choseong filler
+    "Al\u200bice",  # zero width space
+    "Ali\u0441e",  # Cyrillic small es
+    "\ua4eelice",  # Lisu letter A
+    "\U0001d400lice",  # mathematical bold capital A
+]
+
+
+def test_lookalike_names_share_one_pin() -> None:
+    keys = {variant: pin_key(variant) for variant in LOOKALIKES_OF_ALICE}
+    assert set(keys.values()) == {pin_key("Alice")}, keys
+
+
+def test_a_lookalike_name_with_another_key_is_changed() -> None:
+    pins = {pin_key("Alice"): ALICE}
+    for variant in LOOKALIKES_OF_ALICE:
+        assert decide(pins, variant, MALLORY).verdict is Verdict.CHANGED, ascii(variant)
+
+
+def test_lookalike_digits_and_letters_share_a_pin() -> None:
+    assert pin_key("B0b") == pin_key("BOB")  # digit zero and capital O
+    assert pin_key("Pau1") == pin_key("paul")  # digit one and small L
+    assert pin_key("\ua4d0ob") == pin_key("Bob")  # Lisu letter BA is a capital B
+
+
+def test_names_that_do_not_look_alike_keep_their_own_pins() -> None:
+    for one, other in [("Alice", "Alicia"), ("Bob", "Rob"), ("Eve", "Eva"), ("Anna", "Ana")]:
+        assert pin_key(one) != pin_key(other)
+
+
+def test_pin_key_is_idempotent_over_the_whole_table() -> None:
+    from peerchat.policy.confusables_table import PROTOTYPES
+
+    for line in PROTOTYPES.splitlines():
+        char = chr(int(line.split()[0], 16))
+        for name in (char, char.upper(), f"a{char}b"):
+            key = pin_key(name)
+            assert pin_key(key) == key, ascii(name)

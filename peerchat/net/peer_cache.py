@@ -8,14 +8,17 @@ replaced whole, atomically, at the next write.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
 from crypto_utils import is_fingerprint, write_file_atomic
+from peerchat.errors import StorageError
 from storage import PeerRecord
 
 logger = logging.getLogger(__name__)
@@ -121,3 +124,64 @@ def read_peer_cache(path: Path) -> list[dict[str, object]]:
         if valid is not None:
             result.append(valid)
     return result
+
+
+class PeerCacheWriter:
+    """Rewrites peers.json from a worker thread when the known peers changed, one write at a time.
+
+    The write fsyncs the file and its folder (milliseconds, tens under load),
+    which would stall every session if done on the network thread; a burst of
+    changes (many handshakes) is written at most once per MIN_INTERVAL.
+    A timed part of the node's alarm.
+    """
+
+    MIN_INTERVAL: Final = 0.25
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        path: Path,
+        known_peers: Callable[[], Sequence[PeerRecord]],
+        poke: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self._path = path
+        self._known_peers = known_peers
+        self._poke = poke
+        self._dirty = False
+        self._started_at = -math.inf
+        self._writing: asyncio.Future[None] | None = None
+
+    def mark_dirty(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self._poke()
+
+    def next_due(self) -> float | None:
+        if not self._dirty or self._busy():
+            return None
+        return self._started_at + self.MIN_INTERVAL
+
+    def handle_timer(self, now: float) -> None:
+        if not self._dirty or self._busy() or now < self._started_at + self.MIN_INTERVAL:
+            return
+        self._dirty = False
+        self._started_at = now
+        self._writing = self._loop.run_in_executor(None, self.write_now)
+        self._writing.add_done_callback(lambda _: self._poke())  # dirty again meanwhile?
+
+    async def flush(self) -> None:
+        """Wait for a write under way, then write once more (at shutdown)."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await self._writing
+        await self._loop.run_in_executor(None, self.write_now)
+
+    def write_now(self) -> None:
+        try:
+            write_peer_cache(self._path, self._known_peers())
+        except (OSError, StorageError) as exc:
+            logger.warning("cannot write peers.json: %s", exc)
+
+    def _busy(self) -> bool:
+        return self._writing is not None and not self._writing.done()

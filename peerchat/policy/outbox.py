@@ -14,7 +14,6 @@ never reported both delivered and failed.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -40,8 +39,9 @@ class _PeerQueue:
     # Both keep insertion order; every in-flight item is older than every waiting one.
     in_flight: dict[str, OutgoingItem] = field(default_factory=dict)
     waiting: OrderedDict[str, OutgoingItem] = field(default_factory=OrderedDict)
-    # No item here was created before this. expire() runs on every tick of the node's loop;
-    # this lets it skip a long queue (a peer offline for days) without reading it.
+    # No waiting item was created before this (it may be earlier than the oldest one still
+    # waiting, never later). It lets expire() skip a long queue (a peer offline for days)
+    # without reading it, and next_expiry() answer without reading any queue.
     oldest: float = math.inf
 
     def __len__(self) -> int:
@@ -122,6 +122,7 @@ class Outbox:
         for msg_id, item in reversed(queue.in_flight.items()):
             queue.waiting[msg_id] = item
             queue.waiting.move_to_end(msg_id, last=False)
+            queue.oldest = min(queue.oldest, item.created_at)
         queue.in_flight.clear()
 
     def expire(self, now: float) -> list[OutgoingItem]:
@@ -135,10 +136,20 @@ class Outbox:
             for item in old:
                 del queue.waiting[item.msg_id]
             expired.extend(old)
-            remaining = itertools.chain(queue.waiting.values(), queue.in_flight.values())
-            queue.oldest = min((item.created_at for item in remaining), default=math.inf)
+            queue.oldest = min(
+                (item.created_at for item in queue.waiting.values()), default=math.inf
+            )
             self._drop_if_empty(peer_fp, queue)
         return expired
+
+    def next_expiry(self) -> float | None:
+        """A time (the clock of `created_at`) no later than the next expiry; None if none waits.
+
+        It may be early (an item since put in flight), never late: `expire` at
+        that time finds nothing or something, and the answer after it is exact.
+        """
+        oldest = min((queue.oldest for queue in self._queues.values()), default=math.inf)
+        return None if oldest == math.inf else oldest + self._max_age
 
     def pending_count(self, peer_fp: str) -> int:
         """Undelivered items of `peer_fp`: waiting plus in flight."""

@@ -18,6 +18,11 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
+from typing import Final
+
+from peerchat.policy.confusables_table import PROTOTYPES
+from peerchat.policy.sanitize import drop_default_ignorable
 
 
 class Verdict(Enum):
@@ -34,16 +39,62 @@ class TrustDecision:
     pinned_fingerprint: str | None  # what the pin for this name holds (None: no pin)
 
 
-def pin_key(name: str) -> str:
-    """The normalized name used as the pin key.
+# NFKC, case folding and the confusable mapping feed each other (a Lisu letter's
+# prototype is a capital B, whose case fold is b; a prototype can hold a
+# subscript digit, whose NFKC is a digit): repeat them until nothing changes.
+# Three rounds settle every character of the table; the bound only guards
+# against a table that would not settle.
+_MAX_FOLD_ROUNDS: Final = 4
 
-    NFKC folds compatibility look-alikes (full-width letters, ligatures) and
-    casefold() folds case, so "Alice", "ALICE" and a full-width "Alice" share
-    one pin, and a newcomer using one of them gets CHANGED, not NEW. Runs of
-    white space count as one space. Cross-script confusables (a Cyrillic "a")
-    are not folded: the fingerprint, not the name, is the identity.
+
+@cache
+def _prototypes() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for line in PROTOTYPES.splitlines():
+        source, _, prototype = line.partition(" ")
+        table[int(source, 16)] = "".join([chr(int(code, 16)) for code in prototype.split()])
+    return table
+
+
+def skeleton(text: str) -> str:
+    """The confusable skeleton of Unicode UTS #39: strings that look alike share it.
+
+    NFD, drop the default-ignorable (invisible) code points, replace each
+    character by its prototype, NFD again.
     """
+    visible = drop_default_ignorable(unicodedata.normalize("NFD", text))
+    return unicodedata.normalize("NFD", visible.translate(_prototypes()))
+
+
+def _legacy_pin_key(name: str) -> str:
+    # The pin key of history schema 1: NFKC, case folded, runs of white space as one space.
     return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def rekey_legacy_pin(key: str) -> str:
+    """The pin key for a key stored by history schema 1 (pin_key factors through it)."""
+    for _ in range(_MAX_FOLD_ROUNDS):
+        folded = " ".join(skeleton(unicodedata.normalize("NFKC", key)).casefold().split())
+        if folded == key:
+            break
+        key = folded
+    return key
+
+
+def pin_key(name: str) -> str:
+    """The normalized name used as the pin key: names that look alike share one.
+
+    NFKC folds compatibility forms (full-width letters, ligatures), casefold()
+    folds case, runs of white space count as one space, invisible characters
+    count as nothing, and the UTS #39 skeleton maps look-alikes from any
+    script to one prototype: "Alice", "ALICE", "\u0410lice" (Cyrillic A) and
+    "Alice" followed by a Hangul filler share one pin, so a newcomer using any
+    of them with another key gets CHANGED, not NEW. Case is folded before the
+    skeleton, so the capital I that a sans-serif font draws like a small l is
+    compared as an i (the fingerprint, shown for unverified peers, tells those
+    apart).
+    """
+    return rekey_legacy_pin(_legacy_pin_key(name))
 
 
 def decide(pins: Mapping[str, str], name: str, fingerprint: str) -> TrustDecision:

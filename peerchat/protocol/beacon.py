@@ -12,10 +12,10 @@ Beacon wire format, version 1 (all integers big-endian, one UDP datagram):
     0       4     magic b"PCHB"
     4       1     version (1)
     5       1     N: name length in bytes (1..4*MAX_NAME_CHARS)
-    6       2     D: identity key length in bytes (>= 1)
-    8       2     S: signature length in bytes (>= 1)
+    6       2     D: identity key length in bytes (1..MAX_IDENTITY_KEY_BYTES)
+    8       2     S: signature length in bytes (1..MAX_SIGNATURE_BYTES)
     10      2     TCP port (1..65535)
-    12      8     timestamp: IEEE 754 double, unix seconds of the sender's clock
+    12      8     timestamp: IEEE 754 double, unix seconds of the sender's clock (0..MAX_TIMESTAMP)
     20      16    instance: random nonce chosen at each start of the sender
     36      8     sequence number: 0 for the start beacon, +1 for each further one
     44      N     name, UTF-8
@@ -34,13 +34,18 @@ session; the fingerprint is derived from it, never sent.
 How a receiver judges a datagram (BeaconFilter.check), cheapest first: size;
 decode; our own fingerprint; freshness (|now - timestamp| <= BEACON_MAX_SKEW);
 replay (per fingerprint: the same instance needs a higher sequence number, a
-new instance needs a newer timestamp than the last accepted beacon); budget;
-signature. The budget (token buckets: one per source address, one per known key
-at the address it was accepted from, one for all) is the only way to the RSA
-verification, so a flood costs little. Everything before it is bounded
+new instance needs a newer timestamp than the last accepted beacon); the key
+(RSA of 2048 to 4096 bits with e = 65537, parsed without RSA arithmetic);
+budget; signature. The budget (token buckets: one per source address, one per
+known key at the address it was accepted from, one for all, one reserved for
+known keys) is the only way to the RSA verification, so a flood costs little.
+A check that fails is charged to the source address, never to the key it
+claimed, so junk carrying a friend's key cannot spend the friend's own budget.
+Everything before it is bounded
 parsing and dictionary lookups, and putting it first means that junk, our own
-beacons, duplicate copies (one beacon sent to several broadcast addresses) and
-replays cost no budget and no verification. The tables behind the buckets and
+beacons, duplicate copies (one beacon sent to several broadcast addresses),
+replays and keys that would make a check costly spend no budget and no
+verification. The tables behind the buckets and
 the replay state are LRU-capped, so a flood from many addresses or keys cannot
 grow memory without bound. A key pushed out of the replay table could have a
 beacon from the last BEACON_MAX_SKEW seconds replayed once; that costs the
@@ -51,21 +56,24 @@ authenticates whoever answers.
 from __future__ import annotations
 
 import logging
-import math
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
-from crypto_utils import Identity, fingerprint_of, verify_signature
+from crypto_utils import Identity, fingerprint_of, load_public_key, verify_signature
 from peerchat.errors import ProtocolError
 from peerchat.limits import (
     BEACON_MAX_SIZE,
     BEACON_MAX_SKEW,
     BEACON_VERIFY_BURST,
     BEACON_VERIFY_GLOBAL_RATE,
+    BEACON_VERIFY_KNOWN_RATE,
     BEACON_VERIFY_RATE,
+    MAX_IDENTITY_KEY_BYTES,
     MAX_NAME_CHARS,
+    MAX_SIGNATURE_BYTES,
+    MAX_TIMESTAMP,
 )
 from peerchat.policy.sanitize import validate_name
 
@@ -90,6 +98,7 @@ RATE_LIMITED: Final = "rate limited"
 MALFORMED: Final = "malformed"
 SELF: Final = "self"
 STALE: Final = "stale"
+BAD_KEY: Final = "bad key"
 BAD_SIGNATURE: Final = "bad signature"
 REPLAY: Final = "replay"
 
@@ -134,8 +143,8 @@ def encode_beacon(  # noqa: PLR0917 (the contract's signature)
         raise ValueError(f"instance must be {INSTANCE_SIZE} bytes")
     if not 0 <= seq <= _MAX_SEQ:
         raise ValueError("sequence number out of range")
-    if not (math.isfinite(now) and now >= 0):
-        raise ValueError("timestamp must be a finite unix time")
+    if not 0 <= now <= MAX_TIMESTAMP:
+        raise ValueError("timestamp must be a unix time from 1970 to 3000")
     name_bytes = name.encode("utf-8")
     der = identity.public_der
     # The signature length is part of the signed header, so it comes from the key:
@@ -175,12 +184,16 @@ def decode_beacon(data: bytes) -> tuple[Beacon, bytes, bytes]:
         raise ProtocolError(f"unsupported beacon version {version}")
     if not (1 <= name_len <= _MAX_NAME_BYTES and der_len >= 1 and sig_len >= 1):
         raise ProtocolError("bad field length")
+    if der_len > MAX_IDENTITY_KEY_BYTES:
+        raise ProtocolError(f"identity key of {der_len} bytes is over {MAX_IDENTITY_KEY_BYTES}")
+    if sig_len > MAX_SIGNATURE_BYTES:
+        raise ProtocolError(f"signature of {sig_len} bytes is over {MAX_SIGNATURE_BYTES}")
     body_len = HEADER_SIZE + name_len + der_len
     if body_len + sig_len != len(data):
         raise ProtocolError("beacon length does not match its fields")
     if not 1 <= port <= 65535:
         raise ProtocolError("bad TCP port")
-    if not (math.isfinite(ts) and ts >= 0):
+    if not 0 <= ts <= MAX_TIMESTAMP:  # also false for NaN
         raise ProtocolError("bad timestamp")
     try:
         name = data[HEADER_SIZE : HEADER_SIZE + name_len].decode("utf-8")
@@ -246,12 +259,16 @@ class BeaconFilter:
     """Judges received datagrams; pure (time is passed in), bounded memory.
 
     Budgets: a beacon that claims a key already accepted from this same address
-    is charged to that key's own bucket; any other (a new key, or a known key
-    from another address) to the bucket of its source address. Every signature
-    check is also charged to one global bucket. So a flood from one address gets
-    `burst` checks and then `rate` per second, a flood from many addresses at
-    most `global_rate` per second, and several peers behind one address (on
-    one host, behind a NAT) do not eat each other's budget.
+    takes a check from that key's own bucket and from a pool reserved for known
+    keys (`known_rate` per second); the key's bucket pays only if the signature
+    holds, and a failed check is charged to the source address instead. Any
+    other beacon (a new key, or a known key from another address) is charged to
+    the bucket of its source address and to one global bucket. So a flood from
+    one address gets `burst` checks and then `rate` per second, a flood from
+    many addresses at most `global_rate` per second, junk carrying a known key
+    at most `known_rate` per second and never that key's own budget, and several
+    peers behind one address (on one host, behind a NAT) do not eat each other's
+    budget.
     """
 
     def __init__(
@@ -263,6 +280,7 @@ class BeaconFilter:
         burst: float = BEACON_VERIFY_BURST,
         global_rate: float = BEACON_VERIFY_GLOBAL_RATE,
         global_burst: float | None = None,
+        known_rate: float = BEACON_VERIFY_KNOWN_RATE,
         max_sources: int = MAX_TRACKED_SOURCES,
         max_peers: int = MAX_TRACKED_PEERS,
     ) -> None:
@@ -274,6 +292,8 @@ class BeaconFilter:
         self._global_rate = global_rate
         self._global_burst = global_rate if global_burst is None else global_burst
         self._global: TokenBucket | None = None
+        self._known_rate = known_rate
+        self._known: TokenBucket | None = None  # reserved for keys already accepted
         self._sources: OrderedDict[str, TokenBucket] = OrderedDict()
         self._peers: OrderedDict[str, _PeerState] = OrderedDict()
         self._max_sources = max_sources
@@ -315,10 +335,16 @@ class BeaconFilter:
             if beacon.timestamp <= state.timestamp:
                 return BeaconRejected(REPLAY, source_ip)
             new_instance = True
+        try:  # a key that could make the check costly is refused before it spends any budget
+            load_public_key(beacon.identity_der)
+        except ProtocolError as exc:
+            return BeaconRejected(f"{BAD_KEY}: {exc}", source_ip)
         lane = state.lane if state is not None and state.source_ip == source_ip else None
         if not self._take_token(source_ip, lane, now):
             return BeaconRejected(RATE_LIMITED, source_ip)
         if not verify_signature(beacon.identity_der, signature, signed):
+            if lane is not None:
+                self._charge_failure(source_ip, lane, now)
             return BeaconRejected(BAD_SIGNATURE, source_ip)
         if state is None:
             state = _PeerState(beacon, source_ip, TokenBucket(self._rate, self._burst, now))
@@ -336,26 +362,38 @@ class BeaconFilter:
         return BeaconAccepted(beacon, source_ip, new_instance)
 
     def _take_token(self, source_ip: str, lane: TokenBucket | None, now: float) -> bool:
-        bucket = lane
-        if bucket is not None:
-            bucket.refill(now)
+        if lane is not None:
+            lane.refill(now)
+            bucket = lane
+            shared = self._known
+            if shared is None:
+                shared = self._known = TokenBucket(self._known_rate, self._known_rate, now)
         else:
-            bucket = self._sources.get(source_ip)
-            if bucket is None:
-                bucket = TokenBucket(self._rate, self._burst, now)
-                self._sources[source_ip] = bucket
-                while len(self._sources) > self._max_sources:
-                    self._sources.popitem(last=False)
-            else:
-                self._sources.move_to_end(source_ip)
-                bucket.refill(now)
-        shared = self._global
-        if shared is None:
-            shared = self._global = TokenBucket(self._global_rate, self._global_burst, now)
-        else:
-            shared.refill(now)
+            bucket = self._source_bucket(source_ip, now)
+            shared = self._global
+            if shared is None:
+                shared = self._global = TokenBucket(self._global_rate, self._global_burst, now)
+        shared.refill(now)
         if bucket.tokens < 1 or shared.tokens < 1:
             return False
         bucket.tokens -= 1
         shared.tokens -= 1
         return True
+
+    def _charge_failure(self, source_ip: str, lane: TokenBucket, now: float) -> None:
+        """A check taken from a key's own bucket failed: the source pays it, not the key."""
+        lane.tokens = min(lane.burst, lane.tokens + 1)
+        source = self._source_bucket(source_ip, now)
+        source.tokens = max(0.0, source.tokens - 1)
+
+    def _source_bucket(self, source_ip: str, now: float) -> TokenBucket:
+        bucket = self._sources.get(source_ip)
+        if bucket is None:
+            bucket = TokenBucket(self._rate, self._burst, now)
+            self._sources[source_ip] = bucket
+            while len(self._sources) > self._max_sources:
+                self._sources.popitem(last=False)
+        else:
+            self._sources.move_to_end(source_ip)
+            bucket.refill(now)
+        return bucket

@@ -36,9 +36,15 @@ from typing import Any, Final, NoReturn, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from crypto_utils import Identity, fingerprint_of, verify_signature
+from crypto_utils import Identity, fingerprint_of, load_public_key, verify_with_key
 from peerchat.errors import ProtocolError
-from peerchat.limits import MAX_FRAME_SIZE, MAX_HANDSHAKE_PAYLOAD, PROTOCOL_VERSION
+from peerchat.limits import (
+    MAX_FRAME_SIZE,
+    MAX_HANDSHAKE_PAYLOAD,
+    MAX_IDENTITY_KEY_BYTES,
+    MAX_SIGNATURE_BYTES,
+    PROTOCOL_VERSION,
+)
 from peerchat.policy.sanitize import validate_name
 from peerchat.protocol.framing import FrameDecoder, encode_frame
 from peerchat.protocol.messages import Message, decode_message, encode_message
@@ -182,6 +188,12 @@ def encode_hello_payload(
     return out
 
 
+def _bounded(size: int, limit: int, what: str) -> int:
+    if size > limit:
+        raise ProtocolError(f"{what} of {size} bytes is over {limit}")
+    return size
+
+
 def parse_hello_payload(data: bytes) -> HelloFields:
     """Strict parse of a handshake payload; ProtocolError on anything unexpected."""
     if not 0 < len(data) <= MAX_HANDSHAKE_PAYLOAD:
@@ -211,8 +223,8 @@ def parse_hello_payload(data: bytes) -> HelloFields:
     port = u16()
     if port == 0:
         raise ProtocolError("bad listen port 0")
-    identity_der = take(u16())
-    signature = take(u16())
+    identity_der = take(_bounded(u16(), MAX_IDENTITY_KEY_BYTES, "identity key"))
+    signature = take(_bounded(u16(), MAX_SIGNATURE_BYTES, "signature"))
     if pos != len(data):
         raise ProtocolError("trailing bytes after the handshake payload")
     if not identity_der or not signature:
@@ -239,6 +251,7 @@ class SecureChannel:
             s=credentials.static_private,
         )
         self._hs_step = 0  # handshake messages processed (read or written)
+        self._handshake_hash: bytes | None = None
         if role is Role.INITIATOR:
             self._out.append(encode_frame(self._hs.write_message(b"")))
             self._hs_step = 1
@@ -254,6 +267,16 @@ class SecureChannel:
     @property
     def peer(self) -> PeerHello | None:
         return self._peer
+
+    @property
+    def handshake_hash(self) -> bytes | None:
+        """Noise's final `h` once established: equal on both ends, unique to this session.
+
+        It hashes every handshake byte (both ephemeral and static keys, both hellos),
+        so a man in the middle ends up with a different value on each side. It is not
+        secret; it names the session (channel binding for code comparison).
+        """
+        return self._handshake_hash
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed received bytes; return the events they complete (ProtocolError on any fault)."""
@@ -305,6 +328,7 @@ class SecureChannel:
         if step == 1:  # initiator: message 2 read, message 3 answers it
             self._out.append(encode_frame(hs.write_message(self._hello())))
         self._send, self._recv = hs.split()
+        self._handshake_hash = hs.handshake_hash
         self._hs = None  # forget the ephemeral keys
         self._peer = peer
         self._decoder.max_frame_size = MAX_FRAME_SIZE
@@ -330,9 +354,11 @@ class SecureChannel:
             raise ProtocolError("peer presented our own static key (reflected handshake)")
         if hello.identity_der == creds.identity_der:
             raise ProtocolError("peer presented our own identity")
-        if not verify_signature(
-            hello.identity_der, hello.signature, STATIC_KEY_CONTEXT + remote_static
-        ):
+        try:  # cheap checks of the key before the one expensive step, the RSA verification
+            key = load_public_key(hello.identity_der)
+        except ProtocolError as exc:
+            raise ProtocolError(f"identity key refused: {exc}") from None
+        if not verify_with_key(key, hello.signature, STATIC_KEY_CONTEXT + remote_static):
             raise ProtocolError("identity signature does not cover the handshake's static key")
         return PeerHello(
             name=hello.name,

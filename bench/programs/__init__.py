@@ -1,0 +1,1 @@
+"""Programs the benchmarks start as scripts (python bench/programs/NAME.py), one concern each."""
