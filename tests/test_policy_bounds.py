@@ -1,12 +1,15 @@
-"""Small pure decisions at their exact bounds: a session's upkeep and a peer's quota.
+"""Small pure decisions at their exact bounds: upkeep, quota, and what may be dialled.
 
 Their own test files check the behaviour; these pin each comparison at the value where
 it turns, and the exact words and figures the user reads."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
+from peerchat.policy.dialable import is_host_name, parse_address, refusal
 from peerchat.policy.quota import HOUR, VERIFIED_FACTOR, QuotaLimits, ReceiveQuota
 from peerchat.policy.upkeep import Upkeep, UpkeepLimits, upkeep
 
@@ -81,3 +84,65 @@ def test_the_peer_pushed_out_of_the_table_is_the_least_recently_seen() -> None:
     assert quota.admit("c", [1], verified=False, now=0.0) == 1  # pushes out "a"
     assert quota.admit("c", [1], verified=False, now=0.0) == 0  # "c" is still charged
     assert quota.admit("a", [1], verified=False, now=0.0) == 1  # "a" starts again, full
+
+
+# -- what may be dialled ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61, True),  # 253 characters
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61 + ".", True),  # and a dot
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62, False),  # 254
+        ("host.lan.", True),
+        ("ab.", True),
+        (".", False),
+        ("", False),
+        ("host..", False),
+        ("1a.", True),  # without its final dot only: a last label of "1" is a number
+        ("12a", True),
+    ],
+)
+def test_host_names_at_their_length_bound_and_with_a_final_dot(text: str, valid: bool) -> None:
+    assert is_host_name(text) is valid
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("[::1]", "::1"),
+        ("[fe80::12]", "fe80::12"),
+        ("::1", "::1"),
+        ("127.0.0.1", "127.0.0.1"),
+    ],
+)
+def test_an_address_may_be_typed_in_brackets(text: str, address: str) -> None:
+    assert parse_address(text) == ipaddress.ip_address(address)
+
+
+@pytest.mark.parametrize("text", ["[::12", "1::1]", "[127.0.0.1", "[[::1]]"])
+def test_half_a_bracket_pair_is_not_an_address(text: str) -> None:
+    assert parse_address(text) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("224.0.0.1", "it is a multicast address, not a peer's"),
+        ("ff02::1", "it is a multicast address, not a peer's"),
+        ("0.1.2.3", "addresses in 0.0.0.0/8 reach no host"),
+        ("255.255.255.255", "it is a broadcast address, not a peer's"),
+        ("::", "the unspecified address reaches no host"),
+        ("::ffff:0.0.0.5", "addresses in 0.0.0.0/8 reach no host"),
+    ],
+)
+def test_refusals_word_for_word(address: str, why: str) -> None:
+    assert refusal(ipaddress.ip_address(address)) == why
+
+
+def test_a_directed_broadcast_of_this_host_is_refused() -> None:
+    assert refusal(ipaddress.ip_address("10.1.255.255"), ["10.1.255.255"]) == (
+        "it is a broadcast address, not a peer's"
+    )
+    assert refusal(ipaddress.ip_address("10.1.255.255"), ["10.2.255.255"]) is None
