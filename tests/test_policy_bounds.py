@@ -1,4 +1,4 @@
-"""Small pure decisions at their exact bounds: upkeep, quota, and what may be dialled.
+"""Small pure decisions at their exact bounds: upkeep, quota, what may be dialled, conflicts.
 
 Their own test files check the behaviour; these pin each comparison at the value where
 it turns, and the exact words and figures the user reads."""
@@ -9,6 +9,15 @@ import ipaddress
 
 import pytest
 
+from peerchat.events import KeyConflict
+from peerchat.policy.conflicts import (
+    MAX_NAMES,
+    MAX_PER_NAME,
+    WARNING_INTERVAL,
+    WARNINGS_PER_INTERVAL,
+    ConflictBook,
+    Warning,
+)
 from peerchat.policy.dialable import is_host_name, parse_address, refusal
 from peerchat.policy.quota import HOUR, VERIFIED_FACTOR, QuotaLimits, ReceiveQuota
 from peerchat.policy.upkeep import Upkeep, UpkeepLimits, upkeep
@@ -146,3 +155,54 @@ def test_a_directed_broadcast_of_this_host_is_refused() -> None:
         "it is a broadcast address, not a peer's"
     )
     assert refusal(ipaddress.ip_address("10.1.255.255"), ["10.2.255.255"]) is None
+
+
+# -- key conflicts ----------------------------------------------------------------------
+
+PINNED = "P" * 52
+
+
+def conflict(n: int, name: str = "Alice") -> KeyConflict:
+    return KeyConflict(name, "10.0.0.9", 5000, PINNED, f"{n:052d}", b"")
+
+
+def test_a_warning_names_the_conflict_it_is_about() -> None:
+    book = ConflictBook()
+    assert book.add(conflict(1), now=0.0) == Warning(conflict(1), 0)
+
+
+def test_a_name_is_warned_about_again_at_exactly_the_interval() -> None:
+    book = ConflictBook()
+    assert book.add(conflict(1), now=100.0) is not None
+    assert book.add(conflict(2), now=110.0) is None
+    assert book.add(conflict(3), now=100.0 + WARNING_INTERVAL - 0.5) is None
+    assert book.add(conflict(4), now=100.0 + WARNING_INTERVAL) == Warning(conflict(4), 2)
+
+
+def test_the_cap_on_all_warnings_frees_a_place_at_exactly_the_interval() -> None:
+    book = ConflictBook()
+    for n in range(WARNINGS_PER_INTERVAL):
+        assert book.add(conflict(n, f"name{n}"), now=100.0 + n) is not None
+    assert book.add(conflict(50, "late"), now=110.0) is None
+    assert book.add(conflict(51, "later"), now=100.0 + WARNING_INTERVAL) is not None
+
+
+def test_the_oldest_name_and_the_oldest_key_of_a_name_are_the_ones_dropped() -> None:
+    book = ConflictBook()
+    for n in range(MAX_PER_NAME + 1):
+        book.add(conflict(n), now=0.0)
+    assert book.conflicts() == [conflict(n) for n in range(1, MAX_PER_NAME + 1)]
+    names = ConflictBook()
+    for n in range(MAX_NAMES + 1):
+        names.add(conflict(n, f"name{n}"), now=0.0)
+    kept = {c.name for c in names.conflicts()}
+    assert "name0" not in kept and f"name{MAX_NAMES}" in kept and len(kept) == MAX_NAMES
+
+
+def test_a_conflict_is_taken_out_by_the_key_presented() -> None:
+    book = ConflictBook()
+    book.add(conflict(1), now=0.0)
+    book.add(conflict(2), now=0.0)
+    assert book.pop(conflict(2).presented_fingerprint) == conflict(2)
+    assert book.conflicts() == [conflict(1)]
+    assert book.pop("9" * 52) is None
