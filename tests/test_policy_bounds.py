@@ -1,4 +1,5 @@
-"""Small pure decisions at their exact bounds: upkeep, quota, what may be dialled, conflicts.
+"""Small pure decisions at their exact bounds: upkeep, quota, what may be dialled,
+conflicts, the session table.
 
 Their own test files check the behaviour; these pin each comparison at the value where
 it turns, and the exact words and figures the user reads."""
@@ -6,6 +7,7 @@ it turns, and the exact words and figures the user reads."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,7 +22,9 @@ from peerchat.policy.conflicts import (
 )
 from peerchat.policy.dialable import is_host_name, parse_address, refusal
 from peerchat.policy.quota import HOUR, VERIFIED_FACTOR, QuotaLimits, ReceiveQuota
+from peerchat.policy.session_table import AdmissionLimits, SessionTable, preferred
 from peerchat.policy.upkeep import Upkeep, UpkeepLimits, upkeep
+from peerchat.protocol.channel import Role
 
 LIMITS = UpkeepLimits(peer_timeout=90.0, idle_timeout=600.0, ping_interval=20.0)
 NOW = 10_000.0
@@ -206,3 +210,73 @@ def test_a_conflict_is_taken_out_by_the_key_presented() -> None:
     assert book.pop(conflict(2).presented_fingerprint) == conflict(2)
     assert book.conflicts() == [conflict(1)]
     assert book.pop("9" * 52) is None
+
+
+# -- the session table ------------------------------------------------------------------
+
+ME = "M" * 52
+
+
+@dataclass(eq=False)
+class Conn:
+    role: Role
+    remote_ip: str = "10.0.0.1"
+    established: bool = False
+
+
+def sessions(per_address: int = 2, pending: int = 10) -> SessionTable[Conn]:
+    return SessionTable(ME, AdmissionLimits(100, per_address, pending, 2))
+
+
+def test_an_address_over_its_share_is_refused_in_words_and_the_count_is_per_address() -> None:
+    t = sessions(per_address=2)
+    first, second = Conn(Role.RESPONDER), Conn(Role.RESPONDER)
+    assert t.admit(first) is None
+    assert t.admit(Conn(Role.RESPONDER, "10.0.0.2")) is None
+    assert t.admit(second) is None
+    assert t.admit(Conn(Role.RESPONDER)) == "too many connections from that address"
+    t.remove(first, None)
+    t.remove(first, None)  # removed twice: counted once
+    assert t.admit(Conn(Role.RESPONDER)) is None
+    assert t.admit(Conn(Role.RESPONDER)) == "too many connections from that address"
+    t.remove(second, None)
+    assert t.admit(Conn(Role.RESPONDER)) is None
+
+
+def test_an_address_whose_connections_all_closed_has_its_whole_share_again() -> None:
+    t = sessions(per_address=1)
+    one = Conn(Role.RESPONDER)
+    assert t.admit(one) is None
+    t.remove(one, None)
+    assert t.admit(Conn(Role.RESPONDER)) is None
+
+
+def test_room_is_made_by_dropping_the_oldest_pending_from_the_busiest_address() -> None:
+    t = sessions(per_address=10, pending=4)
+    done = Conn(Role.RESPONDER, "10.0.0.7", established=True)  # not pending: never dropped
+    quiet = Conn(Role.RESPONDER, "10.0.0.9")
+    busy = [Conn(Role.RESPONDER, "10.0.0.1") for _ in range(2)]
+    other = Conn(Role.RESPONDER, "10.0.0.3")
+    ours = [Conn(Role.INITIATOR, "10.0.0.5") for _ in range(3)]  # our own: never dropped
+    for conn in (done, quiet, *busy, other, *ours):
+        assert t.admit(conn) is None
+    assert t.make_room(Conn(Role.RESPONDER, "10.0.0.4")) == [busy[0]]
+    assert busy[0] not in t.connections()
+    assert all(conn in t.connections() for conn in (done, quiet, busy[1], other, *ours))
+
+
+def test_a_live_session_is_the_one_settled_last() -> None:
+    t = sessions()
+    first, second = Conn(Role.RESPONDER, established=True), Conn(Role.RESPONDER)
+    assert t.settle("A" * 52, first).kept is first
+    assert t.is_live("A" * 52, first)
+    assert not t.is_live("A" * 52, second)
+    assert not t.is_live("B" * 52, first)
+    settled = t.settle("A" * 52, second)  # same initiator: the older one stays
+    assert (settled.kept, settled.dropped) == (first, second)
+
+
+def test_the_tie_break_keeps_the_session_of_the_smaller_initiator() -> None:
+    assert preferred("A" * 52, "B" * 52)
+    assert not preferred("B" * 52, "A" * 52)
+    assert preferred("A" * 52, "A" * 52)
