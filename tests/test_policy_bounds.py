@@ -1,5 +1,5 @@
 """Small pure decisions at their exact bounds: upkeep, quota, what may be dialled,
-conflicts, the session table.
+conflicts, the session table, saved file names.
 
 Their own test files check the behaviour; these pin each comparison at the value where
 it turns, and the exact words and figures the user reads."""
@@ -21,6 +21,7 @@ from peerchat.policy.conflicts import (
     Warning,
 )
 from peerchat.policy.dialable import is_host_name, parse_address, refusal
+from peerchat.policy.filenames import MAX_EXTENSION_CHARS, numbered_name, safe_file_name
 from peerchat.policy.quota import HOUR, VERIFIED_FACTOR, QuotaLimits, ReceiveQuota
 from peerchat.policy.session_table import AdmissionLimits, SessionTable, preferred
 from peerchat.policy.upkeep import Upkeep, UpkeepLimits, upkeep
@@ -280,3 +281,34 @@ def test_the_tie_break_keeps_the_session_of_the_smaller_initiator() -> None:
     assert preferred("A" * 52, "B" * 52)
     assert not preferred("B" * 52, "A" * 52)
     assert preferred("A" * 52, "A" * 52)
+
+
+# -- saved file names -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "numbered"),
+    [
+        ("a.txt", "a (1).txt"),
+        ("ab.c", "ab (1).c"),
+        (".bashrc", ".bashrc (1)"),  # a leading dot is not an extension
+        ("name.", "name. (1)"),  # nor a trailing one
+        ("a." + "x" * MAX_EXTENSION_CHARS, "a (1)." + "x" * MAX_EXTENSION_CHARS),
+        ("a." + "x" * (MAX_EXTENSION_CHARS + 1), "a." + "x" * (MAX_EXTENSION_CHARS + 1) + " (1)"),
+    ],
+)
+def test_an_extension_is_kept_only_within_its_bounds(name: str, numbered: str) -> None:
+    assert numbered_name(name, 1) == numbered
+
+
+@pytest.mark.parametrize(
+    ("offered", "saved"),
+    [
+        ("CONX.txt", "CONX.txt"),  # only the device name itself is one
+        ("CON .txt", "_CON .txt"),
+        ("notes/..", "notes"),  # a last part of dots is no name: the one before it is
+        ("notes/. .", "notes"),
+    ],
+)
+def test_device_names_and_empty_last_parts(offered: str, saved: str) -> None:
+    assert safe_file_name(offered) == saved
