@@ -1,5 +1,5 @@
 """Small pure decisions at their exact bounds: upkeep, quota, what may be dialled,
-conflicts, the session table, saved file names.
+conflicts, the session table, saved file names, rows on a terminal.
 
 Their own test files check the behaviour; these pin each comparison at the value where
 it turns, and the exact words and figures the user reads."""
@@ -23,6 +23,7 @@ from peerchat.policy.conflicts import (
 from peerchat.policy.dialable import is_host_name, parse_address, refusal
 from peerchat.policy.filenames import MAX_EXTENSION_CHARS, numbered_name, safe_file_name
 from peerchat.policy.quota import HOUR, VERIFIED_FACTOR, QuotaLimits, ReceiveQuota
+from peerchat.policy.sanitize import CONTINUATION, display_safe, fit_rows
 from peerchat.policy.session_table import AdmissionLimits, SessionTable, preferred
 from peerchat.policy.upkeep import Upkeep, UpkeepLimits, upkeep
 from peerchat.protocol.channel import Role
@@ -312,3 +313,33 @@ def test_an_extension_is_kept_only_within_its_bounds(name: str, numbered: str) -
 )
 def test_device_names_and_empty_last_parts(offered: str, saved: str) -> None:
     assert safe_file_name(offered) == saved
+
+
+# -- lines cut to the terminal's width --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "columns", "rows"),
+    [
+        ("a" * 20, 21, ["a" * 20]),  # exactly the width less one column: one row
+        ("a" * 21, 21, ["a" * 20, CONTINUATION + "a"]),
+        ("a" * 20, 5, ["a" * 12, CONTINUATION + "a" * 8]),  # never narrower than 12
+        ("中" * 10, 13, ["中" * 6, CONTINUATION + "中" * 4]),  # wide: two cells each
+        ("\uff21" * 7, 13, ["\uff21" * 6, CONTINUATION + "\uff21"]),  # fullwidth A too
+        ("e\u0301" * 12, 13, ["e\u0301" * 12]),  # a combining accent takes no cell
+        ("a\u034f" * 12, 13, ["a\u034f" * 12]),  # nor a mark of combining class 0
+        ("a\u20dd" * 12, 13, ["a\u20dd" * 12]),  # nor an enclosing mark
+        ("a\u200d" * 12, 13, ["a\u200d" * 12]),  # nor a joiner
+    ],
+)
+def test_a_line_is_cut_into_rows_by_the_cells_it_takes(
+    line: str, columns: int, rows: list[str]
+) -> None:
+    assert fit_rows(line, columns) == "\n".join(rows)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"), [("a\u00a0b", "a\\xa0b"), ("a\u3000b", "a\\u3000b"), ("a b", "a b")]
+)
+def test_a_space_other_than_the_ascii_one_is_shown_by_its_code(text: str, shown: str) -> None:
+    assert display_safe(text) == shown
