@@ -77,7 +77,7 @@ def test_a_message_that_fits_the_bytes_left_exactly_is_admitted() -> None:
 
 
 def test_budgets_refill_in_proportion_to_the_time_passed() -> None:
-    quota = ReceiveQuota(QuotaLimits(3600, 3600))
+    quota = ReceiveQuota(QuotaLimits(3600, 3600 * 1000))  # bytes to spare: messages count
     assert quota.admit("a", [1] * 3600, verified=False, now=1000.0) == 3600
     assert quota.admit("a", [1] * 100, verified=False, now=1010.0) == 10  # 1 a second
     assert quota.admit("a", [1] * 100, verified=False, now=1010.5) == 0

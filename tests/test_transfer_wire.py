@@ -142,6 +142,17 @@ def test_a_message_at_each_limit_goes_through(message: TransferMessage) -> None:
         ),
         (FileAck(TID, -1), f"received must be within 0..{MAX_TRANSFER_SIZE}"),
         (FileOffer(TID, 1, DIGEST[:31], "n"), "a digest is 32 bytes"),
+        (FileOffer(TID, -1, DIGEST, "n"), f"size must be within 0..{MAX_TRANSFER_SIZE}"),
+        (FileOffer(TID, 1, DIGEST, "\ud800"), "file name is not encodable as UTF-8"),
+        (
+            FileOffer(TID, 1, DIGEST, ""),
+            f"file name must be 1..{MAX_OFFERED_NAME_BYTES} UTF-8 bytes",
+        ),
+        (
+            FileOffer(TID, 1, DIGEST, "n" * (MAX_OFFERED_NAME_BYTES + 1)),
+            f"file name must be 1..{MAX_OFFERED_NAME_BYTES} UTF-8 bytes",
+        ),
+        (FileAccept(TID, -1, EMPTY_DIGEST), f"offset must be within 0..{MAX_TRANSFER_SIZE}"),
         (
             FileAck("AB" * 16, 1),
             "transfer_id must be 32 lowercase hex characters, got '" + "AB" * 16 + "'",
