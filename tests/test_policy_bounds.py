@@ -1,5 +1,5 @@
 """Small pure decisions at their exact bounds: upkeep, quota, what may be dialled,
-conflicts, the session table, saved file names, rows on a terminal.
+conflicts, the session table, saved file names, rows on a terminal, the address book.
 
 Their own test files check the behaviour; these pin each comparison at the value where
 it turns, and the exact words and figures the user reads."""
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from peerchat.events import KeyConflict
+from peerchat.policy.address_book import AddressBook, Found, Source, sources_text
 from peerchat.policy.conflicts import (
     MAX_NAMES,
     MAX_PER_NAME,
@@ -343,3 +344,34 @@ def test_a_line_is_cut_into_rows_by_the_cells_it_takes(
 )
 def test_a_space_other_than_the_ascii_one_is_shown_by_its_code(text: str, shown: str) -> None:
     assert display_safe(text) == shown
+
+
+# -- the address book's dial budget and its words ----------------------------------------
+
+
+def test_the_next_dial_waits_for_the_budget_to_refill() -> None:
+    book = AddressBook(dial_rate=0.5, dial_burst=1.0)
+    book.add_seed(("10.0.0.1", 5000))
+    book.add_seed(("10.0.0.2", 5000))
+    assert len(book.due(0.0, [])) == 1  # the burst is one dial
+    assert book.next_due(0.0, []) == 2.0  # one dial's worth at half a dial a second
+    assert book.due(1.0, []) == []  # half a dial's worth so far
+    assert book.next_due(1.0, []) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        (Source(Found.EXCHANGE), "via ?"),
+        (Source(Found.EXCHANGE, via="abcdefghijk"), "via abcdefgh"),
+        (Source(Found.EXCHANGE, via="abcdefghijk", via_name="Bob"), "via Bob"),
+        (Source(Found.MDNS), "mDNS"),
+    ],
+)
+def test_how_an_address_was_found_is_said_in_a_few_words(source: Source, said: str) -> None:
+    assert source.describe() == said
+
+
+def test_no_source_is_a_dash() -> None:
+    assert sources_text([]) == "-"
+    assert sources_text(["seed", "via Bob"]) == "seed, via Bob"
