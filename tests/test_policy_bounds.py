@@ -375,3 +375,29 @@ def test_how_an_address_was_found_is_said_in_a_few_words(source: Source, said: s
 def test_no_source_is_a_dash() -> None:
     assert sources_text([]) == "-"
     assert sources_text(["seed", "via Bob"]) == "seed, via Bob"
+
+
+def test_claims_and_confirmed_addresses_are_listed_most_recent_first() -> None:
+    fp = "F" * 52
+    book = AddressBook(max_confirmed_per_key=2)
+    book.claim(fp, ("10.0.0.2", 5000), Source(Found.BROADCAST), 1.0)
+    book.claim(fp, ("10.0.0.1", 5000), Source(Found.MDNS), 2.0)
+    assert book.claimed(fp) == [
+        (("10.0.0.1", 5000), Source(Found.MDNS)),
+        (("10.0.0.2", 5000), Source(Found.BROADCAST)),
+    ]
+    book.confirm(fp, ("10.0.0.9", 5000), 3.0, Source(Found.TYPED))
+    book.confirm(fp, ("10.0.0.1", 5001), 4.0, Source(Found.SEED))
+    assert book.addresses(fp) == [("10.0.0.1", 5001), ("10.0.0.9", 5000)]
+    assert book.sources(fp) == [
+        Source(Found.SEED),
+        Source(Found.TYPED),
+        Source(Found.MDNS),
+        Source(Found.BROADCAST),
+    ]
+    # A third confirmed address pushes out the one that worked longest ago.
+    book.confirm(fp, ("10.0.0.5", 5000), 5.0, Source(Found.INBOUND))
+    assert book.addresses(fp) == [("10.0.0.5", 5000), ("10.0.0.1", 5001)]
+    # Confirmed again, an address takes the source the node knows better.
+    book.confirm(fp, ("10.0.0.1", 5001), 6.0, Source(Found.TYPED))
+    assert book.sources(fp)[:2] == [Source(Found.TYPED), Source(Found.INBOUND)]
