@@ -271,7 +271,7 @@ def test_a_batch_over_the_queue_limit_is_refused_whole(db_path: Path, sealer: Se
     with HistoryStore.open(db_path, sealer) as store:
         delivery = Delivery(store, problems.append, max_queued_per_peer=3)
         delivery.enqueue([to_bob("one"), to_bob("two")])
-        with pytest.raises(QueueFull):
+        with pytest.raises(QueueFull, match=f"^{BOB}$"):  # it names the peer
             delivery.enqueue([to_bob("three"), to_bob("four")])
         assert [m.text for m in store.pending_messages()] == ["one", "two"]
         assert delivery.pending_count(BOB) == 2
@@ -355,7 +355,7 @@ def test_a_message_without_a_recipient_key_cannot_be_queued(db_path: Path, seale
     with HistoryStore.open(db_path, sealer) as store:
         delivery = Delivery(store, lambda problem: None)
         nobody = to_bob("lost")._replace(peer_fp=None)
-        with pytest.raises(ValueError, match="a queued message needs a recipient's fingerprint"):
+        with pytest.raises(ValueError, match=r"^a queued message needs a recipient's fingerprint$"):
             delivery.enqueue([nobody])
         assert store.history() == []
 
@@ -567,7 +567,7 @@ class ExactlyOnce(RuleBasedStateMachine):
     @rule()
     @_marks_failure
     def bob_reads(self, count: int = 2) -> None:
-        """Bob reads the next `count` chats as one batch (the default when Hypothesis picks it)."""
+        """Bob reads the next `count` chats as one batch (two when Hypothesis picks this rule)."""
         assert self.to_bob is not None
         batch, self.to_bob[:] = self.to_bob[:count], self.to_bob[count:]
         received = delivery.receive_chats(

@@ -466,6 +466,8 @@ def test_replays_and_rate_limits_name_the_address_too() -> None:
     assert f.check(beacon_from(alice()), "198.51.100.7", NOW) == BeaconRejected(
         REPLAY, "198.51.100.7"
     )
+    older_run = beacon_from(alice(), instance=INSTANCE_2, at=NOW - 1)
+    assert f.check(older_run, "198.51.100.9", NOW) == BeaconRejected(REPLAY, "198.51.100.9")
     assert f.check(forge(bob(), mallory()), "198.51.100.8", NOW) == BeaconRejected(
         BAD_SIGNATURE, "198.51.100.8"
     )

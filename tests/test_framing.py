@@ -189,3 +189,11 @@ def test_max_frames_zero_keeps_even_a_whole_frame_buffered() -> None:
     assert decoder.feed(encode_frame(b"later"), max_frames=0) == []
     assert decoder.buffered == len(encode_frame(b"later"))
     assert decoder.feed(b"") == [b"later"]
+
+
+def test_a_first_chunk_shorter_than_its_frame_is_not_taken_for_a_whole_frame() -> None:
+    """The one-frame shortcut must compare the length with the body, not the chunk."""
+    chunk = header(14) + b"x" * 6  # 10 bytes, 4 short of the 14-byte body
+    decoder = FrameDecoder()
+    assert decoder.feed(chunk) == []
+    assert decoder.feed(b"y" * 8) == [b"x" * 6 + b"y" * 8]

@@ -93,6 +93,12 @@ def test_every_valid_message_round_trips(message: Message) -> None:
     assert decode_message(encode_message(message)) == message
 
 
+def test_the_latest_and_earliest_times_round_trip() -> None:
+    for sent_at in (0.0, MAX_TIMESTAMP):
+        chat = Chat(ID, sent_at, "at the edge of time")
+        assert decode_message(encode_message(chat)) == chat
+
+
 def test_largest_chat_and_ack_round_trip() -> None:
     chat = Chat(ID, 0.0, "€" * (MAX_MESSAGE_BYTES // 3))
     assert decode_message(encode_message(chat)) == chat

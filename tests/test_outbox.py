@@ -395,6 +395,18 @@ TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
 
 
+def test_what_is_left_after_an_expiry_still_expires_later(clock: Clock, make: Factory) -> None:
+    outbox = Outbox(max_age=10.0)
+    first = make(ALICE)
+    clock.advance(5)
+    second = make(ALICE)
+    outbox.enqueue(first)
+    outbox.enqueue(second)
+    assert outbox.expire(clock.now + 5.5) == [first]
+    assert outbox.expire(clock.now + 10.5) == [second]
+    assert outbox.pending_count(ALICE) == 0
+
+
 def test_next_expiry_is_the_oldest_waiting_item_plus_the_age(clock: Clock, make: Factory) -> None:
     outbox = Outbox(max_age=100.0, max_in_flight=1)
     assert outbox.next_expiry() is None

@@ -8,12 +8,14 @@
     python -m tests.fuzz --write-seeds            # rewrite tests/fuzz/corpus/ from targets.py
 
 A target fuzzes in this process (libFuzzer takes it over). Its corpus grows in
-.fuzz/TARGET/ (git-ignored), starting from the stored seeds in
+.fuzz/corpus/TARGET/ (git-ignored), starting from the stored seeds in
 tests/fuzz/corpus/TARGET/ and from seeds signed with this process's keys; an
-input that crashes it is saved as .fuzz/crashes/TARGET-crash-<hash>. With
-`--stats FILE`, how deep the inputs got (the target's stages) is written to
-FILE as JSON every half second. tests/test_fuzz.py runs every target for a few
-seconds; docs/TESTING.md has the figures of a long run.
+input that crashes it is saved in .fuzz/crashes/ (with --all: .fuzz/runs/).
+With `--stats FILE`, how deep the inputs got (the target's stages) is written
+to FILE as JSON every half second. --all also replays each corpus under
+coverage.py and gives the share of lines reached in the modules the target
+is about. tests/test_fuzz.py runs every target for a few seconds;
+docs/TESTING.md has the figures of a long run.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def fuzz(name: str, stats: Path | None, flags: list[str]) -> None:
     corpus_dirs = [arg for arg in flags if not arg.startswith("-")]
     flags = [arg for arg in flags if arg.startswith("-")]
     if not corpus_dirs:
-        corpus_dirs = [str(WORK / name), str(SEEDS / name)]
+        corpus_dirs = [str(WORK / "corpus" / name), str(SEEDS / name)]
     Path(corpus_dirs[0]).mkdir(parents=True, exist_ok=True)
     for number, seed in enumerate(target.runtime_seeds()):
         (Path(corpus_dirs[0]) / f"runtime-seed-{number}").write_bytes(seed)
@@ -169,12 +171,13 @@ class RunResult:
 HEADER = f"{'target':20} {'executions':>10} {'rate':>9} {'cov':>5} {'corpus':>11} {'deep':>7}"
 
 
-def run_child(name: str, seconds: float, work: Path, extra: tuple[str, ...] = ()) -> RunResult:
-    """Fuzz `name` for `seconds` in a child process with its corpus in `work`."""
+def run_child(name: str, seconds: float, work: Path, *, corpus: Path | None = None) -> RunResult:
+    """Fuzz `name` for `seconds` in a child process; its stats and any crash go to `work`,
+    its corpus grows in `corpus` (default: in `work`)."""
     work.mkdir(parents=True, exist_ok=True)
-    stats = work / "stats.json"
-    corpus = work / "corpus"
-    corpus.mkdir(exist_ok=True)
+    stats = work / f"{name}-stats.json"
+    corpus = corpus if corpus is not None else work / f"{name}-corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
@@ -186,8 +189,7 @@ def run_child(name: str, seconds: float, work: Path, extra: tuple[str, ...] = ()
         "-print_final_stats=1",
         "-timeout=20",
         "-rss_limit_mb=1024",
-        f"-artifact_prefix={work}/",
-        *extra,
+        f"-artifact_prefix={work}/{name}-",
         str(corpus),
         str(SEEDS / name),
     ]
@@ -205,12 +207,61 @@ def run_child(name: str, seconds: float, work: Path, extra: tuple[str, ...] = ()
     )
 
 
+# The modules each target is about, for the line coverage its corpus reaches.
+COVERED = {
+    "frame_decoder": ["peerchat/protocol/framing.py"],
+    "message_decoder": ["peerchat/protocol/messages.py"],
+    "hello_payload": ["peerchat/protocol/channel.py"],
+    "beacon": ["peerchat/protocol/beacon.py"],
+    "established_channel": ["peerchat/protocol/channel.py", "peerchat/protocol/messages.py"],
+    "node_messages": ["peerchat/delivery.py", "peerchat/ui/menu.py"],
+}
+
+
+def line_coverage(name: str, folders: list[Path]) -> dict[str, float]:
+    """Replay every input in `folders` through `name` in a child process under coverage.py
+    (a dependency of mutmut); the share of lines run, per module the target is about."""
+    script = (
+        "import json, sys, coverage\n"
+        "from pathlib import Path\n"
+        "cov = coverage.Coverage(data_file=None, branch=False)\n"
+        "cov.start()\n"
+        "from tests.fuzz.targets import TARGETS\n"
+        "target = TARGETS[sys.argv[1]]()\n"
+        "for folder in sys.argv[3:]:\n"
+        "    for file in sorted(Path(folder).iterdir()):\n"
+        "        if file.is_file():\n"
+        "            target.run(file.read_bytes())\n"
+        "cov.stop()\n"
+        "shares = {}\n"
+        "for module in json.loads(sys.argv[2]):\n"
+        "    _, lines, _, missing, _ = cov.analysis2(module)\n"
+        "    shares[module] = 1 - len(missing) / len(lines)\n"
+        "print(json.dumps(shares))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, name, json.dumps(COVERED[name]), *map(str, folders)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shares: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return shares
+
+
 def run_all(names: list[str], seconds: float) -> int:
-    print(HEADER)
+    print(f"{HEADER}  lines of the modules it is about (its corpus replayed)")
     failed = 0
     for name in names:
-        result = run_child(name, seconds, WORK / name / "run")
-        print(result.row(), flush=True)
+        corpus = WORK / "corpus" / name
+        result = run_child(name, seconds, WORK / "runs", corpus=corpus)
+        try:
+            shares = line_coverage(name, [corpus, SEEDS / name])
+            lines = ", ".join(f"{Path(m).stem} {100 * v:.0f}%" for m, v in shares.items())
+        except (subprocess.CalledProcessError, ImportError) as exc:
+            lines = f"(no line coverage: {exc})"
+        print(f"{result.row()}  {lines}", flush=True)
         if result.returncode != 0:
             failed += 1
             print(result.failure(), file=sys.stderr)

@@ -27,18 +27,17 @@ import struct
 import tempfile
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from crypto_utils import Identity, Sealer
+from crypto_utils import Identity, Sealer, verify_signature
 from peerchat import delivery
 from peerchat.delivery import Delivery, outgoing_message
 from peerchat.errors import ProtocolError
 from peerchat.events import MessageArrived
-from peerchat.limits import FRAME_HEADER_SIZE, MAX_HANDSHAKE_PAYLOAD
+from peerchat.limits import FRAME_HEADER_SIZE, MAX_HANDSHAKE_PAYLOAD, PROTOCOL_VERSION
 from peerchat.protocol.beacon import (
     BeaconAccepted,
     BeaconFilter,
@@ -304,16 +303,47 @@ def check_message(message: Message) -> None:
 # -- the handshake payload -----------------------------------------------------------------
 
 
+_NAMES: Final = [n.encode() for n in ("Mallory", "Zoë_李-2.0", "x" * 32, "a b", "Ünïcødé")]
+
+
 class HelloPayloadTarget(Target):
-    """The fuzzer's bytes as the payload of handshake message 2, properly encrypted by a
-    responder that really holds its Noise static key (whose signature the seeds carry)."""
+    """A handshake payload inside message 2, properly encrypted by a responder that really
+    holds its Noise static key: either the fuzzer's bytes as they are, or a payload laid
+    out field by field from its choices (Mallory's real key and signature, or bytes)."""
 
     DEEP = frozenset({"signature refused", "authenticated"})
 
     def runtime_seeds(self) -> list[bytes]:
-        return [mallory_hello(), mallory_hello("Ünïcødé name", 65535)]
+        return [hello_input("Mallory", 6000), hello_input("Ünïcødé name", 65535)]
 
     def run(self, data: bytes) -> str:
+        return self._judge(self.payload(data))
+
+    @staticmethod
+    def payload(data: bytes) -> bytes:
+        reader = Reader(data)
+        if not reader.flag():
+            return reader.rest()
+        _, signature = rogue_static()
+        version = PROTOCOL_VERSION if reader.flag() else reader.u8()
+        listed = reader.flag()
+        name = _NAMES[reader.u8() % len(_NAMES)] if listed else reader.take(reader.u8() % 40)
+        port = reader.u16()
+        der = identity("Mallory").public_der if reader.flag() else reader.take(reader.u16() % 600)
+        signed = signature if reader.flag() else reader.take(reader.u16() % 400)
+        return (
+            bytes((version, len(name)))
+            + name
+            + port.to_bytes(2, "big")
+            + len(der).to_bytes(2, "big")
+            + der
+            + len(signed).to_bytes(2, "big")
+            + signed
+            + reader.take(reader.u8() % 3)  # trailing bytes, if the fuzzer wants some
+        )
+
+    @staticmethod
+    def _judge(data: bytes) -> str:
         data = data[: MAX_HANDSHAKE_PAYLOAD + 16]
         victim = SecureChannel(Role.INITIATOR, credentials("Alice"))
         static, _ = rogue_static()
@@ -343,23 +373,16 @@ class HelloPayloadTarget(Target):
 # -- beacons -----------------------------------------------------------------------------
 
 
-@dataclass
-class SignedBeacons:
-    """Genuine beacons of two keys, two runs each, in sequence, for the fuzzer to replay."""
-
-    datagrams: list[bytes]
-    signed: set[bytes]
-
-
 @functools.cache
-def signed_beacons() -> SignedBeacons:
+def signed_beacons() -> list[bytes]:
+    """Genuine beacons of two keys, two runs each, in sequence, for the fuzzer to replay."""
     datagrams = []
     for who in ("Alice", "Mallory"):
         for run, instance in enumerate((b"\x01" * 16, b"\x02" * 16)):
             for seq in range(3):
                 stamp = NOW + 10 * run + seq
                 datagrams.append(encode_beacon(identity(who), who, 5000, instance, seq, stamp))
-    return SignedBeacons(datagrams, {decode_beacon(d)[1] for d in datagrams})
+    return datagrams
 
 
 class BeaconTarget(Target):
@@ -372,7 +395,7 @@ class BeaconTarget(Target):
     MAX_DATAGRAMS: Final = 16
 
     def runtime_seeds(self) -> list[bytes]:
-        datagrams = signed_beacons().datagrams
+        datagrams = signed_beacons()
         # Every genuine beacon in turn, from one address, time standing still.
         in_turn = Writer().flag(False)
         for index in range(len(datagrams)):
@@ -396,7 +419,7 @@ class BeaconTarget(Target):
                 break
             # One datagram: a genuine beacon by number, or bytes; its source; time passing.
             if reader.flag():
-                datagram = genuine.datagrams[reader.u8() % len(genuine.datagrams)]
+                datagram = genuine[reader.u8() % len(genuine)]
             else:
                 datagram = reader.take(reader.u16())
             source = self.SOURCES[reader.u8() % len(self.SOURCES)]
@@ -409,7 +432,11 @@ class BeaconTarget(Target):
                 check(max(tracked) <= 2, f"tracks {tracked} sources and keys, over the cap")
                 if isinstance(result, BeaconAccepted):
                     beacon = result.beacon
-                    check(decode_beacon(datagram)[1] in genuine.signed, "accepted a forgery")
+                    # Whoever signed it (a corpus may keep beacons another run signed),
+                    # the signature must cover exactly these bytes, by the key they carry.
+                    _, signed, signature = decode_beacon(datagram)
+                    valid = verify_signature(beacon.identity_der, signature, signed)
+                    check(valid, "accepted a forgery")
                     check(beacon.fingerprint != own, "accepted our own beacon")
                     check(abs(now - beacon.timestamp) <= 30, "accepted a stale beacon")
                     key = (beacon.fingerprint, beacon.instance, beacon.seq)
@@ -592,6 +619,13 @@ TARGETS: Final[dict[str, Callable[[], Target]]] = {  # in the order of tests.fuz
 }
 
 
+def hello_input(name: str, port: int) -> bytes:
+    """A payload laid out field by field: version, name, port, Mallory's key and signature."""
+    raw = name.encode()
+    seed = Writer().flag(True).flag(True).flag(False).u8(len(raw)).put(raw).u16(port)
+    return seed.flag(True).flag(True).done()
+
+
 def node_input(name: str, port: int, messages: list[bytes]) -> bytes:
     raw = name.encode()
     seed = Writer().u8(len(raw)).put(raw).u8(0).pick(1, 65535, port).pick(0, 8, len(messages))
@@ -645,7 +679,23 @@ STORED_SEEDS: Final[dict[str, list[bytes]]] = {
     ],
     "message_decoder": _MESSAGES,
     "hello_payload": [
-        encode_hello_payload(name="Eve", listen_port=1, identity_der=b"\x30", signature=b"\x00")
+        # As it is: a payload that parses, with a key and signature of nobody.
+        Writer()
+        .flag(False)
+        .put(encode_hello_payload(name="Eve", listen_port=1, identity_der=b"0", signature=b"s"))
+        .done(),
+        # Field by field: a listed name, Mallory's real key, a signature of bytes.
+        Writer()
+        .flag(True)
+        .flag(True)
+        .flag(True)
+        .u8(0)
+        .u16(1)
+        .flag(True)
+        .flag(False)
+        .u16(1)
+        .put(b"s")
+        .done(),
     ],
     "beacon": [
         # A well-formed beacon from a key nobody holds: judged up to its signature.
