@@ -12,6 +12,7 @@ import hashlib
 
 import pytest
 
+from peerchat.events import TransferOutcome
 from peerchat.policy.transfer import (
     CheckPrefix,
     DiscardPartial,
@@ -24,7 +25,6 @@ from peerchat.policy.transfer import (
     Send,
     SendingTransfer,
     SendState,
-    TransferOutcome,
     VerifyAndSave,
     WriteChunk,
 )
