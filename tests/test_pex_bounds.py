@@ -278,6 +278,7 @@ def test_per_peer_budgets_are_kept_for_max_keys_peers_least_recent_first_out() -
         said(s, who, b"", bad)
     assert s.counts == {BAD_ADDRESS: 3}
     said(s, "p2", b"", bad)  # p2's bucket is kept: empty
+    assert s.counts == {BAD_ADDRESS: 3, RATE_LIMITED: 1}
     said(s, "p0", b"", bad)  # p0's was forgotten: full again
     assert s.counts == {BAD_ADDRESS: 4, RATE_LIMITED: 1}
 
@@ -326,25 +327,31 @@ def relay_peers(s: PeerExchangeState, n: int) -> list[str]:
     return names
 
 
+def sender_and_receiver() -> tuple[str, str]:
+    """Two peers such that the first never holds records back from the second."""
+    low, high = sorted(["me", "bob"], key=fp)
+    return low, high
+
+
 def test_a_sender_spends_three_quarters_of_the_receivers_budget() -> None:
     # Per minute 20: a burst of 15, then 0.25 a second.
-    s = state(records_per_minute=20, max_records=100)
+    me, to = sender_and_receiver()
+    s = state(me, records_per_minute=20, max_records=100)
     relay_peers(s, 30)
-    s.session_up(fp("bob"), BOB_HOST, 5000)
-    s.outgoing(NOW)
+    s.session_up(fp(to), BOB_HOST, 5000)
     counts = []
-    for t in (RELAY_HOLD, RELAY_HOLD + 4, RELAY_HOLD + 8, RELAY_HOLD + 9):
-        counts.append(sum(len(m.records) for to, m in s.outgoing(NOW + t) if to == fp("bob")))
+    for t in (0, 4, 8, 9):
+        counts.append(sum(len(m.records) for target, m in s.outgoing(NOW + t) if target == fp(to)))
     assert counts == [15, 1, 1, 0]
 
 
 @pytest.mark.parametrize("max_records", [1, 3])
 def test_a_message_carries_at_most_max_records(max_records: int) -> None:
-    s = state(max_records=max_records)
+    me, to = sender_and_receiver()
+    s = state(me, max_records=max_records)
     relay_peers(s, 5)
-    s.session_up(fp("bob"), BOB_HOST, 5000)
-    s.outgoing(NOW)
-    sizes = [len(m.records) for to, m in s.outgoing(NOW + RELAY_HOLD) if to == fp("bob")]
+    s.session_up(fp(to), BOB_HOST, 5000)
+    sizes = [len(m.records) for target, m in s.outgoing(NOW) if target == fp(to)]
     assert sizes == [max_records]
 
 
@@ -377,15 +384,17 @@ def test_what_a_session_peer_told_us_is_remembered_for_max_keys_peers() -> None:
     assert [f for f, _, _ in relayed_to(s, "bob", NOW)] == [fp("eve")]
 
 
-@pytest.mark.parametrize(("sent_at", "relayed"), [(73.0, True), (78.0, False)])
+@pytest.mark.parametrize(("age", "relayed"), [(75.0, True), (75.5, False), (80.0, False)])
 def test_a_relayed_beacon_is_passed_on_up_to_max_age_less_the_margin(
-    sent_at: float, relayed: bool
+    age: float, relayed: bool
 ) -> None:
-    # max_age 90 less the margin of 15: up to 75 s old, at the second call.
-    s = state(max_age=90)
-    pair_up(s, "bob", BOB_HOST, now=NOW)
-    s.session_up(fp("carol"), "10.1.0.9", 5000)
-    assert bool(relayed_to(s, "carol", NOW + sent_at)) is relayed
+    # max_age 90 less the margin of 15: up to 75 s old.
+    me, to = sender_and_receiver()
+    s = state(me, max_age=90)
+    pair_up(s, "carol", "10.1.0.9", now=NOW)
+    s.session_up(fp(to), BOB_HOST, 5000)
+    sent = [r for target, m in s.outgoing(NOW + age) if target == fp(to) for r in m.records]
+    assert bool(sent) is relayed
 
 
 def test_a_beacon_too_old_to_relay_does_not_stop_the_next_one() -> None:
