@@ -7,7 +7,7 @@ import pytest
 
 from peerchat.protocol import pex
 from peerchat.protocol.beacon import decode_beacon
-from peerchat.protocol.messages import PeerExchange, PexRecord
+from peerchat.protocol.messages import PeerExchange, PexRecord, decode_message, encode_message
 from peerchat.protocol.pex import (
     ACCEPTED,
     BAD_ADDRESS,
@@ -499,3 +499,14 @@ def test_a_peer_the_receiver_told_us_of_is_passed_on_after_it_went_down_and_back
     s.session_down(fp("carol"))
     pair_up(s, "carol", "10.1.0.9", now=NOW + 5)
     assert [f for f, _, _ in relayed_to(s, "bob", NOW + 5)] == [fp("carol")]
+
+
+def test_records_between_own_beacons_go_with_an_empty_own_field() -> None:
+    me, to = sender_and_receiver()
+    s = state(me)
+    s.session_up(fp(to), BOB_HOST, 5000)
+    s.outgoing(NOW)  # our own beacon, nothing to relay yet
+    pair_up(s, "carol", "10.1.0.9", now=NOW + 1)
+    sends = dict(s.outgoing(NOW + 1))
+    assert sends[fp(to)].own_beacon == b""
+    assert decode_message(encode_message(sends[fp(to)])) == sends[fp(to)]
