@@ -146,3 +146,25 @@ def test_any_properties_give_a_beacon_none_or_a_protocol_error(
     except ProtocolError:
         return
     assert found is None or 0 < len(found) <= BEACON_MAX_SIZE
+
+
+@pytest.mark.parametrize("size", [1, CHUNK_BYTES + 1, BEACON_MAX_SIZE])
+def test_the_smallest_and_the_largest_beacon_go_there_and_back(size: int) -> None:
+    data = bytes(i % 251 for i in range(size))
+    chunks = beacon_chunks(data)
+    assert [len(v) for v in chunks.values()][-1] == (size - 1) % CHUNK_BYTES + 1
+    assert beacon_from_txt({key.encode(): value for key, value in chunks.items()}) == data
+
+
+def test_a_beacon_one_byte_past_the_largest_is_refused_when_read() -> None:
+    last = BEACON_MAX_SIZE - (MAX_CHUNKS - 1) * CHUNK_BYTES
+    with pytest.raises(
+        ProtocolError, match=f"{BEACON_MAX_SIZE + 1} bytes exceeds {BEACON_MAX_SIZE}"
+    ):
+        beacon_from_txt(chunked([CHUNK_BYTES] * (MAX_CHUNKS - 1) + [last + 1]))
+
+
+def test_chunk_keys_out_of_order_are_refused_with_the_reason() -> None:
+    with pytest.raises(ProtocolError) as refused:
+        beacon_from_txt({b"b1": b"y"})
+    assert str(refused.value) == "beacon chunks are not b0 to bN, each once"

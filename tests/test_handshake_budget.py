@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from peerchat.policy.handshake_budget import Admitted, CoolingDown, FailureLimits, HandshakeBudget
@@ -162,3 +164,15 @@ def test_a_clock_step_back_refills_nothing() -> None:
     assert isinstance(b.admit(ATTACKER, 50.0), CoolingDown)
     assert isinstance(b.admit(ATTACKER, 50.5), CoolingDown)
     assert isinstance(b.admit(ATTACKER, 51.0), Admitted)
+
+
+def test_with_no_refill_the_cool_down_has_no_end_but_the_reserve() -> None:
+    b = budget(burst=1, rate=0.0, reserve=10.0)
+    b.failed(ATTACKER, 0.0)
+    refused = b.admit(ATTACKER, 100.0)
+    assert isinstance(refused, CoolingDown) and refused.wait == math.inf
+    b.succeeded(FRIEND, known=True, now=0.0)
+    b.failed(FRIEND, 0.0)
+    assert b.admit(FRIEND, 0.0) == Admitted(reserve=True)
+    waiting = b.admit(FRIEND, 4.0)
+    assert isinstance(waiting, CoolingDown) and waiting.wait == pytest.approx(6.0)

@@ -203,3 +203,25 @@ def test_an_invalid_character_is_shown_so_the_user_can_find_it(name: str, shown:
 def test_combining_marks_may_follow_one_another_after_a_letter() -> None:
     """Vietnamese and Indic names stack marks: e + circumflex + dot below."""
     assert validate_name("Nguye\u0302\u0323n") == "Nguye\u0302\u0323n"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("a   b", "a   b"),  # three spaces: as they are
+        ("a    b", "a [4 spaces] b"),  # printable, but padding: counted
+        ("Alice\u3164", "Alice\\u3164"),  # printable, but a blank letter: escaped
+    ],
+)
+def test_printable_text_with_padding_or_a_blank_letter_is_still_made_safe(
+    text: str, shown: str
+) -> None:
+    assert display_safe(text) == shown
+
+
+def test_an_invisible_letter_in_a_name_is_named_with_its_position_and_code() -> None:
+    with pytest.raises(ValueError) as info:
+        validate_name("Alice\u3164")
+    assert str(info.value) == (
+        "name may not contain invisible characters (character 6, \\u3164, is one)"
+    )
