@@ -48,10 +48,10 @@ from bench.harness import (
     Row,
     figure_row,
     read_line,
+    round_trip_rows,
     rss_kib,
     stop_child,
     summarize,
-    summarize_runs,
 )
 from bench.peers import ROOT, PeerProcess, child_env, peer_process, peer_profile, program
 from bench.registry import module_main
@@ -276,8 +276,6 @@ def measure_kind(
 
 
 def kind_rows(kind: Kind, results: KindResults, memory: Memory) -> list[Row]:
-    base_median, base_p99 = (s.scaled(1000) for s in summarize_runs(results.baseline_runs))
-    flood_median, flood_p99 = (s.scaled(1000) for s in summarize_runs(results.flood_runs))
     rate = summarize(results.rates)
     label = f"legitimate message round trip (to ack) under {kind.label}"
     growth = (memory.after_kib - memory.before_kib) / 1024
@@ -288,22 +286,7 @@ def kind_rows(kind: Kind, results: KindResults, memory: Memory) -> list[Row]:
     )
     before = f"RSS {memory.before_kib / 1024:.1f} MiB before, {peak}"
     return [
-        figure_row(
-            f"{label}, median",
-            flood_median.median,
-            "ms",
-            baseline=base_median.median,
-            baseline_unit="ms",
-            spread=flood_median.spread(),
-        ),
-        figure_row(
-            f"{label}, p99",
-            flood_p99.median,
-            "ms",
-            baseline=base_p99.median,
-            baseline_unit="ms",
-            spread=flood_p99.spread(),
-        ),
+        *round_trip_rows(label, results.baseline_runs, results.flood_runs),
         figure_row(
             kind.rate_label,
             rate.median,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bench.bench_flood import flooding
 from bench.clients import BlockingClient
-from bench.harness import Row, figure_row, summarize, summarize_runs
+from bench.harness import Row, figure_row, round_trip_rows, summarize
 from bench.peers import peer_process, peer_profile, process_cpu_seconds
 from bench.registry import module_main
 from crypto_utils import KeyManager
@@ -106,28 +106,11 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
             if peer.proc.poll() is not None:
                 raise RuntimeError(f"the peer exited during the flood ({peer.proc.returncode})")
 
-    base_median, base_p99 = (s.scaled(1000) for s in summarize_runs(baseline_runs))
-    flood_median, flood_p99 = (s.scaled(1000) for s in summarize_runs(flood_runs))
     cpu, cpu_base = summarize(flood_cpu), summarize(baseline_cpu)
     rate, early_rate = summarize(worked), summarize(early)
     label = "legitimate message round trip (to ack) under a handshake flood with junk identity keys"
     return [
-        figure_row(
-            f"{label}, median",
-            flood_median.median,
-            "ms",
-            baseline=base_median.median,
-            baseline_unit="ms",
-            spread=flood_median.spread(),
-        ),
-        figure_row(
-            f"{label}, p99",
-            flood_p99.median,
-            "ms",
-            baseline=base_p99.median,
-            baseline_unit="ms",
-            spread=flood_p99.spread(),
-        ),
+        *round_trip_rows(label, baseline_runs, flood_runs),
         figure_row(
             "peer CPU during the junk identity key flood, % of one core (baseline: without it)",
             cpu.median,

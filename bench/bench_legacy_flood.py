@@ -39,10 +39,10 @@ from bench.harness import (
     Row,
     figure_row,
     read_line,
+    round_trip_rows,
     rss_kib,
     stop_child,
     summarize,
-    summarize_runs,
 )
 from bench.registry import module_main
 from crypto_utils import KeyManager
@@ -241,28 +241,11 @@ def run(quick: bool, *, sizes: Sizes | None = None) -> list[Row]:
             if proc.poll() is not None:
                 raise RuntimeError(f"the peer exited during the flood ({proc.returncode})")
 
-    base_median, base_p99 = (s.scaled(1000) for s in summarize_runs(baseline_runs))
-    flood_median, flood_p99 = (s.scaled(1000) for s in summarize_runs(flood_runs))
     rate = summarize(flood_rates)
     shown_rate = summarize(shown_rates)
     label = "keyed message round trip (to ack) under a legacy-port flood"
     return [
-        figure_row(
-            f"{label}, median",
-            flood_median.median,
-            "ms",
-            baseline=base_median.median,
-            baseline_unit="ms",
-            spread=flood_median.spread(),
-        ),
-        figure_row(
-            f"{label}, p99",
-            flood_p99.median,
-            "ms",
-            baseline=base_p99.median,
-            baseline_unit="ms",
-            spread=flood_p99.spread(),
-        ),
+        *round_trip_rows(label, baseline_runs, flood_runs),
         figure_row(
             f"legacy connections during the flood ({IN_FLIGHT} in flight from {SOURCES} addresses)",
             rate.median,

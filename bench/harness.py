@@ -255,6 +255,25 @@ def figure_row(
     }
 
 
+def round_trip_rows(
+    label: str, baseline_runs: Sequence[Sequence[float]], runs: Sequence[Sequence[float]]
+) -> list[Row]:
+    """ "LABEL, median" and "LABEL, p99" in ms (samples in seconds), each against its baseline."""
+    base_median, base_p99 = (s.scaled(1000) for s in summarize_runs(baseline_runs))
+    median, p99 = (s.scaled(1000) for s in summarize_runs(runs))
+    return [
+        figure_row(
+            f"{label}, {which}",
+            summary.median,
+            "ms",
+            baseline=base.median,
+            baseline_unit="ms",
+            spread=summary.spread(),
+        )
+        for which, summary, base in (("median", median, base_median), ("p99", p99, base_p99))
+    ]
+
+
 def unavailable_row(name: str, reason: str) -> Row:
     return {**figure_row(f"{name}: not available: {reason}", None, ""), "status": "not available"}
 
