@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,10 +46,9 @@ from bench.clients import BlockingClient
 from bench.harness import (
     Row,
     figure_row,
-    read_line,
+    reporting_child,
     round_trip_rows,
     rss_kib,
-    stop_child,
     summarize,
 )
 from bench.peers import ROOT, PeerProcess, child_env, peer_process, peer_profile, program
@@ -143,27 +141,11 @@ def flooding(
     port: int, source: str, kind: str, max_seconds: float, in_flight: int = IN_FLIGHT
 ) -> Iterator[FloodCount]:
     """A flood process for the duration of the block; its counts are filled in after it."""
-    proc = subprocess.Popen(
-        program("flood", port, source, kind, max_seconds, in_flight),
-        cwd=ROOT,
-        env=child_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
+    argv = program("flood", port, source, kind, max_seconds, in_flight)
     counts = FloodCount()
-    silent = f"nothing read from the flood within {SOCKET_TIMEOUT} s"
-    try:
-        if read_line(proc.stdout, SOCKET_TIMEOUT, error=silent) != b"ready":
-            raise RuntimeError(f"the flood did not start (exit code {proc.poll()})")
+    with reporting_child("the flood", argv, ROOT, SOCKET_TIMEOUT, child_env()) as report:
         yield counts
-        proc.stdin.close()
-        line = read_line(proc.stdout, SOCKET_TIMEOUT, error=silent).split()
-        if len(line) != 3:
-            raise RuntimeError("the flood did not report")
-        counts.made, counts.finished, counts.seconds = int(line[0]), int(line[1]), float(line[2])
-    finally:
-        stop_child(proc, 10)
+    counts.made, counts.finished, counts.seconds = int(report[0]), int(report[1]), float(report[2])
 
 
 # --------------------------------------------------------------------------- the peer's memory

@@ -38,7 +38,7 @@ from bench.clients import BlockingClient
 from bench.harness import (
     Row,
     figure_row,
-    read_line,
+    reporting_child,
     round_trip_rows,
     rss_kib,
     stop_child,
@@ -140,23 +140,10 @@ def flood_main(port: int, max_seconds: float) -> None:
 def flooding(port: int, max_seconds: float) -> Iterator[list[float]]:
     """A flood process for the duration of the block; yields [made, closed, seconds] after."""
     code = f"from bench.bench_legacy_flood import flood_main; flood_main({port}, {max_seconds})"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert proc.stdin is not None and proc.stdout is not None
     counts: list[float] = []
-    silent = f"nothing read within {SOCKET_TIMEOUT} s"
-    try:
-        if read_line(proc.stdout, SOCKET_TIMEOUT, error=silent) != b"ready":
-            raise RuntimeError(f"the flood did not start (exit code {proc.poll()})")
+    with reporting_child("the flood", [sys.executable, "-c", code], ROOT, SOCKET_TIMEOUT) as report:
         yield counts
-        proc.stdin.close()
-        line = read_line(proc.stdout, SOCKET_TIMEOUT, error=silent).split()
-        if len(line) != 3:
-            raise RuntimeError("the flood did not report")
-        counts.extend(float(x) for x in line)
-    finally:
-        stop_child(proc, 10)
+    counts.extend(float(x) for x in report)
 
 
 # --------------------------------------------------------------------------- the peer

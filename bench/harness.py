@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, AnyStr, TypeVar
@@ -253,6 +253,33 @@ def figure_row(
         "target": target,
         "holds": holds,
     }
+
+
+@contextlib.contextmanager
+def reporting_child(
+    what: str, argv: Sequence[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> Iterator[list[str]]:
+    """A child (`what`: "the flood") that prints "ready", works until its standard input
+    closes, then prints one line of three figures: the block runs while it works; the list
+    holds the figures after.
+    """
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    report: list[str] = []
+    silent = f"nothing read from {what} within {timeout} s"
+    try:
+        if read_line(proc.stdout, timeout, error=silent) != b"ready":
+            raise RuntimeError(f"{what} did not start (exit code {proc.poll()})")
+        yield report
+        proc.stdin.close()
+        line = read_line(proc.stdout, timeout, error=silent).split()
+        if len(line) != 3:
+            raise RuntimeError(f"{what} did not report")
+        report.extend(field.decode() for field in line)
+    finally:
+        stop_child(proc, 10)
 
 
 def round_trip_rows(
