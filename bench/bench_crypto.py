@@ -100,7 +100,7 @@ def measure_handshakes(runs: int, per_run: int) -> tuple[list[float], list[float
     alice_id, bob_id = _identity(), _identity()
     alice = Credentials.create(alice_id, "Alice", 5000)
     bob = Credentials.create(bob_id, "Bob", 5001)
-    first = Chat(new_msg_id(), time.time(), "x" * TEXT_BYTES)
+    first = Chat(new_msg_id(time.time()), time.time(), "x" * TEXT_BYTES)
     signed = STATIC_KEY_CONTEXT + public_bytes(alice.static_private)
 
     def verify() -> bool:
@@ -119,7 +119,7 @@ def measure_frames(runs: int, per_run: int) -> dict[str, list[float]]:
     """Seconds per frame for seal, open, AESGCM encrypt and decrypt; one sample per run."""
     alice = Credentials.create(_identity(), "Alice", 5000)
     bob = Credentials.create(_identity(), "Bob", 5001)
-    message = Chat(new_msg_id(), time.time(), "x" * TEXT_BYTES)
+    message = Chat(new_msg_id(time.time()), time.time(), "x" * TEXT_BYTES)
     plaintext = encode_message(message)  # the raw calls get exactly what the channel seals
     samples: dict[str, list[float]] = {"seal": [], "open": [], "encrypt": [], "decrypt": []}
     for _ in range(runs):

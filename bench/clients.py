@@ -228,7 +228,7 @@ class BlockingClient:
 
     def round_trip(self) -> float:
         """Seconds from sending one chat message to its acknowledgement."""
-        chat = Chat(new_msg_id(), time.time(), self.text)
+        chat = Chat(new_msg_id(time.time()), time.time(), self.text)
         start = time.perf_counter_ns()
         self.channel.send_message(chat)
         self._flush()

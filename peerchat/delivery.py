@@ -43,7 +43,7 @@ def outgoing_message(
 ) -> StoredMessage:
     """A new message from this peer, with a fresh id, as the history stores it."""
     return StoredMessage(
-        msg_id=new_msg_id(),
+        msg_id=new_msg_id(now),
         peer_fp=peer_fp,
         peer_name=peer_name,
         peer_host=host,

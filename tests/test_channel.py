@@ -78,7 +78,7 @@ def mallory(mallory_id: Identity) -> Credentials:
 
 
 def chat(text: str) -> Chat:
-    return Chat(new_msg_id(), 1_700_000_000.0, text)
+    return Chat(new_msg_id(1_700_000_000.0), 1_700_000_000.0, text)
 
 
 def pump(a: SecureChannel, b: SecureChannel) -> tuple[list[Event], list[Event]]:

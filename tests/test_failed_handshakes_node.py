@@ -87,7 +87,7 @@ class Client:
 
     def chat(self, text: str) -> None:
         """Send `text` and wait for its acknowledgement."""
-        chat = Chat(new_msg_id(), time.time(), text)
+        chat = Chat(new_msg_id(time.time()), time.time(), text)
         self.channel.send_message(chat)
         self.sock.sendall(self.channel.data_to_send())
         self.sock.settimeout(5.0)

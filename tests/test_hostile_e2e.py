@@ -687,7 +687,7 @@ def test_an_address_whose_handshakes_keep_failing_is_refused_before_any_key_exch
         )
         # During the flood: a new peer from another address, and the friend's session.
         other = SecureClient(mallory, scene.victim.port, source=OTHER_SOURCE, timeout=5.0)
-        chat = Chat(new_msg_id(), time.time(), "through the junk flood")
+        chat = Chat(new_msg_id(time.time()), time.time(), "through the junk flood")
         other.send(chat)
         other.expect_ack(chat.msg_id, timeout=5.0)
         other.close()
@@ -834,7 +834,7 @@ def test_random_bytes_after_a_valid_handshake_close_only_that_session(
     assert int.from_bytes(cases["pure noise"][:4], "big") > MAX_FRAME_SIZE  # not a slow frame
     for case, data in cases.items():
         client = SecureClient(mallory, scene.victim.port)
-        hello = Chat(new_msg_id(), time.time(), f"legit before {case}")
+        hello = Chat(new_msg_id(time.time()), time.time(), f"legit before {case}")
         client.send(hello)
         client.expect_ack(hello.msg_id)
         client.send_raw(data)
@@ -848,7 +848,7 @@ def test_bad_tag_and_replayed_frames_are_refused(scene: Scene, mallory: Credenti
     mark = scene.screen_mark()
     # One bit flipped in the tag.
     client = SecureClient(mallory, scene.victim.port)
-    frame = bytearray(client.sealed(Chat(new_msg_id(), time.time(), "tampered secret")))
+    frame = bytearray(client.sealed(Chat(new_msg_id(time.time()), time.time(), "tampered secret")))
     frame[-1] ^= 0x01
     client.send_raw(bytes(frame))
     seconds = await_close(client.sock, AT_ONCE + 1)
@@ -857,7 +857,7 @@ def test_bad_tag_and_replayed_frames_are_refused(scene: Scene, mallory: Credenti
 
     # A valid frame sent twice: the copy carries a used nonce.
     client = SecureClient(mallory, scene.victim.port)
-    once = Chat(new_msg_id(), time.time(), "said once only")
+    once = Chat(new_msg_id(time.time()), time.time(), "said once only")
     frame = bytearray(client.sealed(once))
     client.send_raw(bytes(frame))
     client.expect_ack(once.msg_id)
@@ -1011,7 +1011,7 @@ def test_escape_sequences_in_a_message_reach_the_screen_neutralised(
     mark = scene.screen_mark()
     client = SecureClient(sender, scene.victim.port)
     try:
-        chat = Chat(new_msg_id(), time.time(), HOSTILE_TEXT)
+        chat = Chat(new_msg_id(time.time()), time.time(), HOSTILE_TEXT)
         client.send(chat)
         client.expect_ack(chat.msg_id)
         scene.victim.expect_text(

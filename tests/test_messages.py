@@ -56,11 +56,27 @@ ATTEMPT = bytes(range(16))
 
 
 def test_new_msg_id_is_32_lowercase_hex_and_fresh() -> None:
-    ids = {new_msg_id() for _ in range(100)}
-    assert len(ids) == 100
+    ids = {new_msg_id(1_700_000_000.0) for _ in range(100)}
+    assert len(ids) == 100  # the same millisecond, still all apart
     for msg_id in ids:
         assert len(msg_id) == 32
         assert set(msg_id) <= set("0123456789abcdef")
+        assert encode_message(Chat(msg_id, 1.0, "x"))  # the wire takes it
+
+
+def test_new_msg_ids_sort_by_their_time() -> None:
+    # A history index keyed by msg_id grows at one end only if later ids sort later.
+    times = [0.0, 0.001, 1.0, 1_700_000_000.0, 1_700_000_000.002, 32_503_680_000.0]
+    ids = [new_msg_id(t) for t in times]
+    assert ids == sorted(ids)
+    assert ids[3].startswith(f"{1_700_000_000_000:012x}")
+
+
+@pytest.mark.parametrize("now", [-5.0, math.nan, math.inf, -math.inf, 1e300])
+def test_new_msg_id_takes_any_clock(now: float) -> None:
+    # A clock before 1970 or beyond reason still gives a valid id, never an error.
+    msg_id = new_msg_id(now)
+    assert len(msg_id) == 32 and set(msg_id) <= set("0123456789abcdef")
 
 
 def test_chat_wire_layout() -> None:

@@ -364,7 +364,7 @@ class LegacyService:
 
     def _record_received(self, ip: str, item: LegacyMessage, wall: float) -> None:
         row = StoredMessage(
-            msg_id=new_msg_id(),
+            msg_id=new_msg_id(wall),
             peer_fp=None,
             peer_name=item.team,
             peer_host=ip,
@@ -383,7 +383,7 @@ class LegacyService:
     ) -> None:
         wall = time.time()
         row = StoredMessage(
-            msg_id=new_msg_id(),
+            msg_id=new_msg_id(wall),
             peer_fp=None,
             peer_name=name,
             peer_host=host,

@@ -35,6 +35,7 @@ and the notice that the user connected on purpose (option 4):
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -190,8 +191,20 @@ Message = (
 )
 
 
-def new_msg_id() -> str:
-    return os.urandom(MSG_ID_BYTES).hex()  # secrets.token_hex, one call less per message
+_ID_TIME_BYTES: Final = 6  # milliseconds since 1970: good until the year 10889
+_ID_MAX_MS: Final = 2 ** (8 * _ID_TIME_BYTES) - 1
+
+
+def new_msg_id(now: float) -> str:
+    """A fresh id: the time `now` in milliseconds (6 bytes, big-endian), then 10 random bytes.
+
+    Ids made later sort after earlier ones, so every history index keyed by
+    msg_id grows at one end: a batch of new rows touches a few index pages, not
+    one random page per row (a third of the cost of a stored batch). The time
+    says nothing a Chat's sent_at does not; 80 random bits keep ids apart.
+    """
+    ms = min(max(int(now * 1000), 0), _ID_MAX_MS) if math.isfinite(now) else 0
+    return (ms.to_bytes(_ID_TIME_BYTES, "big") + os.urandom(MSG_ID_BYTES - _ID_TIME_BYTES)).hex()
 
 
 def _id_bytes(msg_id: str) -> bytes:
