@@ -8,34 +8,59 @@ earlier with nobody waiting, and is counted as "unattended" so the user is
 told about it. Loop thread only.
 
 A waiter is a plain callback, called at once from the acknowledgement: a
-future here would cost a loop iteration per hop before anyone is told.
+future here would cost a loop iteration per hop before anyone is told. Its
+wait has a deadline, kept here and served by the owner's one timer
+(`next_due` / `handle_timer`, time passed in), not a timer per message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Callable, Iterable
 
-# Called with None once the message is acknowledged, or with why the peer refused it.
+# Called with None once the message is acknowledged, or with why the peer refused it,
+# or with NotAcknowledged when its deadline passed first.
 Waiter = Callable[[Exception | None], None]
+
+
+class NotAcknowledged(Exception):
+    """The wait's deadline passed before the acknowledgement came (it may still come)."""
 
 
 class Completion:
     def __init__(self) -> None:
         self._waiters: dict[str, Waiter] = {}
+        # (deadline, msg_id) of every wait, answered or not: an answered one is
+        # dropped when it reaches the front, cheaper than finding it on each answer.
+        self._deadlines: list[tuple[float, str]] = []
         self._submitted: set[str] = set()
         self._watches: list[tuple[set[str], asyncio.Future[None]]] = []
 
-    def expect(self, msg_id: str, waiter: Waiter) -> None:
-        """Call `waiter` when `msg_id` is acknowledged (None) or refused (the reason).
+    def expect(self, msg_id: str, waiter: Waiter, until: float) -> None:
+        """Call `waiter` when `msg_id` is acknowledged (None), refused (the reason), or
+        not acknowledged by `until` (NotAcknowledged, from `handle_timer`).
 
-        It is called at most once: an acknowledgement or a refusal ends the wait.
+        It is called at most once: whichever comes first ends the wait.
         """
         self._waiters[msg_id] = waiter
+        heapq.heappush(self._deadlines, (until, msg_id))
 
-    def give_up(self, msg_id: str) -> None:
-        """Nobody waits for `msg_id` any more: its acknowledgement will be news."""
-        self._waiters.pop(msg_id, None)
+    def next_due(self) -> float | None:
+        """The earliest deadline of a wait still open (None: nobody waits)."""
+        deadlines, waiters = self._deadlines, self._waiters
+        while deadlines and deadlines[0][1] not in waiters:
+            heapq.heappop(deadlines)
+        return deadlines[0][0] if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """End every wait whose deadline has passed by `now`: its waiter is told so."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, msg_id = heapq.heappop(deadlines)
+            waiter = self._waiters.pop(msg_id, None)
+            if waiter is not None:
+                waiter(NotAcknowledged(msg_id))
 
     def submitted(self, msg_ids: Iterable[str]) -> None:
         """These will be followed with `wait_all`: their acknowledgement is no news."""

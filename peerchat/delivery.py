@@ -187,6 +187,10 @@ class Delivery:
     def queue_full_detail(self) -> str:
         return f"the queue for this peer is full ({self.max_queued_per_peer:,} messages waiting)"
 
+    def has_waiting(self, peer_fp: str) -> bool:
+        """Whether messages to this peer wait to go on the wire (in flight ones do not)."""
+        return self._outbox.has_waiting(peer_fp)
+
     def take_chats(self, peer_fp: str) -> list[Chat]:
         """The next messages to put on the wire to this peer, within the window."""
         return [

@@ -12,7 +12,8 @@ from typing import TypeVar
 import pytest
 
 from peerchat.errors import NotAnswering
-from peerchat.events import MessageArrived, Outcome
+from peerchat.events import MessageArrived, Outcome, QueuedDelivered
+from peerchat.limits import SEND_WAIT
 from peerchat.net.node import Node, NodeConfig
 from storage import DeliveryState, Direction
 from tests.support import RunningNode, free_tcp_port, open_profile, start_node
@@ -35,11 +36,20 @@ class Running(RunningNode):
         return result
 
 
-def make_node(tmp: Path, name: str, port: int | None = None) -> Running:
+def make_node(
+    tmp: Path, name: str, port: int | None = None, *, send_wait: float = SEND_WAIT
+) -> Running:
     data = tmp / name
     identity, store = open_profile(data)
     port = port or free_tcp_port()
-    config = NodeConfig(name=name, port=port, data_dir=data, bind="127.0.0.1", discovery=False)
+    config = NodeConfig(
+        name=name,
+        port=port,
+        data_dir=data,
+        bind="127.0.0.1",
+        discovery=False,
+        send_wait=send_wait,
+    )
     return start_node(config, identity, store, Running)
 
 
@@ -95,6 +105,42 @@ def test_pipelined_burst_arrives_once_in_order(pair: tuple[Running, Running]) ->
     sent = a.store.history(limit=1000)
     assert {r.state for r in sent} == {DeliveryState.DELIVERED}
     assert len(sent) == 600
+
+
+def test_a_send_not_acknowledged_in_time_says_so_and_is_delivered_later(tmp_path: Path) -> None:
+    """Option 1 waits `send_wait` for the acknowledgement, then answers PENDING; the message
+    stays queued, and its late acknowledgement marks it delivered and is news."""
+    alice = make_node(tmp_path, "Alice", send_wait=0.5)
+    bob = make_node(tmp_path, "Bob")
+    try:
+        assert alice.node.connect("127.0.0.1", bob.port).ok
+        bob_fp = next(iter(alice.store.pins().values()))
+        busy, started = threading.Event(), threading.Event()
+
+        def hold_the_loop() -> None:  # Bob reads nothing until released
+            started.set()
+            busy.wait(10)
+
+        bob.node.loop.call_soon_threadsafe(hold_the_loop)
+        assert started.wait(5)
+        result = alice.node.send_to_peer(bob_fp, "patience")
+        assert result.outcome is Outcome.PENDING, result
+        assert "no acknowledgement yet" in result.detail
+        assert [r.state for r in alice.store.pending_messages()] == [DeliveryState.PENDING]
+        busy.set()
+        bob.wait_for_text("patience")
+        with alice.changed:
+            assert alice.changed.wait_for(
+                lambda: any(isinstance(e, QueuedDelivered) for e in alice.events), 10
+            ), alice.events
+        assert alice.store.pending_messages() == []
+        assert [r.state for r in alice.store.history(limit=10)] == [DeliveryState.DELIVERED]
+        # The next send is answered by its acknowledgement again, not by the old deadline.
+        assert alice.node.send_to_peer(bob_fp, "again").outcome is Outcome.DELIVERED
+    finally:
+        busy.set()
+        for r in (alice, bob):
+            r.close()
 
 
 def test_an_idle_node_sleeps_until_something_is_due(tmp_path: Path) -> None:

@@ -355,6 +355,8 @@ class OutboxMachine(RuleBasedStateMachine):
             assert self.outbox.pending_count(peer) == len(self.waiting[peer]) + len(
                 self.in_flight[peer]
             )
+            # The sender skips a peer with nothing waiting: never one with something to send.
+            assert self.outbox.has_waiting(peer) == bool(self.waiting[peer])
         assert set(self.outbox.peers_with_pending()) == {
             p for p in PEERS if self.waiting[p] or self.in_flight[p]
         }

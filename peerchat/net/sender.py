@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from peerchat.completion import Completion
+from peerchat.completion import Completion, NotAcknowledged
 from peerchat.delivery import Delivery, outgoing_message
 from peerchat.errors import StorageError
 from peerchat.events import KeyConflict, Outcome, Problem, QueuedExpired, SendResult, UiEvent
@@ -77,6 +77,8 @@ class Sender:
 
     def pump(self, fp: str) -> None:
         """Put the next queued messages to `fp` on the wire, within the window."""
+        if not self._delivery.has_waiting(fp):  # most acknowledgements: nothing behind them
+            return
         session = self._sessions.get(fp)
         if session is None or not session.established:
             return
@@ -197,27 +199,24 @@ class Sender:
         # waiter below is in place.
         self.pump(fp)
 
-        def no_acknowledgement() -> None:
-            self._completion.give_up(queued)
-            if not answer.done():
-                detail = "no acknowledgement yet; it stays queued"
-                answer.set_result(SendResult(Outcome.PENDING, host, port, name, detail))
-
-        timer = self._loop.call_later(self._send_wait, no_acknowledgement)
-
         def acknowledged(refused: Exception | None) -> None:
-            timer.cancel()
             if answer.done():
                 return
             if refused is None:
                 answer.set_result(SendResult(Outcome.DELIVERED, host, port, name, fingerprint=fp))
+            elif isinstance(refused, NotAcknowledged):
+                detail = "no acknowledgement yet; it stays queued"
+                answer.set_result(SendResult(Outcome.PENDING, host, port, name, detail))
             elif isinstance(refused, Refused):
                 detail = f"{refused}; it stays queued"
                 answer.set_result(SendResult(Outcome.REFUSED, host, port, name, detail))
             else:
                 answer.set_exception(refused)
 
-        self._completion.expect(queued, acknowledged)
+        # The wait's deadline is served by the node's one alarm, not a timer per send.
+        until = self._loop.time() + self._send_wait
+        self._completion.expect(queued, acknowledged, until)
+        self._due_by(until)
 
     async def submit(self, fp: str, texts: Sequence[str]) -> list[str]:
         """Queue messages to a known peer without waiting; returns their ids."""
@@ -240,16 +239,19 @@ class Sender:
     async def wait_delivered(self, msg_ids: Sequence[str], timeout: float) -> bool:
         return await self._completion.wait_all(msg_ids, self._delivery.is_queued, timeout)
 
-    # -- the queue's expiry: a timed part of the node's alarm -------------------
+    # -- the waits' deadlines and the queue's expiry: a timed part of the node's alarm
 
     def next_due(self) -> float | None:
+        waits = self._completion.next_due()
         wall = self._delivery.next_expiry()
         if wall is None:
-            return None
+            return waits
         # Queued messages age by the wall clock (their time of sending survives restarts).
-        return self._loop.time() + (wall - time.time())
+        expiry = self._loop.time() + (wall - time.time())
+        return expiry if waits is None else min(waits, expiry)
 
     def handle_timer(self, now: float) -> None:
+        self._completion.handle_timer(now)
         expired = self._delivery.expire(time.time())
         if not expired:
             return

@@ -151,6 +151,11 @@ class Outbox:
         oldest = min((queue.oldest for queue in self._queues.values()), default=math.inf)
         return None if oldest == math.inf else oldest + self._max_age
 
+    def has_waiting(self, peer_fp: str) -> bool:
+        """Whether `peer_fp` has items not yet in flight (the only ones `take_sendable` takes)."""
+        queue = self._queues.get(peer_fp)
+        return queue is not None and bool(queue.waiting)
+
     def pending_count(self, peer_fp: str) -> int:
         """Undelivered items of `peer_fp`: waiting plus in flight."""
         queue = self._queues.get(peer_fp)
