@@ -44,14 +44,13 @@ from bench.harness import (
     stop_child,
     summarize,
 )
+from bench.peers import ROOT, peer_command
 from bench.registry import module_main
 from crypto_utils import KeyManager
 from peerchat.limits import LEGACY_MESSAGE_GLOBAL_RATE
 from peerchat.protocol.channel import Credentials
 from tests.support import free_tcp_port
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "peer_chat.py"
 HOST = "127.0.0.1"
 IN_FLIGHT = 32  # legacy connections open at once
 SOURCES = 64  # loopback addresses the flood cycles through (127.0.1.1 ...)
@@ -156,12 +155,16 @@ class Shown:
         self.count = 0
 
 
+def flood_peer_command(port: int, legacy_port: int, data_dir: Path) -> list[str]:
+    """The bench's usual peer (its quota above what the round trips store), with a legacy port."""
+    return [*peer_command("Bench", port, data_dir), "--legacy-port", str(legacy_port)]
+
+
 @contextlib.contextmanager
 def running_peer(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Shown]]:
     """A peer_chat process with a legacy port; yields it, its two ports and its flood count."""
     port, legacy_port = free_tcp_port(), free_tcp_port()
-    args = [sys.executable, str(SCRIPT), "--name", "Bench", "--port", str(port)]
-    args += ["--data-dir", str(data_dir), "--no-discovery", "--legacy-port", str(legacy_port)]
+    args = flood_peer_command(port, legacy_port, data_dir)
     proc = subprocess.Popen(
         args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

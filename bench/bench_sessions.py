@@ -47,6 +47,7 @@ from bench.peers import (
 )
 from bench.registry import module_main
 from crypto_utils import Identity
+from peerchat.limits import MAX_CONNECTIONS_PER_ADDRESS, MAX_PENDING_PER_ADDRESS
 from peerchat.protocol.channel import Credentials
 from tests.support import free_tcp_port
 
@@ -56,13 +57,16 @@ TARGET_SESSIONS = 1_000  # what the target asks for; fewer held cannot meet it
 @dataclass(frozen=True)
 class Sizes:
     sessions: int  # concurrent sessions held by B
-    sessions_per_address: int  # under MAX_CONNECTIONS_PER_ADDRESS and MAX_PENDING_HANDSHAKES
+    sessions_per_address: int  # within the per-address limits, and all pending at once
     hold_seconds: float  # how long the sessions are held (B pings them after 5 s of silence)
     max_seconds: float  # time budget of one wave loop (times four)
 
 
-FULL = Sizes(sessions=1_000, sessions_per_address=50, hold_seconds=7.0, max_seconds=30.0)
-QUICK = Sizes(sessions=100, sessions_per_address=50, hold_seconds=0.5, max_seconds=5.0)
+# A wave opens all of its handshakes at once: more than MAX_PENDING_PER_ADDRESS from one
+# address would drop the oldest ones (the peer's defence against a handshake flood).
+PER_ADDRESS = min(MAX_PENDING_PER_ADDRESS, MAX_CONNECTIONS_PER_ADDRESS)
+FULL = Sizes(sessions=1_000, sessions_per_address=PER_ADDRESS, hold_seconds=7.0, max_seconds=30.0)
+QUICK = Sizes(sessions=100, sessions_per_address=PER_ADDRESS, hold_seconds=0.5, max_seconds=5.0)
 
 
 @dataclass(frozen=True)

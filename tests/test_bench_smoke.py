@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import baselines
+from bench import baselines, bench_legacy_flood, bench_sessions
 from bench.__main__ import collect, main
 from bench.harness import (
     Target,
@@ -42,6 +42,7 @@ from bench.harness import (
     write_json,
 )
 from bench.registry import REGISTRY, Entry
+from peerchat.limits import MAX_CONNECTIONS_PER_ADDRESS, MAX_PENDING_PER_ADDRESS
 
 TINY = baselines.Sizes(
     runs=2,
@@ -521,3 +522,16 @@ def test_menu_script_types_what_the_original_script_typed() -> None:
     assert len(menu.MESSAGE.encode()) == 100
     script = menu.menu_script("127.0.0.1", 5000, 3).decode()
     assert script == f"1\n127.0.0.1\n5000\n{menu.MESSAGE}\n" * 3
+
+
+def test_the_full_runs_fit_the_limits_of_the_peers_they_measure(tmp_path: Path) -> None:
+    """A full run must not trip a defence of the peer it measures: a wave of sessions
+    from one address all pending at once, and the keyed round trips of a legacy flood
+    run stored by a stranger's quota."""
+    per_address = bench_sessions.FULL.sessions_per_address
+    assert per_address <= min(MAX_PENDING_PER_ADDRESS, MAX_CONNECTIONS_PER_ADDRESS)
+    args = bench_legacy_flood.flood_peer_command(5000, 5001, tmp_path)
+    quota = int(args[args.index("--quota-messages") + 1])
+    full = bench_legacy_flood.FULL
+    assert quota >= 2 * full.runs * full.max_messages  # each run: before and under the flood
+    assert args[args.index("--legacy-port") + 1] == "5001"
