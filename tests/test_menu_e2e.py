@@ -290,7 +290,10 @@ def test_a_changed_key_is_one_short_warning_said_once(tmp_path: Path, peers: lis
         alice.expect_menu()
 
     screen = strip_ansi(alice.screen())
-    warnings = [line for line in screen.splitlines() if "WARNING" in line]
+    # News that comes while a prompt is drawn goes above it: the prompt is moved back
+    # over and erased first (escape codes, stripped here), which leaves the erased
+    # "Enter choice:" in front of the warning on one line of this text.
+    warnings = [line[line.index("WARNING") :] for line in screen.splitlines() if "WARNING" in line]
     assert len(warnings) == 1, warnings
     warning = warnings[0].strip()
     assert warning.startswith("WARNING: the key of peer Bob at")
