@@ -18,6 +18,7 @@ from peerchat.completion import Completion, NotAcknowledged
 from peerchat.delivery import Delivery, outgoing_message
 from peerchat.errors import StorageError
 from peerchat.events import KeyConflict, Outcome, Problem, QueuedExpired, SendResult, UiEvent
+from peerchat.net.alarm import earliest
 from peerchat.net.connector import CONNECT_FAILURES, Connector, KeyChangedError, Refused, describe
 from peerchat.net.directory import PeerDirectory
 from peerchat.net.reply import Reply
@@ -242,13 +243,10 @@ class Sender:
     # -- the waits' deadlines and the queue's expiry: a timed part of the node's alarm
 
     def next_due(self) -> float | None:
-        waits = self._completion.next_due()
         wall = self._delivery.next_expiry()
-        if wall is None:
-            return waits
         # Queued messages age by the wall clock (their time of sending survives restarts).
-        expiry = self._loop.time() + (wall - time.time())
-        return expiry if waits is None else min(waits, expiry)
+        expiry = None if wall is None else self._loop.time() + (wall - time.time())
+        return earliest([self._completion.next_due(), expiry])
 
     def handle_timer(self, now: float) -> None:
         self._completion.handle_timer(now)
